@@ -1,0 +1,3 @@
+from pluralign.cli.main import main
+
+main()

@@ -1,0 +1,260 @@
+"""The ``pluralign`` command line.
+
+Heavy libraries (torch, transformers) are imported inside commands, so
+``pluralign --help`` and ``pluralign ls`` answer quickly.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from pluralign import __version__
+
+app = typer.Typer(
+    name="pluralign",
+    help=(
+        "Pluralistic preference alignment: train and evaluate language models whose answers "
+        "reflect a group's whole distribution of beliefs (GDPO, GPA)."
+    ),
+    epilog=(
+        "Examples:\n\n"
+        "  pluralign demo                 # end-to-end run on the bundled model and data\n\n"
+        "  pluralign ls                   # what methods, metrics, judges, builders exist\n\n"
+        "  pluralign generate 'Is democracy important?'\n\n"
+        "Run `pluralign COMMAND --help` for the options and examples of each command."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+
+_state = {"verbose": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pluralign {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show library logs and warnings.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    from pluralign._quiet import quiet_libraries
+
+    _state["verbose"] = verbose
+    quiet_libraries(verbose)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``message`` as an error and return the Exit to raise."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def not_yet(command: str, issue: str) -> typer.Exit:
+    typer.secho(
+        f"`pluralign {command}` is not available in pluralign {__version__} yet: it arrives "
+        f"with the {issue}. See README.md for what works today.",
+        fg=typer.colors.YELLOW,
+        err=True,
+    )
+    return typer.Exit(3)
+
+
+# ----------------------------------------------------------------------------- ls
+
+
+@app.command("ls")
+def ls_command(
+    kind: Annotated[
+        str | None,
+        typer.Argument(help="Only this registry: methods, metrics, judges, builders, models."),
+    ] = None,
+) -> None:
+    """List what is registered: training methods, metrics, judges, data builders, models.
+
+    Examples:
+
+        pluralign ls
+
+        pluralign ls methods
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from pluralign.registry import ALL_REGISTRIES, did_you_mean, load_all
+
+    failures = load_all()
+    if kind is not None and kind not in ALL_REGISTRIES:
+        raise fail(
+            f'unknown registry "{kind}".{did_you_mean(kind, list(ALL_REGISTRIES))} '
+            f"Known: {', '.join(ALL_REGISTRIES)}"
+        )
+    console = Console()
+    for name, registry in ALL_REGISTRIES.items():
+        if kind is not None and name != kind:
+            continue
+        table = Table(title=f"{name} ({len(registry)})", title_justify="left", show_header=False)
+        table.add_column("name", style="bold cyan", no_wrap=True)
+        table.add_column("description")
+        for entry in registry.entries():
+            table.add_row(entry.name, entry.help)
+        if not len(registry):
+            table.add_row("-", "(none registered yet)")
+        console.print(table)
+    for failure in failures:
+        typer.secho(f"warning: plugin failed to load: {failure}", fg=typer.colors.YELLOW, err=True)
+
+
+# ----------------------------------------------------------------------- generate
+
+
+@app.command("generate")
+def generate_command(
+    prompt: Annotated[str, typer.Argument(help="The question or instruction to answer.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model reference (see `pluralign ls models`).")
+    ] = "smollm2-135m",
+    max_new_tokens: Annotated[
+        int, typer.Option(min=1, help="Maximum number of tokens to generate.")
+    ] = 128,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="Sampling temperature; 0 decodes greedily.")
+    ] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
+    chat: Annotated[
+        bool, typer.Option(help="Wrap the prompt in the model's chat template when it has one.")
+    ] = True,
+) -> None:
+    """Answer a prompt with a model.
+
+    Examples:
+
+        pluralign generate "What do you think of the European Union?"
+
+        pluralign generate --model ./runs/gdpo/final --temperature 0.7 "Is AI good for jobs?"
+    """
+    from pluralign.generation import generate_text
+    from pluralign.models import ModelLoadError, load_model
+
+    try:
+        lm, tokenizer = load_model(model)
+    except (ModelLoadError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    text = generate_text(
+        lm, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+        top_p=top_p, seed=seed, chat=chat,
+    )
+    typer.echo(text)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo_command(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model reference for the demo.")
+    ] = "smollm2-135m",
+) -> None:
+    """Run the end-to-end demo on the bundled model (no network needed).
+
+    In this version the demo prepares the bundled SmolLM2 (converted and cached
+    once), reports its size and load time, and answers a survey question. The
+    full GDPO demo (SFT, DPO, GDPO, evaluation and report) arrives with the
+    demo issue.
+
+    Examples:
+
+        pluralign demo
+
+        PLURALIGN_CACHE=/tmp/cache pluralign demo
+    """
+    from pluralign.generation import generate_text
+    from pluralign.models import ModelLoadError, count_parameters, load_model
+
+    question = (
+        "Do you think the growing number of older people in your country is a major problem, "
+        "a minor problem, or not a problem?"
+    )
+    started = time.perf_counter()
+    try:
+        lm, tokenizer = load_model(model)
+    except (ModelLoadError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    load_seconds = time.perf_counter() - started
+    typer.echo(
+        f"model: {model} ({count_parameters(lm) / 1e6:.1f}M parameters, loaded in "
+        f"{load_seconds:.1f} s)"
+    )
+    typer.echo(f"question: {question}")
+    answer = generate_text(lm, tokenizer, question, max_new_tokens=60)
+    typer.echo(f"answer: {answer}")
+    typer.secho(
+        "The full GDPO demo (SFT -> DPO and GDPO -> evaluation -> report) arrives with the "
+        "demo issue; this run checked that the bundled model loads and generates.",
+        fg=typer.colors.YELLOW,
+    )
+
+
+# ------------------------------------------------------- commands of later issues
+
+
+_LATER = {
+    "data": (
+        "Build belief-conditioned preference data (opinions, reviews, mmoqa, belief mining).",
+        "pluralign data opinions --groups 'United States' --out data/us",
+        "data issue",
+    ),
+    "train": (
+        "Train with a method (sft, uniform-sft, dpo, gdpo, kto, gdpo-kto, ablations).",
+        "pluralign train configs/gdpo.yaml --learning_rate 1e-5",
+        "training issue",
+    ),
+    "eval": (
+        "Evaluate a model: belief distributions, JSD, CBC, BPC, RS, reports with plots.",
+        "pluralign eval --model runs/gdpo/final --data data/us/test.jsonl",
+        "evaluation issue",
+    ),
+    "gpa": (
+        "Group Preference Alignment: rubrics from conversation logs, GPA-CT and GPA-FT.",
+        "pluralign gpa run --logs conversations.json --group-field metadata.country",
+        "GPA issue",
+    ),
+}
+
+
+def _register_later(name: str, summary: str, example: str, issue: str) -> None:
+    def command(ctx: typer.Context) -> None:
+        raise not_yet(name, issue)
+
+    command.__doc__ = f"{summary}\n\nExample (once available):\n\n    {example}"
+    app.command(
+        name,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(command)
+
+
+for _name, (_summary, _example, _issue) in _LATER.items():
+    _register_later(_name, _summary, _example, _issue)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

