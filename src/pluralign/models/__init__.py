@@ -23,4 +23,4 @@ __all__ = [
 ]
 
 # Importing the keyword module registers "smollm2-135m" and "tiny".
-from pluralign.models import registry as _keywords  # noqa: E402, F401
+from pluralign.models import registry as _keywords  # noqa: F401

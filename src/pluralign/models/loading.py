@@ -250,10 +250,17 @@ def apply_lora(model: Any, config: ModelConfig) -> Any:
         modules_to_save=config.lora_modules_to_save or None,
     )
     try:
-        return get_peft_model(model, lora)
+        wrapped = get_peft_model(model, lora)
     except ValueError as exc:
         names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
         raise ModelLoadError(
             f"LoRA could not be applied to {config.model}: {exc}. Module names in this model: "
             f"{', '.join(names)}"
         ) from exc
+    # Record the reference we loaded (a keyword such as "smollm2-135m", or an absolute path)
+    # so that a saved adapter folder reloads through load_model on its own.
+    path = Path(config.model).expanduser()
+    base_ref = str(path.resolve()) if path.exists() else config.model
+    for adapter in wrapped.peft_config.values():
+        adapter.base_model_name_or_path = base_ref
+    return wrapped
