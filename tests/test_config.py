@@ -193,3 +193,17 @@ def test_describe_fields_flattens_nested():
     rows = {key: (tp, default, help_) for key, tp, default, help_ in describe_fields(Run)}
     assert rows["optim.lr"] == ("float", "0.0001", "learning rate")
     assert rows["steps"] == ("int", "10", "training steps")
+
+
+def test_tuple_and_optional_list_fields():
+    @dataclass
+    class Shapes:
+        dims: tuple[int, ...] = field(default=(1,), metadata={"help": "dims"})
+        names: list[str] | None = field(default=None, metadata={"help": "names"})
+
+    cfg = load_config(Shapes, None, ["--dims", "[2, 3]", "--names", "a,b"])
+    assert cfg == Shapes(dims=(2, 3), names=["a", "b"])
+    assert load_config(Shapes, None, ["--names", "null"]).names is None
+    expected = r"--dims \(field 'dims'\) item 1: expected an integer, got 'x'"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(Shapes, None, ["--dims", "1,x"])

@@ -152,3 +152,16 @@ def test_bundled_smollm2_converts_once_then_loads_fast_and_generates(tmp_path, m
     assert answer == again == "The capital of France is Paris."
     assert list(tmp_path.glob("gguf/*/model/model.safetensors"))
     assert second < first / 2, (first, second)
+
+
+def test_conversion_cache_key_follows_content_not_location(tmp_path):
+    from pluralign.models.gguf import _cache_key
+
+    a = tmp_path / "a" / "m.gguf"
+    b = tmp_path / "b" / "m.gguf"
+    for path in (a, b):
+        path.parent.mkdir()
+        path.write_bytes(b"GGUF" + bytes(range(256)) * 20)
+    assert _cache_key(a) == _cache_key(b)
+    b.write_bytes(b"GGUF" + bytes(range(256)) * 21)
+    assert _cache_key(a) != _cache_key(b)

@@ -109,6 +109,28 @@ def _parse_text(value: Any) -> Any:
         return value
 
 
+def _coerce_sequence(value: Any, tp: Any, where: str) -> Any:
+    parsed = _parse_text(value)
+    if isinstance(parsed, str):  # "a,b,c" on the command line
+        parsed = [part.strip() for part in parsed.split(",") if part.strip()]
+    if not isinstance(parsed, (list, tuple)):
+        parsed = [parsed]
+    args = typing.get_args(tp)
+    item_tp = args[0] if args else Any  # list[X] and tuple[X, ...] alike
+    items = [coerce(v, item_tp, f"{where} item {i}") for i, v in enumerate(parsed)]
+    origin = typing.get_origin(tp) or tp
+    container = origin if origin in (tuple, set, frozenset) else list
+    return container(items)
+
+
+def _coerce_mapping(value: Any, tp: Any, where: str) -> dict:
+    parsed = _parse_text(value)
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    key_tp, val_tp = typing.get_args(tp) or (Any, Any)
+    return {coerce(k, key_tp, where): coerce(v, val_tp, f"{where}.{k}") for k, v in parsed.items()}
+
+
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert ``value`` to type hint ``tp`` or raise :class:`ConfigError`."""
     if tp is Any or tp is object:
@@ -144,24 +166,9 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             f"{where}: {value!r} is not one of {names}.{did_you_mean(str(value), names)}"
         )
     if origin in (list, tuple, Sequence, set, frozenset) or tp in (list, tuple):
-        parsed = _parse_text(value)
-        if isinstance(parsed, str):  # "a,b,c" on the command line
-            parsed = [part.strip() for part in parsed.split(",") if part.strip()]
-        if not isinstance(parsed, (list, tuple)):
-            parsed = [parsed]
-        args = typing.get_args(tp)
-        item_tp = args[0] if args else Any  # list[X] and tuple[X, ...] alike
-        items = [coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(parsed)]
-        container = origin if origin in (tuple, set, frozenset) else list
-        return container(items)
+        return _coerce_sequence(value, tp, where)
     if origin in (dict, Mapping) or tp is dict:
-        parsed = _parse_text(value)
-        if not isinstance(parsed, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        key_tp, val_tp = typing.get_args(tp) or (Any, Any)
-        return {
-            coerce(k, key_tp, where): coerce(v, val_tp, f"{where}.{k}") for k, v in parsed.items()
-        }
+        return _coerce_mapping(value, tp, where)
     if dataclasses.is_dataclass(tp):
         if dataclasses.is_dataclass(value):
             return value

@@ -54,11 +54,19 @@ def find_bundled_gguf() -> Path:
     )
 
 
-def _cache_key(gguf_path: Path) -> str:
-    """Identify a GGUF file by name, size and modification time (hashing ~100 MB is slow)."""
-    stat = gguf_path.stat()
-    raw = f"{gguf_path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}|{_CACHE_FORMAT}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+def _cache_key(gguf_path: Path, sample: int = 1 << 20) -> str:
+    """Identify a GGUF file by its size and its first and last MiB.
+
+    Content-based, so every virtual environment holding the same wheel shares
+    one converted copy, and cheap (hashing all ~100 MB would cost a second).
+    """
+    size = gguf_path.stat().st_size
+    digest = hashlib.sha256(f"{size}|{_CACHE_FORMAT}|".encode())
+    with gguf_path.open("rb") as handle:
+        digest.update(handle.read(sample))
+        handle.seek(max(0, size - sample))
+        digest.update(handle.read(sample))
+    return digest.hexdigest()[:16]
 
 
 def converted_dir(gguf_path: Path, kind: str = "model") -> Path:
