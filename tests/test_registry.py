@@ -93,4 +93,10 @@ def test_readme_example_suggestion():
 def test_load_all_registers_builtin_model_keywords():
     assert load_all() == []
     assert {"smollm2-135m", "tiny"} <= set(MODELS.names())
-    assert set(ALL_REGISTRIES) == {"methods", "metrics", "judges", "builders", "models"}
+    assert set(ALL_REGISTRIES) == {"methods", "metrics", "judges", "builders", "models",
+                                   "llm-backends", "reference-lines"}
+    assert set(ALL_REGISTRIES["methods"].names()) == {
+        "sft", "uniform-sft", "dpo", "gdpo", "gdpo-calibration", "gdpo-conditioned", "kto",
+        "gdpo-kto"}
+    assert set(ALL_REGISTRIES["metrics"].names()) == {"jsd", "cbc", "bpc", "rs"}
+    assert set(ALL_REGISTRIES["llm-backends"].names()) == {"hf", "openai"}

@@ -23,7 +23,13 @@ PLUGIN_GROUP = "pluralign.plugins"
 
 #: Modules of pluralign itself that register entries when imported. Later
 #: subpackages append themselves here so that `pluralign ls` sees them.
-BUILTIN_MODULES: list[str] = ["pluralign.models.registry"]
+BUILTIN_MODULES: list[str] = [
+    "pluralign.models.registry",
+    "pluralign.train.methods",
+    "pluralign.eval.metrics",
+    "pluralign.eval.reference",
+    "pluralign.llm.config",
+]
 
 
 class RegistryError(Exception):
@@ -137,6 +143,8 @@ METRICS: Registry[Callable[..., Any]] = Registry("metric")
 JUDGES: Registry[Any] = Registry("judge")
 BUILDERS: Registry[Callable[..., Any]] = Registry("data builder")
 MODELS: Registry[Any] = Registry("model keyword")
+LLM_BACKENDS: Registry[Callable[..., Any]] = Registry("llm backend")
+REFERENCE_LINES: Registry[Callable[..., Any]] = Registry("reference line")
 
 #: The registries that `pluralign ls` shows, in display order.
 ALL_REGISTRIES: dict[str, Registry[Any]] = {
@@ -145,6 +153,8 @@ ALL_REGISTRIES: dict[str, Registry[Any]] = {
     "judges": JUDGES,
     "builders": BUILDERS,
     "models": MODELS,
+    "llm-backends": LLM_BACKENDS,
+    "reference-lines": REFERENCE_LINES,
 }
 
 

@@ -1,0 +1,268 @@
+"""``pluralign.train(config)``: the run that ``pluralign train CONFIG.yaml`` builds."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pluralign.data.records import GroupPreferenceExample, read_examples
+from pluralign.models import apply_lora, load_model
+from pluralign.runs import prepare_run_dir
+from pluralign.train.common import last_complete_checkpoint
+from pluralign.train.config import TrainConfig
+from pluralign.train.dataset import belief_eval_inputs, preference_dataset, sft_dataset
+from pluralign.train.methods import Method
+from pluralign.train.metrics import METRICS_FILE, BeliefEvalCallback, MetricsJsonlCallback
+from pluralign.train.tokenize import OPINION_FORMAT, SequenceFormat, add_belief_tokens
+
+logger = logging.getLogger(__name__)
+
+#: Written into final/ so evaluation and generation use the same sequence format.
+FORMAT_FILE = "pluralign_format.json"
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run put its outputs."""
+
+    output_dir: Path
+    final_dir: Path
+    global_step: int
+    metrics_file: Path
+
+
+@dataclass
+class _Context:
+    config: TrainConfig
+    method: Method
+    model: Any
+    tokenizer: Any
+    fmt: SequenceFormat
+    train_records: list[GroupPreferenceExample]
+    eval_records: list[GroupPreferenceExample]
+    output_dir: Path
+
+
+def sequence_format(config: TrainConfig) -> SequenceFormat:
+    return SequenceFormat(
+        marker=config.belief_format, chat_template=config.use_chat_template,
+        prompt_template=OPINION_FORMAT.prompt_template,
+        description_template=OPINION_FORMAT.description_template,
+    )
+
+
+def _load_records(path: str | None, limit: int | None) -> list[GroupPreferenceExample]:
+    if not path:
+        return []
+    records = list(read_examples(path))
+    if not records:
+        raise ValueError(f"{path} holds no records")
+    return records[:limit] if limit is not None else records
+
+
+def _load_policy(config: TrainConfig) -> tuple[Any, Any]:
+    # LoRA goes on after the special tokens are added: the embeddings must be resized first.
+    base_config = copy.deepcopy(config.model)
+    base_config.lora_r = 0
+    model, tokenizer = load_model(base_config)
+    if config.belief_format == "special":
+        add_belief_tokens(tokenizer, model)
+    if config.model.lora_r:
+        lora = copy.deepcopy(config.model)
+        if config.belief_format == "special" and not lora.lora_modules_to_save:
+            lora.lora_modules_to_save = ["embed_tokens", "lm_head"]
+        model = apply_lora(model, lora)
+    return model, tokenizer
+
+
+def _trl_common(config: TrainConfig, output_dir: Path, has_eval: bool) -> dict[str, Any]:
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": config.learning_rate,
+        "optim": config.optim,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "warmup_steps": config.warmup_steps,
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "per_device_eval_batch_size": config.per_device_eval_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "eval_strategy": "steps" if has_eval else "no",
+        "eval_steps": config.eval_steps,
+        "logging_steps": config.logging_steps,
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "bf16": config.bf16,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "report_to": config.report_to or "none",
+        "remove_unused_columns": True,
+        "disable_tqdm": False,
+        "max_length": config.max_length,
+    }
+
+
+def _build_preference(ctx: _Context) -> Any:
+    from pluralign.train.preference import GDPOConfig, GDPOTrainer
+
+    config, method = ctx.config, ctx.method
+    calibration, nll, preference = config.weights()
+    pairing = "gdpo" if method.rejected_belief == "chosen" else "dpo"
+    args = GDPOConfig(
+        **_trl_common(config, ctx.output_dir, bool(ctx.eval_records)),
+        beta=config.beta,
+        precompute_ref_log_probs=config.precompute_ref_log_probs,
+        calibration_weight=calibration, belief_nll_weight=nll, preference_weight=preference,
+        calibration_normalize=config.calibration_normalize,
+        belief_nll_reduction=config.belief_nll_reduction,
+        exclude_belief_from_preference=method.exclude_belief_from_preference,
+    )
+    return GDPOTrainer(
+        model=ctx.model, ref_model=_reference_copy(ctx), args=args,
+        processing_class=ctx.tokenizer,
+        train_dataset=preference_dataset(ctx.train_records, ctx.tokenizer, ctx.fmt,
+                                         pairing=pairing),
+        eval_dataset=(preference_dataset(ctx.eval_records, ctx.tokenizer, ctx.fmt,
+                                         pairing=pairing) if ctx.eval_records else None),
+    )
+
+
+def _build_sft(ctx: _Context) -> Any:
+    from trl import SFTConfig
+
+    from pluralign.train.sft import BeliefSFTTrainer
+
+    config = ctx.config
+    args = SFTConfig(**_trl_common(config, ctx.output_dir, bool(ctx.eval_records)))
+
+    def data(records: list[GroupPreferenceExample]) -> Any:
+        return sft_dataset(records, ctx.tokenizer, ctx.fmt,
+                           uniform_beliefs=ctx.method.uniform_beliefs, seed=config.seed)
+
+    return BeliefSFTTrainer(
+        model=ctx.model, args=args, processing_class=ctx.tokenizer,
+        train_dataset=data(ctx.train_records),
+        eval_dataset=data(ctx.eval_records) if ctx.eval_records else None,
+    )
+
+
+def _build_kto(ctx: _Context) -> Any:
+    from pluralign.train.kto import GDPOKTOConfig, GDPOKTOTrainer, kto_dataset
+
+    config, method = ctx.config, ctx.method
+    calibration, nll, preference = config.weights()
+    pairing = "gdpo" if method.rejected_belief == "chosen" else "dpo"
+    args = GDPOKTOConfig(
+        **_trl_common(config, ctx.output_dir, bool(ctx.eval_records)),
+        beta=config.beta,
+        precompute_ref_log_probs=config.precompute_ref_log_probs,
+        desirable_weight=config.kto_desirable_weight,
+        undesirable_weight=config.kto_undesirable_weight,
+        calibration_weight=calibration, belief_nll_weight=nll, preference_weight=preference,
+        calibration_normalize=config.calibration_normalize,
+        belief_nll_reduction=config.belief_nll_reduction,
+        exclude_belief_from_preference=method.exclude_belief_from_preference,
+    )
+
+    def data(records: list[GroupPreferenceExample]) -> Any:
+        return kto_dataset(records, ctx.tokenizer, ctx.fmt, pairing=pairing,
+                           batch_size=config.per_device_train_batch_size)
+
+    return GDPOKTOTrainer(
+        model=ctx.model, ref_model=_reference_copy(ctx), args=args,
+        processing_class=ctx.tokenizer, train_dataset=data(ctx.train_records),
+        eval_dataset=data(ctx.eval_records) if ctx.eval_records else None,
+    )
+
+
+def _reference_copy(ctx: _Context) -> Any:
+    """Full fine-tuning without precomputed log-probs needs an explicit frozen reference;
+    otherwise TRL reloads one from ``config._name_or_path``."""
+    if ctx.config.model.lora_r or ctx.config.precompute_ref_log_probs:
+        return None
+    return copy.deepcopy(ctx.model).eval()
+
+
+#: Trainer builders by method family; a method picks one through its data, not its name.
+TRAINER_FAMILIES: dict[str, Callable[[_Context], Any]] = {
+    "preference": _build_preference,
+    "sft": _build_sft,
+    "kto": _build_kto,
+}
+
+
+def _resume_point(config: TrainConfig, output_dir: Path) -> Path | None:
+    checkpoint = last_complete_checkpoint(output_dir)
+    if checkpoint is not None and not config.resume:
+        raise ValueError(
+            f"{output_dir} already holds {checkpoint.name}; pass --resume to continue that run "
+            "or choose another output_dir"
+        )
+    if checkpoint is not None:
+        step = int(checkpoint.name.split("-")[1])
+        _truncate_metrics(output_dir / METRICS_FILE, step)
+    return checkpoint
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run ``config`` end to end and return where its outputs are."""
+    from transformers import set_seed
+
+    method = config.method_spec
+    if method.family not in TRAINER_FAMILIES:
+        raise ValueError(f"method {method.name!r} has family {method.family!r}, which no trainer "
+                         f"handles yet (known: {', '.join(TRAINER_FAMILIES)})")
+    if not config.train_file:
+        raise ValueError("train_file: a JSONL file of training records is required")
+    output_dir = Path(config.output_dir)
+    resume_from = _resume_point(config, output_dir)
+    prepare_run_dir(output_dir, config)
+    set_seed(config.seed)
+    train_records = _load_records(config.train_file, config.max_train_examples)
+    eval_records = _load_records(config.eval_file, config.max_eval_examples)
+    model, tokenizer = _load_policy(config)
+    ctx = _Context(config, method, model, tokenizer, sequence_format(config), train_records,
+                   eval_records, output_dir)
+    trainer = TRAINER_FAMILIES[method.family](ctx)
+    trainer.add_callback(MetricsJsonlCallback(output_dir))
+    if eval_records:
+        trainer.add_callback(BeliefEvalCallback(
+            belief_eval_inputs(eval_records, tokenizer, ctx.fmt), output_dir,
+            pad_token_id=tokenizer.pad_token_id, batch_size=config.per_device_eval_batch_size,
+        ))
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if eval_records:
+        trainer.evaluate()
+    return _save_final(trainer, tokenizer, ctx)
+
+
+def _save_final(trainer: Any, tokenizer: Any, ctx: _Context) -> TrainResult:
+    final = ctx.output_dir / "final"
+    staging = ctx.output_dir / "final.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    tokenizer.save_pretrained(staging)
+    (staging / FORMAT_FILE).write_text(json.dumps({
+        "method": ctx.method.name, "belief_format": ctx.config.belief_format,
+        "use_chat_template": ctx.config.use_chat_template,
+    }, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    staging.replace(final)
+    return TrainResult(ctx.output_dir, final, trainer.state.global_step,
+                       ctx.output_dir / METRICS_FILE)

@@ -1,0 +1,137 @@
+"""Pieces shared by pluralign's TRL-based trainers.
+
+- :class:`HiddenStateCapture`: reads the backbone's last hidden state during
+  the policy forward. TRL's fused LM head never builds full logits, so the
+  belief distribution at the last prompt position is recomputed from that
+  hidden state and the LM head for a handful of positions (no extra forward).
+- :class:`GuardedCheckpointsMixin`: a non-finite loss stops the run with a
+  clear message before any optimiser step or save, and every checkpoint gets
+  a ``COMPLETE`` marker written last, so ``--resume`` never picks a half-saved
+  checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "COMPLETE"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run stops without saving a model."""
+
+
+def unwrap_to_causal_lm(model: Any) -> Any:
+    """The transformers causal LM inside DDP/accelerate and peft wrappers."""
+    inner = getattr(model, "module", model)  # DistributedDataParallel
+    if hasattr(inner, "get_base_model"):  # peft
+        inner = inner.get_base_model()
+    return inner
+
+
+class HiddenStateCapture:
+    """Keep the last hidden state of the first backbone forward while armed.
+
+    The hook fires for every forward of the backbone, including the reference
+    forward when peft disables the adapters on the same modules; arming it
+    around the policy forward only keeps the policy's states.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.causal_lm = unwrap_to_causal_lm(model)
+        self.hidden: torch.Tensor | None = None
+        self._armed = False
+        self._handle = self.causal_lm.base_model.register_forward_hook(self._hook)
+
+    def _hook(self, module: Any, args: Any, output: Any) -> None:
+        if self._armed:
+            hidden = getattr(output, "last_hidden_state", None)
+            self.hidden = hidden if hidden is not None else output[0]
+            self._armed = False
+
+    @contextmanager
+    def armed(self) -> Iterator[HiddenStateCapture]:
+        self.hidden, self._armed = None, True
+        try:
+            yield self
+        finally:
+            self._armed = False
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary logits for selected hidden states ``(..., H) -> (..., V)``."""
+        # Calling the head module (not its weight) keeps peft's modules_to_save wrappers working.
+        head = self.causal_lm.get_output_embeddings()
+        return head(hidden.to(head.weight.dtype))
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def check_finite(loss: torch.Tensor, step: int, terms: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`TrainingDiverged` naming the terms that are not finite."""
+    if torch.isfinite(loss).all():
+        return
+    bad = {name: float(value.detach().float().mean()) for name, value in terms.items()}
+    bad = {name: value for name, value in bad.items() if not math.isfinite(value)}
+    raise TrainingDiverged(
+        f"the loss became {float(loss.detach().float())} at step {step} (non-finite terms: "
+        f"{bad or 'none individually'}). The run stopped without saving this state; the last "
+        "good checkpoint (if any) is intact. Lower the learning rate, check the targets p* "
+        "for zeros or NaNs, or use float32."
+    )
+
+
+def checkpoint_is_complete(path: Path) -> bool:
+    return (path / COMPLETE_MARKER).is_file() and (path / "trainer_state.json").is_file()
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest ``checkpoint-N`` with its ``COMPLETE`` marker; incomplete ones are set aside.
+
+    A checkpoint without the marker was being written when the run died; it is
+    renamed ``checkpoint-N.incomplete`` (kept for inspection, ignored by resume
+    and by checkpoint rotation).
+    """
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    found = []
+    for path in root.iterdir():
+        match = _CHECKPOINT.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        if checkpoint_is_complete(path):
+            found.append((int(match.group(1)), path))
+        else:
+            aside = path.with_name(path.name + ".incomplete")
+            logger.warning("ignoring incomplete checkpoint %s (renamed to %s)", path, aside.name)
+            os.replace(path, aside)
+    return max(found)[1] if found else None
+
+
+class GuardedCheckpointsMixin:
+    """Mix into a ``transformers.Trainer`` subclass (before the trainer class)."""
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        if self.args.should_save:  # type: ignore[attr-defined]
+            folder = Path(self._get_output_dir(trial=trial)) / (  # type: ignore[attr-defined]
+                f"checkpoint-{self.state.global_step}"  # type: ignore[attr-defined]
+            )
+            marker = folder / COMPLETE_MARKER
+            with open(marker, "w") as handle:
+                handle.write(f"{self.state.global_step}\n")  # type: ignore[attr-defined]
+                handle.flush()
+                os.fsync(handle.fileno())

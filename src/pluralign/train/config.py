@@ -1,0 +1,157 @@
+"""``TrainConfig``: one dataclass for ``pluralign train`` and ``pluralign.train``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pluralign.config import YamlConfig
+from pluralign.models import ModelConfig
+from pluralign.registry import UnknownNameError
+from pluralign.train.methods import Method, get_method
+
+
+def _lora_default() -> ModelConfig:
+    return ModelConfig(model="smollm2-135m", lora_r=8, lora_alpha=16.0)
+
+
+@dataclass
+class TrainConfig(YamlConfig):
+    """A training run: method, data, model and optimisation settings."""
+
+    method: str = field(
+        default="gdpo",
+        metadata={"help": "Training method (`pluralign ls methods`): sft, uniform-sft, dpo, gdpo, "
+                          "gdpo-calibration, gdpo-conditioned, kto, gdpo-kto."},
+    )
+    train_file: str = field(
+        default="", metadata={"help": "JSONL of group preference records for training."}
+    )
+    eval_file: str | None = field(
+        default=None, metadata={"help": "JSONL of records for evaluation during training."}
+    )
+    output_dir: str = field(
+        default="runs/run",
+        metadata={"help": "Run folder: config.yaml, metrics.jsonl, checkpoints, final/."},
+    )
+    model: ModelConfig = field(
+        default_factory=_lora_default,
+        metadata={"help": "Model to train (model.model, model.lora_r, ...); start DPO/GDPO "
+                          "from an SFT run's final/ folder as the paper does."},
+    )
+    belief_format: Literal["digit", "special"] = field(
+        default="digit",
+        metadata={"help": "Belief marker: the paper's digit (`{class}<{description}>`) or "
+                          "added special tokens `<|belief_k|>`."},
+    )
+    use_chat_template: bool = field(
+        default=False,
+        metadata={"help": "Render the prompt with the tokenizer's chat template."},
+    )
+    beta: float = field(default=0.1, metadata={"help": "DPO/KTO beta (paper: 0.1)."})
+    calibration_weight: float | None = field(
+        default=None, metadata={"help": "Override the method's calibration weight."}
+    )
+    belief_nll_weight: float | None = field(
+        default=None, metadata={"help": "Override the method's belief NLL weight."}
+    )
+    preference_weight: float | None = field(
+        default=None, metadata={"help": "Override the method's preference (DPO/KTO) weight."}
+    )
+    calibration_normalize: Literal["full_vocab", "belief_tokens"] = field(
+        default="full_vocab",
+        metadata={"help": "Belief log-probs under the full-vocabulary softmax (reference code) "
+                          "or renormalised over the K belief tokens."},
+    )
+    belief_nll_reduction: Literal["mean", "sum"] = field(
+        default="mean", metadata={"help": "Belief NLL: mean over its tokens (code) or sum (paper)."}
+    )
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate."})
+    optim: str = field(
+        default="adamw_torch",
+        metadata={"help": "Optimiser name as in transformers (paper: rmsprop)."},
+    )
+    lr_scheduler_type: str = field(
+        default="constant_with_warmup", metadata={"help": "Learning-rate schedule."}
+    )
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs (if max_steps < 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimiser steps; -1 uses epochs."})
+    per_device_train_batch_size: int = field(
+        default=4, metadata={"help": "Pairs (or examples for SFT/KTO) per device per step."}
+    )
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Eval batch size."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches accumulated per optimiser step."}
+    )
+    max_length: int = field(default=512, metadata={"help": "Longest sequence in tokens."})
+    precompute_ref_log_probs: bool = field(
+        default=True,
+        metadata={"help": "Compute reference log-probs once before training (no reference "
+                          "forward per step)."},
+    )
+    eval_steps: int = field(default=50, metadata={"help": "Evaluate every N steps."})
+    logging_steps: int = field(default=10, metadata={"help": "Log training metrics every N steps."})
+    save_steps: int = field(default=100, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Keep at most this many checkpoints."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed for data order, LoRA init, sampling."})
+    bf16: bool = field(default=False, metadata={"help": "Train in bfloat16 autocast."})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Trade compute for memory."}
+    )
+    report_to: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra logging backends: tensorboard, wandb (metrics.jsonl always)."},
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "Continue from the last complete checkpoint."}
+    )
+    max_train_examples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training records."}
+    )
+    max_eval_examples: int | None = field(
+        default=None, metadata={"help": "Use only the first N eval records."}
+    )
+    kto_desirable_weight: float = field(
+        default=1.0, metadata={"help": "KTO weight of desirable examples."}
+    )
+    kto_undesirable_weight: float = field(
+        default=1.0, metadata={"help": "KTO weight of undesirable examples."}
+    )
+
+    def __post_init__(self) -> None:
+        try:
+            get_method(self.method)
+        except UnknownNameError as exc:
+            raise ValueError(f"method: {exc}") from None
+        if self.beta <= 0:
+            raise ValueError(f"beta: must be > 0, got {self.beta}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
+                     "gradient_accumulation_steps", "eval_steps", "logging_steps", "save_steps",
+                     "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("calibration_weight", "belief_nll_weight", "preference_weight"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name}: must be >= 0, got {value}")
+
+    @property
+    def method_spec(self) -> Method:
+        return get_method(self.method)
+
+    def weights(self) -> tuple[float, float, float]:
+        """(calibration, belief NLL, preference): the method's, with this config's overrides."""
+        method = self.method_spec
+        return (
+            method.calibration_weight if self.calibration_weight is None
+            else self.calibration_weight,
+            method.belief_nll_weight if self.belief_nll_weight is None
+            else self.belief_nll_weight,
+            method.preference_weight if self.preference_weight is None
+            else self.preference_weight,
+        )

@@ -1,0 +1,116 @@
+"""Records -> tokenised ``datasets.Dataset`` for each trainer family.
+
+Offsets come from :mod:`pluralign.train.tokenize` at tokenisation time; this
+module only lays them out in the columns the trainers read.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from datasets import Dataset
+
+from pluralign.data.records import GroupPreferenceExample
+from pluralign.train.tokenize import (
+    SequenceFormat,
+    build_sequence,
+    encode_prompt,
+    tokenize_example,
+)
+
+
+def _span_length(span: tuple[int, int]) -> int:
+    return span[1] - span[0]
+
+
+def preference_rows(
+    records: Sequence[GroupPreferenceExample], tokenizer: Any, fmt: SequenceFormat, *,
+    pairing: str,
+) -> list[dict[str, Any]]:
+    """One row per record: TRL's prompt/chosen/rejected ids plus the belief columns."""
+    rows = []
+    for record in records:
+        pair = tokenize_example(record, tokenizer, fmt, pairing=pairing)
+        prompt_length = pair["chosen"]["prompt_length"]
+        rows.append({
+            "prompt_ids": pair["prompt_input_ids"],
+            "chosen_ids": pair["chosen"]["input_ids"][prompt_length:],
+            "rejected_ids": pair["rejected"]["input_ids"][prompt_length:],
+            "chosen_belief_len": _span_length(pair["chosen"]["belief_span"]),
+            "rejected_belief_len": _span_length(pair["rejected"]["belief_span"]),
+            "belief_token_ids": pair["belief_token_ids"],
+            "target_probs": pair["target_distribution"],
+            "is_majority": pair["is_majority_chosen"],
+        })
+    return rows
+
+
+def preference_dataset(
+    records: Sequence[GroupPreferenceExample], tokenizer: Any, fmt: SequenceFormat, *,
+    pairing: str,
+) -> Dataset:
+    """Dataset for :class:`pluralign.train.preference.GDPOTrainer`."""
+    return Dataset.from_list(preference_rows(records, tokenizer, fmt, pairing=pairing))
+
+
+def uniform_belief_records(
+    records: Sequence[GroupPreferenceExample], seed: int
+) -> list[tuple[GroupPreferenceExample, int, str]]:
+    """For each record, an accepted belief drawn uniformly among those with a response.
+
+    The candidates of a prompt are every (belief, response) that appears as a
+    chosen or rejected side of any record with that prompt; this is the
+    paper's Uniform SFT data built from the same responses.
+    """
+    candidates: dict[str, dict[int, str]] = defaultdict(dict)
+    for record in records:
+        candidates[record.prompt].setdefault(record.chosen_belief, record.chosen_response)
+        candidates[record.prompt].setdefault(record.rejected_belief, record.rejected_response)
+    rng = random.Random(seed)
+    drawn = []
+    for record in records:
+        options = sorted(candidates[record.prompt].items())
+        class_id, response = options[rng.randrange(len(options))]
+        drawn.append((record, class_id, response))
+    return drawn
+
+
+def sft_dataset(
+    records: Sequence[GroupPreferenceExample], tokenizer: Any, fmt: SequenceFormat, *,
+    uniform_beliefs: bool = False, seed: int = 0,
+) -> Dataset:
+    """``input_ids``/``labels`` of belief + response after the prompt (prompt masked)."""
+    if uniform_beliefs:
+        items = uniform_belief_records(records, seed)
+    else:
+        items = [(r, r.chosen_belief, r.chosen_response) for r in records]
+    rows = []
+    for record, class_id, response in items:
+        prompt_ids = encode_prompt(tokenizer, record.prompt, fmt)
+        belief = record.belief(class_id)
+        sequence = build_sequence(tokenizer, prompt_ids, class_id, belief.description, response,
+                                  fmt)
+        rows.append({"input_ids": sequence["input_ids"], "labels": sequence["labels"]})
+    return Dataset.from_list(rows)
+
+
+def belief_eval_inputs(
+    records: Sequence[GroupPreferenceExample], tokenizer: Any, fmt: SequenceFormat
+) -> dict[str, list[Any]]:
+    """One entry per distinct prompt: prompt ids, belief token ids, target p*, majority flag."""
+    seen: set[str] = set()
+    out: dict[str, list[Any]] = {"prompt": [], "prompt_ids": [], "belief_token_ids": [],
+                                 "target_probs": []}
+    for record in records:
+        if record.prompt in seen:
+            continue
+        seen.add(record.prompt)
+        pair = tokenize_example(record, tokenizer, fmt, pairing="gdpo")
+        out["prompt"].append(record.prompt)
+        out["prompt_ids"].append(pair["prompt_input_ids"])
+        out["belief_token_ids"].append(pair["belief_token_ids"])
+        out["target_probs"].append(pair["target_distribution"])
+    return out

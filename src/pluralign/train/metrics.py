@@ -1,0 +1,129 @@
+"""Training-time metrics: belief calibration, majority/minority margins, metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from pluralign.eval.metrics import jsd_per_prompt
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def split_by_majority(margins: torch.Tensor, is_majority: torch.Tensor) -> dict[str, list[float]]:
+    """Per-pair reward margins split by whether the chosen belief is the prompt's majority."""
+    is_majority = is_majority.bool().to(margins.device)
+    return {
+        "majority": margins[is_majority].float().tolist(),
+        "minority": margins[~is_majority].float().tolist(),
+    }
+
+
+def belief_diagnostics(
+    belief_logps: torch.Tensor, target_probs: torch.Tensor, belief_mask: torch.Tensor
+) -> dict[str, list[float]]:
+    """Per-example JSD to p* and the full-vocabulary mass on the belief tokens.
+
+    ``belief_logps`` (B, K) are full-vocabulary log-probs of the K belief tokens
+    at the last prompt position; padded classes (``belief_mask`` False) are
+    ignored. The predicted distribution is the softmax over the K tokens, the
+    one-forward-pass reading the paper's JSD numbers correspond to.
+    """
+    mask = belief_mask.to(belief_logps.device)
+    logits = belief_logps.float().masked_fill(~mask, float("-inf"))
+    predicted = torch.softmax(logits, dim=-1)
+    target = target_probs.to(predicted).masked_fill(~mask, 0.0)
+    mass = belief_logps.float().exp().masked_fill(~mask, 0.0).sum(dim=-1)
+    return {
+        "jsd": jsd_per_prompt(predicted.cpu().numpy(), target.cpu().numpy()).tolist(),
+        "mass": mass.tolist(),
+    }
+
+
+class MetricsJsonlCallback(TrainerCallback):
+    """Append every log record (train and eval) to ``<output_dir>/metrics.jsonl``.
+
+    Adds tokens/s measured between consecutive training log records from the
+    trainer's ``num_tokens`` counter.
+    """
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.path = Path(output_dir) / METRICS_FILE
+        self._last: tuple[float, float] | None = None
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
+               **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch, "time": time.time()}
+        record.update({k: v for k, v in logs.items() if _is_number(v)})
+        tokens = logs.get("num_tokens")
+        if tokens is not None and not any(k.startswith("eval_") for k in logs):
+            now = time.perf_counter()
+            if self._last is not None and now > self._last[0]:
+                record["tokens_per_second"] = (tokens - self._last[1]) / (now - self._last[0])
+            self._last = (now, tokens)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl``."""
+    path = Path(run_dir) / METRICS_FILE
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+class BeliefEvalCallback(TrainerCallback):
+    """At every evaluation, read the model's belief distribution on the eval prompts.
+
+    Method-agnostic (one prompt-only forward per batch of prompts), so SFT, DPO,
+    GDPO and KTO runs report the same ``eval_belief/jsd`` and
+    ``eval_belief/mass`` in ``metrics.jsonl``.
+    """
+
+    def __init__(self, inputs: dict[str, list[Any]], output_dir: str | Path, *,
+                 pad_token_id: int, batch_size: int = 16) -> None:
+        self.inputs = inputs
+        self.path = Path(output_dir) / METRICS_FILE
+        self.pad_token_id = pad_token_id
+        self.batch_size = batch_size
+        self.history: list[dict[str, float]] = []
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None,
+                    **kwargs: Any) -> None:
+        if model is None or not self.inputs["prompt_ids"]:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(),
+                  **self.measure(model)}
+        self.history.append(record)
+        if state.is_world_process_zero:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def measure(self, model: Any) -> dict[str, float]:
+        from pluralign.eval.beliefs import belief_distributions
+
+        reading = belief_distributions(
+            model, self.inputs["prompt_ids"], self.inputs["belief_token_ids"],
+            pad_token_id=self.pad_token_id, batch_size=self.batch_size,
+        )
+        jsd = [
+            float(jsd_per_prompt(predicted, target)[0])
+            for predicted, target in zip(reading.probs, self.inputs["target_probs"], strict=True)
+        ]
+        return {
+            "eval_belief/jsd": sum(jsd) / len(jsd),
+            "eval_belief/mass": sum(reading.mass) / len(reading.mass),
+        }

@@ -1,0 +1,255 @@
+"""GDPO and DPO on TRL: ``GDPOConfig(DPOConfig)`` and ``GDPOTrainer(DPOTrainer)``.
+
+The trainer keeps everything TRL brings (accelerate, FSDP/DeepSpeed, peft,
+precomputed reference log-probs, logging backends) and replaces only the loss:
+one policy forward over the concatenated [chosen; rejected] batch gives the
+response log-probs (TRL's fused LM head) and, through a hook on the backbone,
+the hidden states from which the belief distribution at the last prompt
+position and the belief-span NLL are computed for a few positions only.
+The loss itself is :func:`pluralign.train.losses.gdpo_loss` (pure, tested);
+plain DPO is the same trainer with the belief weights at 0.
+
+Dataset rows are pre-tokenised by :mod:`pluralign.train.dataset`: besides
+TRL's ``prompt_ids``/``chosen_ids``/``rejected_ids`` they carry the belief
+token ids and target distribution of the prompt and the belief-span lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from pluralign.train.common import GuardedCheckpointsMixin, HiddenStateCapture, check_finite
+from pluralign.train.losses import gdpo_loss
+from pluralign.train.metrics import belief_diagnostics, split_by_majority
+
+#: Dataset columns beside TRL's own that the GDPO collator turns into tensors.
+BELIEF_COLUMNS = (
+    "belief_token_ids", "target_probs", "chosen_belief_len", "rejected_belief_len", "is_majority",
+)
+#: Batch keys the collator adds; removed before anything reaches the model.
+BELIEF_BATCH_KEYS = (
+    "prompt_lens", "chosen_belief_lens", "rejected_belief_lens", "belief_token_ids",
+    "belief_mask", "target_probs", "is_majority",
+)
+
+
+@dataclass
+class GDPOConfig(DPOConfig):
+    """``DPOConfig`` plus the GDPO loss weights and options (sigmoid DPO only)."""
+
+    calibration_weight: float = field(
+        default=1.0, metadata={"help": "Weight of KL(p* || q) at the last prompt position."}
+    )
+    belief_nll_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the chosen belief's NLL (belief token + text)."}
+    )
+    preference_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the (belief-conditioned) DPO term."}
+    )
+    calibration_normalize: Literal["full_vocab", "belief_tokens"] = field(
+        default="full_vocab",
+        metadata={
+            "help": "full_vocab: log-probs of the K belief tokens under the full-vocabulary "
+            "softmax (the reference code; also pushes mass onto belief tokens). belief_tokens: "
+            "renormalise over the K tokens."
+        },
+    )
+    belief_nll_reduction: Literal["mean", "sum"] = field(
+        default="mean",
+        metadata={"help": "Belief NLL over its tokens: mean (reference code) or sum (paper)."},
+    )
+    exclude_belief_from_preference: bool = field(
+        default=True,
+        metadata={"help": "Leave the belief span out of the DPO log-probs (response only)."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        weights = (self.calibration_weight, self.belief_nll_weight, self.preference_weight)
+        if min(weights) < 0 or max(weights) == 0:
+            raise ValueError(
+                "calibration_weight, belief_nll_weight and preference_weight must be >= 0 and "
+                f"not all 0, got {weights}"
+            )
+        if list(self.loss_type) != ["sigmoid"]:
+            raise ValueError(f"GDPOTrainer implements the sigmoid loss only, got {self.loss_type}")
+
+
+def pad_rows(rows: list[list[Any]], value: Any, dtype: torch.dtype) -> torch.Tensor:
+    width = max(len(row) for row in rows)
+    return torch.tensor([list(row) + [value] * (width - len(row)) for row in rows], dtype=dtype)
+
+
+@dataclass
+class BeliefPreferenceCollator(DataCollatorForPreference):
+    """TRL's preference collator plus belief tensors; optionally masks the belief span.
+
+    Questions may have different numbers of belief classes K: belief ids and
+    targets are padded to the batch's largest K with ``belief_mask`` marking
+    the real entries.
+    """
+
+    exclude_belief_from_preference: bool = False
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().torch_call(examples)
+        prompt_lens = torch.tensor([len(e["prompt_ids"]) for e in examples])
+        chosen_lens = torch.tensor([e["chosen_belief_len"] for e in examples])
+        rejected_lens = torch.tensor([e["rejected_belief_len"] for e in examples])
+        if self.exclude_belief_from_preference:
+            positions = torch.arange(batch["completion_mask"].size(1))
+            starts = torch.cat([prompt_lens, prompt_lens])
+            ends = starts + torch.cat([chosen_lens, rejected_lens])
+            in_span = (positions >= starts[:, None]) & (positions < ends[:, None])
+            batch["completion_mask"] = batch["completion_mask"].masked_fill(in_span, 0)
+        ids = [e["belief_token_ids"] for e in examples]
+        batch["prompt_lens"] = prompt_lens
+        batch["chosen_belief_lens"] = chosen_lens
+        batch["rejected_belief_lens"] = rejected_lens
+        batch["belief_token_ids"] = pad_rows(ids, 0, torch.long)
+        batch["belief_mask"] = pad_rows([[True] * len(row) for row in ids], False, torch.bool)
+        batch["target_probs"] = pad_rows([e["target_probs"] for e in examples], 0.0, torch.float32)
+        batch["is_majority"] = torch.tensor([bool(e["is_majority"]) for e in examples])
+        return batch
+
+
+def belief_span_logps(
+    capture: HiddenStateCapture,
+    input_ids: torch.Tensor,
+    prompt_lens: torch.Tensor,
+    span_lens: torch.Tensor,
+    belief_token_ids: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Belief log-probs from the captured hidden states of the chosen rows.
+
+    Returns ``(belief_logps (B, K), span_token_logps (B, L), span_mask (B, L))``:
+    full-vocabulary log-probs of the K belief tokens at the last prompt
+    position, and the log-probs of the chosen belief span's tokens (marker and
+    description) with the mask of real span positions. Only ``B x L`` positions
+    are projected through the LM head (L = the longest belief span).
+    """
+    batch = prompt_lens.size(0)
+    hidden = capture.hidden[:batch]
+    width = int(span_lens.max())
+    offsets = torch.arange(width, device=hidden.device)
+    # Position t predicts token t + 1: the last prompt token predicts the belief marker.
+    positions = (prompt_lens.to(hidden.device) - 1)[:, None] + offsets[None, :]
+    positions = positions.clamp(max=hidden.size(1) - 2)
+    rows = torch.arange(batch, device=hidden.device)[:, None]
+    logps = torch.log_softmax(capture.project(hidden[rows, positions]).float(), dim=-1)
+    span_tokens = input_ids[:batch].to(hidden.device)[rows, positions + 1]
+    span_token_logps = logps.gather(-1, span_tokens[..., None]).squeeze(-1)
+    span_mask = offsets[None, :] < span_lens.to(hidden.device)[:, None]
+    belief_logps = logps[:, 0].gather(-1, belief_token_ids.to(hidden.device))
+    return belief_logps, span_token_logps, span_mask
+
+
+class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
+    """DPO/GDPO trainer: a drop-in ``DPOTrainer`` for belief-conditioned data."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        config: GDPOConfig = kwargs.get("args") or args[2]
+        tokenizer = kwargs.get("processing_class")
+        if kwargs.get("data_collator") is None and tokenizer is not None:
+            kwargs["data_collator"] = BeliefPreferenceCollator(
+                pad_token_id=tokenizer.pad_token_id,
+                max_length=config.max_length,
+                exclude_belief_from_preference=config.exclude_belief_from_preference,
+            )
+        super().__init__(*args, **kwargs)
+        self._capture = HiddenStateCapture(self.model)
+
+    # -- data: rows arrive tokenised with belief offsets; TRL must keep our columns
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, name: str) -> Any:
+        missing = {"prompt_ids", "chosen_ids", "rejected_ids", *BELIEF_COLUMNS} - set(
+            dataset.column_names
+        )
+        if missing:
+            raise ValueError(
+                f"the {name} dataset lacks the columns {sorted(missing)}; build it with "
+                "pluralign.train.dataset.preference_dataset(records, tokenizer, method)"
+            )
+        return dataset
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *BELIEF_COLUMNS]))
+
+    def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
+        inputs = {k: v for k, v in inputs.items() if k not in BELIEF_BATCH_KEYS}
+        return super().compute_ref_log_probs(model, inputs)
+
+    # -- loss
+    def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        mode = "train" if self.model.training else "eval"
+        belief = {key: inputs.pop(key) for key in BELIEF_BATCH_KEYS}
+        completion_mask = inputs["completion_mask"]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        model_kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask")}
+        with self._capture.armed():
+            outputs = model(**model_kwargs, labels=labels, fused_lm_head=True, use_cache=False)
+        seq_len = completion_mask.size(1) - 1
+        logps = outputs.log_probs[:, -seq_len:].sum(dim=1)
+        policy_chosen_logps, policy_rejected_logps = logps.chunk(2, dim=0)
+        ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
+        belief_logps, span_logps, span_mask = belief_span_logps(
+            self._capture, inputs["input_ids"], belief["prompt_lens"],
+            belief["chosen_belief_lens"], belief["belief_token_ids"],
+        )
+        belief_mask = belief["belief_mask"].to(belief_logps.device)
+        result = gdpo_loss(
+            policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+            belief_logps, belief["target_probs"].to(belief_logps.device), span_logps, span_mask,
+            beta=self.beta,
+            calibration_weight=self.args.calibration_weight,
+            belief_nll_weight=self.args.belief_nll_weight,
+            preference_weight=self.args.preference_weight,
+            normalize=self.args.calibration_normalize,
+            belief_nll_reduction=self.args.belief_nll_reduction,
+            belief_mask=belief_mask,
+        )
+        loss = result.losses.mean()
+        check_finite(loss, self.state.global_step, {
+            "preference": result.preference_losses, "kl": result.kl,
+            "belief_nll": result.belief_nll,
+        })
+        self._record_metrics(mode, result, belief_logps, belief, inputs)
+        if return_outputs:
+            return loss, outputs
+        return loss
+
+    def _reference_logps(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.precompute_ref_logps:
+            return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        return self.compute_ref_log_probs(self.ref_model or self.model, inputs)
+
+    def _record_metrics(
+        self, mode: str, result: Any, belief_logps: torch.Tensor, belief: dict[str, Any],
+        inputs: dict[str, Any],
+    ) -> None:
+        metrics = self._metrics[mode]
+        for name, value in result.metrics.items():
+            if not name.startswith("rewards/"):  # rewards are logged per pair below
+                metrics[name].append(float(value))
+        margins = result.reward_margins
+        gathered = self.accelerator.gather_for_metrics((margins, belief["is_majority"].to(
+            margins.device)))
+        for name, values in split_by_majority(*gathered).items():
+            if values:  # an empty list would make TRL's averaging divide by zero
+                metrics[f"rewards/margins_{name}"].extend(values)
+        metrics["rewards/margins"].extend(gathered[0].float().tolist())
+        metrics["rewards/accuracies"].extend((gathered[0] > 0).float().tolist())
+        diagnostics = belief_diagnostics(
+            belief_logps.detach(), belief["target_probs"], belief["belief_mask"]
+        )
+        for name, values in diagnostics.items():  # per pair; eval_belief/jsd is per prompt
+            metrics[f"belief/{name}_pairs"].extend(values)
+        if mode == "train":
+            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum()
+            self._total_train_tokens += int(tokens)
+        metrics["num_tokens"] = [self._total_train_tokens]

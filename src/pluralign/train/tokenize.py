@@ -1,0 +1,317 @@
+"""Tokenise group preference records into chosen/rejected sequences with exact offsets.
+
+A sequence is ``prompt | belief marker | belief description | response | eos``.
+Each part is tokenised on its own and the token ids are concatenated, so the
+offsets of the marker, the description and the response are known when the
+sequence is built. They are never recovered afterwards by searching for a
+token such as ``>``: BPE merges (``>"``, ``>.``) and review text (``<br />``)
+make such searches fail (the bug of the GDPO reference code).
+
+Prompt formats (:class:`SequenceFormat`):
+
+* the paper's plain format: ``<Q>{prompt}<A>{class}<{description}>{response}<eos>``;
+* the review format: ``{prompt}{rating}{review}<eos>`` (``description_template=None``);
+* chat: the prompt rendered with the tokenizer's chat template
+  (``add_generation_prompt=True``), then marker, description and response.
+
+Belief markers: ``"digit"`` uses the class id as text (``"3"``; one token in
+GPT-2 and SmolLM2); ``"special"`` uses dedicated added tokens ``<|belief_3|>``
+(see :func:`add_belief_tokens`). A marker that is not exactly one token in the
+tokenizer at hand raises :class:`BeliefMarkerError`.
+
+Offsets are 0-based and spans are half-open ``(start, end)``. The belief
+distribution is read from the logits at position ``prompt_length - 1`` (the
+last prompt token), which predict the marker at ``marker_position ==
+prompt_length``. Everything returned is plain Python lists, ints and tuples
+that a collator can pad.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from pluralign.data.records import GroupPreferenceExample
+
+MarkerMode = Literal["digit", "special"]
+Pairing = Literal["gdpo", "dpo"]
+
+#: Label value that loss functions ignore (the prompt part of ``labels``).
+IGNORE_INDEX = -100
+
+#: Class ids of the paper's opinion beliefs (0 = no stance ... 5 = strongest agreement).
+DEFAULT_CLASS_IDS = tuple(range(6))
+
+
+class BeliefMarkerError(ValueError):
+    """A belief marker is not exactly one token in the tokenizer at hand."""
+
+
+@dataclass(frozen=True)
+class SequenceFormat:
+    """How a record becomes text: prompt template or chat template, marker mode, description.
+
+    ``prompt_template`` must contain ``{prompt}``; it is ignored when
+    ``chat_template`` is true. ``description_template=None`` leaves the
+    description out (review format ``{rating}{review}<eos>``).
+    """
+
+    marker: MarkerMode = "digit"
+    prompt_template: str = "<Q>{prompt}<A>"
+    description_template: str | None = "<{description}>"
+    chat_template: bool = False
+    system_prompt: str | None = None
+    add_bos: bool = False
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.marker not in ("digit", "special"):
+            raise ValueError(f"marker must be 'digit' or 'special', got {self.marker!r}")
+        if not self.chat_template and "{prompt}" not in self.prompt_template:
+            raise ValueError(f"prompt_template must contain {{prompt}}: {self.prompt_template!r}")
+        if self.description_template is not None and "{description}" not in (
+            self.description_template
+        ):
+            raise ValueError("description_template must contain {description} (or be None)")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+
+
+#: The paper's opinion-QA format: ``<Q>{prompt}<A>{class}<{description}>{response}<eos>``.
+OPINION_FORMAT = SequenceFormat()
+#: The paper's review format: ``{prompt}{rating}{review}<eos>`` (no description).
+REVIEW_FORMAT = SequenceFormat(prompt_template="{prompt}", description_template=None)
+#: Chat-template prompt followed by ``{class}<{description}>{response}<eos>``.
+CHAT_FORMAT = SequenceFormat(chat_template=True)
+
+
+class TokenizedSequence(TypedDict):
+    """One tokenised sequence; every list has the same length as ``input_ids``."""
+
+    input_ids: list[int]
+    attention_mask: list[int]
+    labels: list[int]  # IGNORE_INDEX on the prompt, the token ids elsewhere
+    belief_mask: list[int]  # 1 on the marker and the description tokens
+    response_mask: list[int]  # 1 on the response tokens and the eos
+    prompt_length: int
+    marker_position: int
+    description_span: tuple[int, int]
+    belief_span: tuple[int, int]  # marker + description
+    response_span: tuple[int, int]  # response through eos
+    belief_class_id: int
+    truncated: bool
+
+
+class TokenizedPair(TypedDict):
+    """A record tokenised for pairwise training (DPO / GDPO)."""
+
+    chosen: TokenizedSequence
+    rejected: TokenizedSequence
+    prompt_input_ids: list[int]
+    belief_token_ids: list[int]  # K marker ids, ordered like the record's beliefs
+    target_distribution: list[float]  # p*, ordered like belief_token_ids
+    chosen_belief_index: int
+    rejected_belief_index: int
+    is_majority_chosen: bool
+
+
+# ---------------------------------------------------------------------- markers
+
+
+def belief_marker(class_id: int, mode: MarkerMode = "digit") -> str:
+    """The marker text of a class: ``"3"`` (digit mode) or ``"<|belief_3|>"`` (special)."""
+    if mode == "digit":
+        return str(class_id)
+    if mode == "special":
+        return f"<|belief_{class_id}|>"
+    raise ValueError(f"marker mode must be 'digit' or 'special', got {mode!r}")
+
+
+def add_belief_tokens(
+    tokenizer: Any, model: Any | None = None, class_ids: Iterable[int] = DEFAULT_CLASS_IDS
+) -> list[int]:
+    """Add ``<|belief_k|>`` special tokens to ``tokenizer``; resize ``model``'s embeddings.
+
+    Idempotent: tokens already present are kept. The embedding matrix only
+    grows (a model whose vocabulary is padded beyond the tokenizer is left as
+    it is). Returns the token ids in ``class_ids`` order.
+    """
+    from tokenizers import AddedToken
+
+    markers = [belief_marker(c, "special") for c in class_ids]
+    # normalized=False: the text must match exactly, with no prefix-space handling.
+    tokenizer.add_tokens(
+        [AddedToken(m, special=True, normalized=False) for m in markers], special_tokens=True
+    )
+    if model is not None:
+        embedding_rows = model.get_input_embeddings().weight.shape[0]
+        if len(tokenizer) > embedding_rows:
+            model.resize_token_embeddings(len(tokenizer))
+    return [belief_marker_id(tokenizer, c, "special") for c in class_ids]
+
+
+def belief_marker_id(tokenizer: Any, class_id: int, mode: MarkerMode = "digit") -> int:
+    """Token id of a belief marker; :class:`BeliefMarkerError` unless it is exactly one token."""
+    marker = belief_marker(class_id, mode)
+    ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        fix = (
+            "call pluralign.train.tokenize.add_belief_tokens(tokenizer, model) first"
+            if mode == "special"
+            else "use marker='special' (SequenceFormat(marker='special')) with "
+            "pluralign.train.tokenize.add_belief_tokens(tokenizer, model)"
+        )
+        raise BeliefMarkerError(
+            f"belief marker {marker!r} is {len(ids)} tokens {pieces} in "
+            f"{type(tokenizer).__name__}, not exactly one token; {fix}"
+        )
+    return ids[0]
+
+
+def belief_marker_ids(
+    tokenizer: Any, class_ids: Sequence[int], mode: MarkerMode = "digit"
+) -> list[int]:
+    """Marker token ids of several classes, in order (see :func:`belief_marker_id`)."""
+    return [belief_marker_id(tokenizer, c, mode) for c in class_ids]
+
+
+# ---------------------------------------------------------------------- pieces
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def encode_prompt(tokenizer: Any, prompt: str, fmt: SequenceFormat = OPINION_FORMAT) -> list[int]:
+    """Token ids of the prompt part (through ``<A>`` or the chat generation prompt)."""
+    if fmt.chat_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"{type(tokenizer).__name__} has no chat template; use chat_template=False"
+            )
+        messages = [{"role": "user", "content": prompt}]
+        if fmt.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": fmt.system_prompt})
+        # Render to text, then tokenise: apply_chat_template(tokenize=True) returns different
+        # types across transformers versions, and the template already holds its own specials.
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = fmt.prompt_template.format(prompt=prompt)
+    ids = _encode(tokenizer, text)
+    if fmt.add_bos:
+        if tokenizer.bos_token_id is None:
+            raise ValueError(f"{type(tokenizer).__name__} has no bos token; use add_bos=False")
+        ids = [tokenizer.bos_token_id, *ids]
+    return ids
+
+
+def _eos_id(tokenizer: Any) -> int:
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no eos token; sequences need one")
+    return int(tokenizer.eos_token_id)
+
+
+def build_sequence(
+    tokenizer: Any,
+    prompt_ids: Sequence[int],
+    class_id: int,
+    description: str,
+    response: str,
+    fmt: SequenceFormat = OPINION_FORMAT,
+) -> TokenizedSequence:
+    """``prompt_ids + marker + description + response + eos`` with its offsets.
+
+    The response is truncated (eos included) when ``fmt.max_length`` is set and
+    exceeded; a prompt plus belief that alone exceed it is an error.
+    """
+    marker_ids = [belief_marker_id(tokenizer, class_id, fmt.marker)]
+    description_ids = (
+        _encode(tokenizer, fmt.description_template.format(description=description))
+        if fmt.description_template is not None
+        else []
+    )
+    response_ids = [*_encode(tokenizer, response), _eos_id(tokenizer)]
+    prompt_length = len(prompt_ids)
+    belief_end = prompt_length + 1 + len(description_ids)
+    truncated = False
+    if fmt.max_length is not None and belief_end + len(response_ids) > fmt.max_length:
+        if belief_end >= fmt.max_length:
+            raise ValueError(
+                f"prompt and belief are {belief_end} tokens, max_length is {fmt.max_length}: "
+                "no room for a response"
+            )
+        response_ids = response_ids[: fmt.max_length - belief_end]
+        truncated = True
+    input_ids = [*prompt_ids, *marker_ids, *description_ids, *response_ids]
+    length = len(input_ids)
+    return TokenizedSequence(
+        input_ids=input_ids,
+        attention_mask=[1] * length,
+        labels=[IGNORE_INDEX] * prompt_length + input_ids[prompt_length:],
+        belief_mask=[1 if prompt_length <= i < belief_end else 0 for i in range(length)],
+        response_mask=[1 if i >= belief_end else 0 for i in range(length)],
+        prompt_length=prompt_length,
+        marker_position=prompt_length,
+        description_span=(prompt_length + 1, belief_end),
+        belief_span=(prompt_length, belief_end),
+        response_span=(belief_end, length),
+        belief_class_id=class_id,
+        truncated=truncated,
+    )
+
+
+# ---------------------------------------------------------------------- records
+
+
+def tokenize_example(
+    example: GroupPreferenceExample,
+    tokenizer: Any,
+    fmt: SequenceFormat = OPINION_FORMAT,
+    *,
+    pairing: Pairing = "gdpo",
+) -> TokenizedPair:
+    """Tokenise a record into a chosen and a rejected sequence.
+
+    ``pairing="gdpo"``: the rejected sequence carries the *chosen* belief (marker
+    and description), so the shared belief prefix cancels in the DPO logit and
+    pairs from different beliefs do not conflict. ``pairing="dpo"``: the
+    rejected sequence carries the *rejected* belief (the DPO baseline).
+    """
+    if pairing not in ("gdpo", "dpo"):
+        raise ValueError(f"pairing must be 'gdpo' or 'dpo', got {pairing!r}")
+    from pluralign.data.records import is_majority_chosen
+
+    prompt_ids = encode_prompt(tokenizer, example.prompt, fmt)
+    chosen_belief = example.belief(example.chosen_belief)
+    rejected_belief = (
+        chosen_belief if pairing == "gdpo" else example.belief(example.rejected_belief)
+    )
+    chosen = build_sequence(
+        tokenizer,
+        prompt_ids,
+        chosen_belief.class_id,
+        chosen_belief.description,
+        example.chosen_response,
+        fmt,
+    )
+    rejected = build_sequence(
+        tokenizer,
+        prompt_ids,
+        rejected_belief.class_id,
+        rejected_belief.description,
+        example.rejected_response,
+        fmt,
+    )
+    return TokenizedPair(
+        chosen=chosen,
+        rejected=rejected,
+        prompt_input_ids=list(prompt_ids),
+        belief_token_ids=belief_marker_ids(tokenizer, example.class_ids, fmt.marker),
+        target_distribution=list(example.target_distribution),
+        chosen_belief_index=example.belief_index(example.chosen_belief),
+        rejected_belief_index=example.belief_index(example.rejected_belief),
+        is_majority_chosen=is_majority_chosen(example),
+    )
