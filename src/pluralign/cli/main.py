@@ -210,6 +210,90 @@ def demo_command(
     )
 
 
+# -------------------------------------------------------------------------- train
+
+
+@app.command(
+    "train",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def train_command(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Argument(help="YAML config (any TrainConfig field); omit to use only options."),
+    ] = None,
+    fields: Annotated[
+        bool, typer.Option("--fields", help="List every config field with its help and exit.")
+    ] = False,
+) -> None:
+    """Train with a method: sft, uniform-sft, dpo, gdpo, gdpo-calibration, gdpo-conditioned,
+    kto, gdpo-kto.
+
+    Every TrainConfig field can be set in the YAML file and overridden on the
+    command line as `--field value` (nested model fields as `--model.lora_r 8`).
+    The resolved config is written to OUTPUT_DIR/config.yaml, metrics to
+    OUTPUT_DIR/metrics.jsonl, the model to OUTPUT_DIR/final.
+
+    Examples:
+
+        pluralign train runs.yaml
+
+        pluralign train gdpo.yaml --learning_rate 1e-5 --max_steps 200
+
+        pluralign train --method sft --train_file data/train.jsonl --output_dir runs/sft
+
+        pluralign train gdpo.yaml --model.model runs/sft/final --resume
+
+        accelerate launch --num_processes 2 -m pluralign train gdpo.yaml
+
+        pluralign train --fields
+    """
+    from pluralign.config import ConfigError, describe_fields, load_config
+    from pluralign.train.config import TrainConfig
+
+    if fields:
+        _print_fields(TrainConfig, describe_fields)
+        return
+    overrides = list(ctx.args)
+    if config is not None and config.startswith("--"):
+        # No YAML given: click took the first option for the positional argument.
+        config, overrides = None, [config, *overrides]
+    try:
+        train_config = load_config(TrainConfig, config, overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
+    _run_training(train_config)
+
+
+def _print_fields(cls: type, describe: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("field", "type", "default", "help", title=f"{cls.__name__} fields")
+    for row in describe(cls):  # type: ignore[operator]
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _run_training(train_config: object) -> None:
+    from pluralign.data.records import RecordError, RecordFileError
+    from pluralign.models import ModelLoadError
+    from pluralign.train.api import train
+    from pluralign.train.common import TrainingDiverged
+
+    try:
+        result = train(train_config)
+    except (RecordError, RecordFileError, ModelLoadError, TrainingDiverged, ValueError,
+            FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    from pluralign.train.common import process_state
+
+    if process_state().is_main_process:
+        typer.echo(f"trained {result.global_step} steps; model: {result.final_dir}; "
+                   f"metrics: {result.metrics_file}")
+
+
 # ------------------------------------------------------- commands of later issues
 
 
@@ -218,11 +302,6 @@ _LATER = {
         "Build belief-conditioned preference data (opinions, reviews, mmoqa, belief mining).",
         "pluralign data opinions --groups 'United States' --out data/us",
         "data issue",
-    ),
-    "train": (
-        "Train with a method (sft, uniform-sft, dpo, gdpo, kto, gdpo-kto, ablations).",
-        "pluralign train configs/gdpo.yaml --learning_rate 1e-5",
-        "training issue",
     ),
     "eval": (
         "Evaluate a model: belief distributions, JSD, CBC, BPC, RS, reports with plots.",

@@ -1,5 +1,31 @@
 """Training: tokenisation of group preference records, loss functions and trainers.
 
-Submodules are imported on demand (``pluralign.train.tokenize``,
-``pluralign.train.losses``) so that importing this package stays light.
+``pluralign.train(config)`` runs a :class:`~pluralign.train.config.TrainConfig`
+(the same run that ``pluralign train CONFIG.yaml`` builds); the package itself
+is callable for that. Submodules are imported on demand
+(``pluralign.train.tokenize``, ``pluralign.train.losses``, ...) so that
+importing this package stays light.
 """
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+
+def train(config: Any) -> Any:
+    """Run a training config; see :func:`pluralign.train.api.train`."""
+    from pluralign.train.api import train as run
+
+    return run(config)
+
+
+class _CallableModule(types.ModuleType):
+    # `pluralign.train` is both this package and the documented entry point
+    # `pluralign.train(config)`: calling the module runs the config.
+    def __call__(self, config: Any) -> Any:
+        return train(config)
+
+
+sys.modules[__name__].__class__ = _CallableModule

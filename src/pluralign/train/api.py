@@ -14,7 +14,7 @@ from typing import Any
 from pluralign.data.records import GroupPreferenceExample, read_examples
 from pluralign.models import apply_lora, load_model
 from pluralign.runs import prepare_run_dir
-from pluralign.train.common import last_complete_checkpoint
+from pluralign.train.common import last_complete_checkpoint, process_state
 from pluralign.train.config import TrainConfig
 from pluralign.train.dataset import belief_eval_inputs, preference_dataset, sft_dataset
 from pluralign.train.methods import Method
@@ -35,6 +35,7 @@ class TrainResult:
     final_dir: Path
     global_step: int
     metrics_file: Path
+    trainer: Any = None  #: the TRL trainer, for inspection (its model is the trained policy)
 
 
 @dataclass
@@ -71,6 +72,10 @@ def _load_policy(config: TrainConfig) -> tuple[Any, Any]:
     base_config = copy.deepcopy(config.model)
     base_config.lora_r = 0
     model, tokenizer = load_model(base_config)
+    if hasattr(model, "merge_and_unload"):
+        # Starting from a LoRA run (e.g. DPO from the SFT adapter): fold it into the weights,
+        # so that the new adapters train on top and the reference is the SFT model.
+        model = model.merge_and_unload()
     if config.belief_format == "special":
         add_belief_tokens(tokenizer, model)
     if config.model.lora_r:
@@ -106,7 +111,16 @@ def _trl_common(config: TrainConfig, output_dir: Path, has_eval: bool) -> dict[s
         "remove_unused_columns": True,
         "disable_tqdm": False,
         "max_length": config.max_length,
+        "dataloader_pin_memory": _has_accelerator(),
+        # CPU-only processes started by `accelerate launch` join a gloo group only with use_cpu.
+        "use_cpu": not _has_accelerator() or config.model.device == "cpu",
     }
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _build_preference(ctx: _Context) -> Any:
@@ -127,10 +141,11 @@ def _build_preference(ctx: _Context) -> Any:
     return GDPOTrainer(
         model=ctx.model, ref_model=_reference_copy(ctx), args=args,
         processing_class=ctx.tokenizer,
-        train_dataset=preference_dataset(ctx.train_records, ctx.tokenizer, ctx.fmt,
-                                         pairing=pairing),
-        eval_dataset=(preference_dataset(ctx.eval_records, ctx.tokenizer, ctx.fmt,
-                                         pairing=pairing) if ctx.eval_records else None),
+        train_dataset=_shared(ctx, "train", preference_dataset(
+            ctx.train_records, ctx.tokenizer, ctx.fmt, pairing=pairing)),
+        eval_dataset=(_shared(ctx, "eval", preference_dataset(
+            ctx.eval_records, ctx.tokenizer, ctx.fmt, pairing=pairing))
+            if ctx.eval_records else None),
     )
 
 
@@ -142,14 +157,15 @@ def _build_sft(ctx: _Context) -> Any:
     config = ctx.config
     args = SFTConfig(**_trl_common(config, ctx.output_dir, bool(ctx.eval_records)))
 
-    def data(records: list[GroupPreferenceExample]) -> Any:
-        return sft_dataset(records, ctx.tokenizer, ctx.fmt,
-                           uniform_beliefs=ctx.method.uniform_beliefs, seed=config.seed)
+    def data(name: str, records: list[GroupPreferenceExample]) -> Any:
+        return _shared(ctx, name, sft_dataset(records, ctx.tokenizer, ctx.fmt,
+                                              uniform_beliefs=ctx.method.uniform_beliefs,
+                                              seed=config.seed))
 
     return BeliefSFTTrainer(
         model=ctx.model, args=args, processing_class=ctx.tokenizer,
-        train_dataset=data(ctx.train_records),
-        eval_dataset=data(ctx.eval_records) if ctx.eval_records else None,
+        train_dataset=data("train", ctx.train_records),
+        eval_dataset=data("eval", ctx.eval_records) if ctx.eval_records else None,
     )
 
 
@@ -171,15 +187,33 @@ def _build_kto(ctx: _Context) -> Any:
         exclude_belief_from_preference=method.exclude_belief_from_preference,
     )
 
-    def data(records: list[GroupPreferenceExample]) -> Any:
-        return kto_dataset(records, ctx.tokenizer, ctx.fmt, pairing=pairing,
-                           batch_size=config.per_device_train_batch_size)
+    def data(name: str, records: list[GroupPreferenceExample]) -> Any:
+        return _shared(ctx, name, kto_dataset(records, ctx.tokenizer, ctx.fmt, pairing=pairing,
+                                              batch_size=config.per_device_train_batch_size))
 
     return GDPOKTOTrainer(
         model=ctx.model, ref_model=_reference_copy(ctx), args=args,
-        processing_class=ctx.tokenizer, train_dataset=data(ctx.train_records),
-        eval_dataset=data(ctx.eval_records) if ctx.eval_records else None,
+        processing_class=ctx.tokenizer, train_dataset=data("train", ctx.train_records),
+        eval_dataset=data("eval", ctx.eval_records) if ctx.eval_records else None,
     )
+
+
+def _shared(ctx: _Context, name: str, dataset: Any) -> Any:
+    """Keep a tokenised dataset under the run folder (``data/<name>``).
+
+    Every process then reads the same files, and the reference log-probs that
+    TRL caches beside them are found by all ranks of a multi-process run (an
+    in-memory dataset would cache them in a per-process temporary folder).
+    """
+    from datasets import load_from_disk
+
+    folder = ctx.output_dir / "data" / name
+    state = process_state()
+    with state.main_process_first():
+        if state.is_main_process:
+            shutil.rmtree(folder, ignore_errors=True)
+            dataset.save_to_disk(str(folder))
+    return load_from_disk(str(folder))
 
 
 def _reference_copy(ctx: _Context) -> Any:
@@ -199,13 +233,15 @@ TRAINER_FAMILIES: dict[str, Callable[[_Context], Any]] = {
 
 
 def _resume_point(config: TrainConfig, output_dir: Path) -> Path | None:
-    checkpoint = last_complete_checkpoint(output_dir)
+    # Under `accelerate launch` the main process sets incomplete checkpoints aside first.
+    with process_state().main_process_first():
+        checkpoint = last_complete_checkpoint(output_dir)
     if checkpoint is not None and not config.resume:
         raise ValueError(
             f"{output_dir} already holds {checkpoint.name}; pass --resume to continue that run "
             "or choose another output_dir"
         )
-    if checkpoint is not None:
+    if checkpoint is not None and process_state().is_main_process:
         step = int(checkpoint.name.split("-")[1])
         _truncate_metrics(output_dir / METRICS_FILE, step)
     return checkpoint
@@ -232,7 +268,8 @@ def train(config: TrainConfig) -> TrainResult:
         raise ValueError("train_file: a JSONL file of training records is required")
     output_dir = Path(config.output_dir)
     resume_from = _resume_point(config, output_dir)
-    prepare_run_dir(output_dir, config)
+    if process_state().is_main_process:
+        prepare_run_dir(output_dir, config)
     set_seed(config.seed)
     train_records = _load_records(config.train_file, config.max_train_examples)
     eval_records = _load_records(config.eval_file, config.max_eval_examples)
@@ -253,16 +290,22 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _save_final(trainer: Any, tokenizer: Any, ctx: _Context) -> TrainResult:
+    """Write ``final/`` through a staging folder, so a crash never leaves half a model."""
     final = ctx.output_dir / "final"
     staging = ctx.output_dir / "final.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    trainer.save_model(str(staging))
-    tokenizer.save_pretrained(staging)
-    (staging / FORMAT_FILE).write_text(json.dumps({
-        "method": ctx.method.name, "belief_format": ctx.config.belief_format,
-        "use_chat_template": ctx.config.use_chat_template,
-    }, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    staging.replace(final)
+    main = trainer.accelerator.is_main_process
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # every rank takes part; rank 0 writes
+    if main:
+        tokenizer.save_pretrained(staging)
+        (staging / FORMAT_FILE).write_text(json.dumps({
+            "method": ctx.method.name, "belief_format": ctx.config.belief_format,
+            "use_chat_template": ctx.config.use_chat_template,
+        }, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        staging.replace(final)
+    trainer.accelerator.wait_for_everyone()
     return TrainResult(ctx.output_dir, final, trainer.state.global_step,
-                       ctx.output_dir / METRICS_FILE)
+                       ctx.output_dir / METRICS_FILE, trainer)

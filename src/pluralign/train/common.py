@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,12 +98,25 @@ def checkpoint_is_complete(path: Path) -> bool:
     return (path / COMPLETE_MARKER).is_file() and (path / "trainer_state.json").is_file()
 
 
+def process_state() -> Any:
+    """accelerate's process state, created as the Trainer will create it.
+
+    ``PartialState`` is a singleton: whoever builds it first decides whether a
+    CPU-only process started by ``accelerate launch`` joins a gloo group
+    (``cpu=True``) or runs alone, so pluralign builds it the Trainer's way.
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest ``checkpoint-N`` with its ``COMPLETE`` marker; incomplete ones are set aside.
 
     A checkpoint without the marker was being written when the run died; it is
-    renamed ``checkpoint-N.incomplete`` (kept for inspection, ignored by resume
-    and by checkpoint rotation).
+    renamed ``incomplete-checkpoint-N`` (kept for inspection; the name no longer
+    matches ``checkpoint-*``, so resume and checkpoint rotation ignore it).
     """
     root = Path(output_dir)
     if not root.is_dir():
@@ -114,8 +128,10 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
             continue
         if checkpoint_is_complete(path):
             found.append((int(match.group(1)), path))
-        else:
-            aside = path.with_name(path.name + ".incomplete")
+        elif process_state().is_main_process:
+            aside = path.with_name(f"incomplete-{path.name}")
+            if aside.exists():
+                shutil.rmtree(aside)
             logger.warning("ignoring incomplete checkpoint %s (renamed to %s)", path, aside.name)
             os.replace(path, aside)
     return max(found)[1] if found else None

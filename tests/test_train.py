@@ -1,0 +1,198 @@
+"""Trainers: every method runs, checkpoints, resumes, and keeps its reference fixed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import pluralign
+from pluralign.data.records import write_examples
+from pluralign.data.toy import conflicting_opinions
+from pluralign.models import ModelConfig, load_model
+from pluralign.registry import METHODS
+from pluralign.train.api import train
+from pluralign.train.common import COMPLETE_MARKER, TrainingDiverged
+from pluralign.train.config import TrainConfig
+from pluralign.train.metrics import read_metrics
+
+
+@pytest.fixture(scope="module")
+def toy_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    write_examples(root / "train.jsonl", conflicting_opinions(4, 4, seed=0))
+    write_examples(root / "eval.jsonl", conflicting_opinions(4, 2, seed=1))
+    return root
+
+
+def make_config(toy_files, tmp_path, method: str, **overrides) -> TrainConfig:
+    settings = dict(
+        method=method, train_file=str(toy_files / "train.jsonl"),
+        eval_file=str(toy_files / "eval.jsonl"), output_dir=str(tmp_path / method),
+        model=ModelConfig(model="tiny", lora_r=4, lora_alpha=8.0, device="cpu"),
+        max_steps=2, eval_steps=2, logging_steps=1, save_steps=1,
+        per_device_train_batch_size=4, learning_rate=5e-3,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def logits_of(model, tokenizer, text="What do you think about nuclear power?"):
+    batch = tokenizer([text], return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_trains_two_steps_and_reloads(method, toy_files, tmp_path, tiny_lm):
+    base_model, tokenizer = tiny_lm
+    result = train(make_config(toy_files, tmp_path, method))
+    assert result.global_step == 2
+
+    train_losses = [r["loss"] for r in read_metrics(result.output_dir) if "loss" in r]
+    assert len(train_losses) == 2 and all(math.isfinite(x) for x in train_losses)
+    assert (result.output_dir / "checkpoint-2" / COMPLETE_MARKER).is_file()
+    assert (result.output_dir / "config.yaml").is_file()
+
+    reloaded, _ = load_model(str(result.final_dir))
+    trained = result.trainer.model
+    torch.testing.assert_close(logits_of(reloaded, tokenizer), logits_of(trained, tokenizer))
+    base_logits = logits_of(base_model, tokenizer)
+    assert not torch.allclose(logits_of(reloaded, tokenizer), base_logits, atol=1e-4)
+    with reloaded.disable_adapter():  # the LoRA reference is the untouched base model
+        torch.testing.assert_close(logits_of(reloaded, tokenizer), base_logits)
+
+
+def test_gdpo_metrics_hook_reading_equals_prompt_forward(toy_files, tmp_path):
+    result = train(make_config(toy_files, tmp_path, "gdpo"))
+    records = read_metrics(result.output_dir)
+    pairs = [r for r in records if "eval_belief/jsd_pairs" in r]
+    prompts = [r for r in records if "eval_belief/jsd" in r]
+    assert pairs and prompts
+    # Each eval prompt has the same number of pairs, so the per-pair mean equals the
+    # per-prompt mean: the belief read from the training forward's hidden states equals
+    # the one from a separate prompt-only forward.
+    assert pairs[-1]["eval_belief/jsd_pairs"] == pytest.approx(prompts[-1]["eval_belief/jsd"],
+                                                               abs=1e-5)
+    assert {"eval_rewards/margins_majority", "eval_rewards/margins_minority",
+            "eval_calibration/kl", "eval_calibration/belief_nll",
+            "eval_loss/preference"} <= set(pairs[-1])
+    assert any("tokens_per_second" in r for r in records)
+
+
+def test_resume_continues_from_the_last_complete_checkpoint(toy_files, tmp_path):
+    train(make_config(toy_files, tmp_path, "gdpo"))
+    run_dir = tmp_path / "gdpo"
+    (run_dir / "checkpoint-3").mkdir()  # a save that died half-way: no COMPLETE marker
+    result = train(make_config(toy_files, tmp_path, "gdpo", max_steps=4, resume=True))
+    assert result.global_step == 4
+    assert (run_dir / "incomplete-checkpoint-3").is_dir()
+    steps = [r["step"] for r in read_metrics(run_dir) if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+    state = json.loads((run_dir / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+
+
+def test_rerun_into_a_used_folder_needs_resume(toy_files, tmp_path):
+    train(make_config(toy_files, tmp_path, "sft"))
+    with pytest.raises(ValueError, match="pass --resume"):
+        train(make_config(toy_files, tmp_path, "sft"))
+
+
+def test_full_finetuning_keeps_an_explicit_frozen_reference(toy_files, tmp_path, tiny_lm):
+    base_model, _ = tiny_lm
+    config = make_config(toy_files, tmp_path, "dpo", precompute_ref_log_probs=False,
+                         model=ModelConfig(model="tiny", device="cpu"), learning_rate=1e-3)
+    result = train(config)
+    reference = result.trainer.ref_model
+    assert reference is not None and reference is not result.trainer.model
+    for (name, ref_param), base_param in zip(reference.named_parameters(),
+                                             base_model.parameters(), strict=True):
+        assert torch.equal(ref_param, base_param), name
+    policy = dict(result.trainer.model.named_parameters())
+    assert not torch.equal(policy["model.layers.0.mlp.up_proj.weight"],
+                           base_model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_non_finite_loss_stops_the_run_without_saving(toy_files, tmp_path, monkeypatch):
+    import pluralign.train.preference as preference
+
+    real = preference.gdpo_loss
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.losses = out.losses * float("nan")
+        return out
+
+    monkeypatch.setattr(preference, "gdpo_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="the loss became nan at step 0"):
+        train(make_config(toy_files, tmp_path, "gdpo"))
+    run_dir = tmp_path / "gdpo"
+    assert not (run_dir / "final").exists()
+    assert not list(run_dir.glob("checkpoint-*"))
+
+
+def test_pluralign_train_is_callable(toy_files, tmp_path):
+    result = pluralign.train(make_config(toy_files, tmp_path, "sft", max_steps=1))
+    assert result.global_step == 1
+    fmt = json.loads((result.final_dir / "pluralign_format.json").read_text())
+    assert fmt == {"method": "sft", "belief_format": "digit", "use_chat_template": False}
+
+
+def test_special_token_mode_trains_and_reloads(toy_files, tmp_path):
+    result = train(make_config(toy_files, tmp_path, "gdpo", belief_format="special",
+                               max_steps=1))
+    reloaded, tokenizer = load_model(str(result.final_dir))
+    ids = tokenizer("<|belief_5|>", add_special_tokens=False).input_ids
+    assert len(ids) == 1
+    assert reloaded.get_input_embeddings().weight.shape[0] == len(tokenizer)
+
+
+def test_cli_train_with_yaml_and_overrides(toy_files, tmp_path):
+    from typer.testing import CliRunner
+
+    from pluralign.cli.main import app
+
+    yaml_path = tmp_path / "run.yaml"
+    yaml_path.write_text(
+        f"method: dpo\ntrain_file: {toy_files / 'train.jsonl'}\n"
+        f"output_dir: {tmp_path / 'cli-run'}\nmodel:\n  model: tiny\n  lora_r: 2\n"
+    )
+    result = CliRunner().invoke(app, ["train", str(yaml_path), "--max_steps", "1",
+                                      "--model.lora_alpha", "4"])
+    assert result.exit_code == 0, result.output
+    assert "trained 1 steps" in result.output
+    saved = TrainConfig.load(tmp_path / "cli-run" / "config.yaml")
+    assert (saved.method, saved.max_steps, saved.model.lora_r, saved.model.lora_alpha) == (
+        "dpo", 1, 2, 4.0)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_two_cpu_processes(toy_files, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.exists():
+        accelerate = Path(shutil.which("accelerate") or "accelerate")
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"method: gdpo\ntrain_file: {toy_files / 'train.jsonl'}\n"
+        f"output_dir: {tmp_path / 'ddp'}\nmodel:\n  model: tiny\n  lora_r: 4\n"
+        "max_steps: 2\nlogging_steps: 1\nper_device_train_batch_size: 2\n"
+    )
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "pluralign", "train", str(config)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained 2 steps") == 1  # printed by the main process only
+    records = [r for r in read_metrics(tmp_path / "ddp") if "loss" in r]
+    # 16 pairs, 2 per process, 2 processes: 4 steps per epoch, so step 2 is half an epoch.
+    assert [(r["step"], r["epoch"]) for r in records] == [(1, 0.25), (2, 0.5)]
+    assert (tmp_path / "ddp" / "final" / "adapter_model.safetensors").is_file()
