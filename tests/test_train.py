@@ -196,3 +196,111 @@ def test_accelerate_launch_with_two_cpu_processes(toy_files, tmp_path):
     # 16 pairs, 2 per process, 2 processes: 4 steps per epoch, so step 2 is half an epoch.
     assert [(r["step"], r["epoch"]) for r in records] == [(1, 0.25), (2, 0.5)]
     assert (tmp_path / "ddp" / "final" / "adapter_model.safetensors").is_file()
+
+
+def _collated_batch(tokenizer, records, exclude: bool):
+    from pluralign.train.dataset import preference_rows
+    from pluralign.train.preference import BeliefPreferenceCollator
+    from pluralign.train.tokenize import OPINION_FORMAT
+
+    rows = preference_rows(records, tokenizer, OPINION_FORMAT, pairing="gdpo")
+    collator = BeliefPreferenceCollator(pad_token_id=tokenizer.pad_token_id,
+                                        exclude_belief_from_preference=exclude)
+    return rows, collator(rows)
+
+
+def test_collator_masks_exactly_the_belief_span(tiny_lm):
+    _, tokenizer = tiny_lm
+    records = conflicting_opinions(2, 2, seed=3)
+    rows, kept = _collated_batch(tokenizer, records, exclude=False)
+    _, masked = _collated_batch(tokenizer, records, exclude=True)
+    removed = kept["completion_mask"] - masked["completion_mask"]
+    half = len(rows)
+    for i, row in enumerate(rows):
+        start = len(row["prompt_ids"])
+        for r, span in ((i, row["chosen_belief_len"]), (half + i, row["rejected_belief_len"])):
+            expected = torch.zeros_like(removed[r])
+            expected[start : start + span] = 1
+            assert torch.equal(removed[r], expected)
+            # the masked tokens are the marker and "<description>", e.g. "4<Somewhat support>"
+            text = tokenizer.decode(masked["input_ids"][r, start : start + span])
+            assert text[0].isdigit() and text[1] == "<" and text.endswith(">")
+    assert masked["belief_token_ids"].shape == (half, 4)
+    assert torch.allclose(masked["target_probs"].sum(-1), torch.ones(half), atol=1e-3)
+
+
+def test_belief_logps_from_the_hook_equal_a_full_forward(tiny_lm):
+    from pluralign.train.common import HiddenStateCapture
+    from pluralign.train.preference import belief_span_logps
+
+    model, tokenizer = tiny_lm
+    _, batch = _collated_batch(tokenizer, conflicting_opinions(2, 2, seed=4), exclude=True)
+    capture = HiddenStateCapture(model)
+    try:
+        with torch.no_grad(), capture.armed():
+            logits = model(input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).logits
+        belief_logps, span_logps, span_mask = belief_span_logps(
+            capture, batch["input_ids"], batch["prompt_lens"], batch["chosen_belief_lens"],
+            batch["belief_token_ids"])
+    finally:
+        capture.remove()
+    full = torch.log_softmax(logits.float(), dim=-1)
+    for b in range(batch["prompt_lens"].size(0)):
+        last = int(batch["prompt_lens"][b]) - 1
+        torch.testing.assert_close(belief_logps[b], full[b, last, batch["belief_token_ids"][b]])
+        for j in range(int(batch["chosen_belief_lens"][b])):
+            token = batch["input_ids"][b, last + j + 1]
+            torch.testing.assert_close(span_logps[b, j], full[b, last + j, token])
+        assert int(span_mask[b].sum()) == int(batch["chosen_belief_lens"][b])
+
+
+def test_uniform_sft_draws_every_available_belief(tiny_lm):
+    from pluralign.train.dataset import uniform_belief_records
+
+    records = conflicting_opinions(1, 200, seed=5)
+    drawn = [class_id for _, class_id, _ in uniform_belief_records(records, seed=0)]
+    counts = {c: drawn.count(c) for c in set(drawn)}
+    assert set(counts) == {1, 2, 4, 5}
+    assert all(35 <= n <= 65 for n in counts.values()), counts  # ~50 each of 200
+
+
+def test_kto_rows_rotate_kl_completions_within_blocks(tiny_lm):
+    from pluralign.train.kto import kto_dataset
+    from pluralign.train.tokenize import OPINION_FORMAT
+
+    _, tokenizer = tiny_lm
+    data = kto_dataset(conflicting_opinions(2, 2, seed=6), tokenizer, OPINION_FORMAT,
+                       pairing="gdpo", batch_size=4)
+    assert data["label"] == [True, False] * 4
+    completions, kl = data["completion_ids"], data["KL_completion_ids"]
+    for start in (0, 4):
+        block = completions[start : start + 4]
+        assert kl[start : start + 4] == [block[-1], *block[:-1]]
+
+
+def test_same_seed_gives_the_same_model(toy_files, tmp_path):
+    from safetensors.torch import load_file
+
+    weights = []
+    for name in ("a", "b"):
+        config = make_config(toy_files, tmp_path / name, "gdpo", eval_file=None)
+        weights.append(load_file(train(config).final_dir / "adapter_model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora_r", [0, 8])
+def test_bundled_model_trains_with_and_without_lora(lora_r, toy_files, tmp_path):
+    config = make_config(
+        toy_files, tmp_path, "gdpo", eval_file=None, max_steps=1, max_train_examples=4,
+        per_device_train_batch_size=2, learning_rate=1e-5,
+        model=ModelConfig(model="smollm2-135m", lora_r=lora_r, device="cpu"),
+    )
+    result = train(config)
+    losses = [r["loss"] for r in read_metrics(result.output_dir) if "loss" in r]
+    assert result.global_step == 1 and math.isfinite(losses[0])
+    saved = {p.name for p in result.final_dir.iterdir()}
+    assert ("adapter_model.safetensors" if lora_r else "model.safetensors") in saved

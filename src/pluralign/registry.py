@@ -28,7 +28,9 @@ BUILTIN_MODULES: list[str] = [
     "pluralign.train.methods",
     "pluralign.eval.metrics",
     "pluralign.eval.reference",
+    "pluralign.eval.judges",
     "pluralign.llm.config",
+    "pluralign.data.builders",
 ]
 
 

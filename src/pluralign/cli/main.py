@@ -118,49 +118,6 @@ def ls_command(
         typer.secho(f"warning: plugin failed to load: {failure}", fg=typer.colors.YELLOW, err=True)
 
 
-# ----------------------------------------------------------------------- generate
-
-
-@app.command("generate")
-def generate_command(
-    prompt: Annotated[str, typer.Argument(help="The question or instruction to answer.")],
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Model reference (see `pluralign ls models`).")
-    ] = "smollm2-135m",
-    max_new_tokens: Annotated[
-        int, typer.Option(min=1, help="Maximum number of tokens to generate.")
-    ] = 128,
-    temperature: Annotated[
-        float, typer.Option(min=0.0, help="Sampling temperature; 0 decodes greedily.")
-    ] = 0.0,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
-    chat: Annotated[
-        bool, typer.Option(help="Wrap the prompt in the model's chat template when it has one.")
-    ] = True,
-) -> None:
-    """Answer a prompt with a model.
-
-    Examples:
-
-        pluralign generate "What do you think of the European Union?"
-
-        pluralign generate --model ./runs/gdpo/final --temperature 0.7 "Is AI good for jobs?"
-    """
-    from pluralign.generation import generate_text
-    from pluralign.models import ModelLoadError, load_model
-
-    try:
-        lm, tokenizer = load_model(model)
-    except (ModelLoadError, FileNotFoundError) as exc:
-        raise fail(str(exc)) from exc
-    text = generate_text(
-        lm, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_p=top_p, seed=seed, chat=chat,
-    )
-    typer.echo(text)
-
-
 # --------------------------------------------------------------------------- demo
 
 
@@ -298,16 +255,6 @@ def _run_training(train_config: object) -> None:
 
 
 _LATER = {
-    "data": (
-        "Build belief-conditioned preference data (opinions, reviews, mmoqa, belief mining).",
-        "pluralign data opinions --groups 'United States' --out data/us",
-        "data issue",
-    ),
-    "eval": (
-        "Evaluate a model: belief distributions, JSD, CBC, BPC, RS, reports with plots.",
-        "pluralign eval --model runs/gdpo/final --data data/us/test.jsonl",
-        "evaluation issue",
-    ),
     "gpa": (
         "Group Preference Alignment: rubrics from conversation logs, GPA-CT and GPA-FT.",
         "pluralign gpa run --logs conversations.json --group-field metadata.country",
@@ -329,6 +276,25 @@ def _register_later(name: str, summary: str, example: str, issue: str) -> None:
 
 for _name, (_summary, _example, _issue) in _LATER.items():
     _register_later(_name, _summary, _example, _issue)
+
+
+def _add_subapps() -> None:
+    # Sub-apps import only typer at module level, so `pluralign --help` stays fast.
+    from pluralign.cli.data import data_app
+    from pluralign.cli.evaluate import eval_command, generate_command
+
+    app.add_typer(data_app, name="data", epilog=(
+        "Examples:\n\n"
+        "  pluralign data opinions --source dev_groups.jsonl --group 'United States' "
+        "-o data/us\n\n"
+        "  pluralign data validate data/us/train.jsonl\n\n"
+        "Run `pluralign data COMMAND --help` for each builder's options."
+    ))
+    app.command("eval")(eval_command)
+    app.command("generate")(generate_command)
+
+
+_add_subapps()
 
 
 def main() -> None:

@@ -100,6 +100,7 @@ def _trl_common(config: TrainConfig, output_dir: Path, has_eval: bool) -> dict[s
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "eval_strategy": "steps" if has_eval else "no",
         "eval_steps": config.eval_steps,
+        "eval_on_start": has_eval and config.eval_on_start,
         "logging_steps": config.logging_steps,
         "save_steps": config.save_steps,
         "save_total_limit": config.save_total_limit,

@@ -91,6 +91,9 @@ class TrainConfig(YamlConfig):
                           "forward per step)."},
     )
     eval_steps: int = field(default=50, metadata={"help": "Evaluate every N steps."})
+    eval_on_start: bool = field(
+        default=True, metadata={"help": "Also evaluate before the first step (curve origin)."}
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log training metrics every N steps."})
     save_steps: int = field(default=100, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(

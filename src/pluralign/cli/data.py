@@ -1,0 +1,268 @@
+"""``pluralign data ...``: build, check and summarise group preference data.
+
+The lead app mounts this with ``app.add_typer(data_app, name="data")``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+data_app = typer.Typer(
+    name="data",
+    help="Build belief-conditioned preference data (opinions, reviews, mmoqa, belief mining), "
+         "validate record files and show their statistics.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder (train/eval/test.jsonl, "
+                                                        "README.md card, build_report.json).")]
+Seed = Annotated[int, typer.Option(help="Seed of sampling, pairs and splits.")]
+SplitBy = Annotated[str, typer.Option("--split-by", help="question (no question in two splits) "
+                                                         "or example.")]
+Backend = Annotated[str, typer.Option("--llm-backend", help="LLM backend: hf or openai.")]
+Model = Annotated[str | None, typer.Option("--llm-model", help="hf: model reference (default "
+                                           "the bundled SmolLM2); openai: the model name.")]
+BaseUrl = Annotated[str | None, typer.Option("--base-url", help="openai: server base URL, e.g. "
+                                             "http://127.0.0.1:8000/v1.")]
+KeyEnv = Annotated[str | None, typer.Option("--api-key-env", help="openai: NAME of the "
+                                            "environment variable holding the API key.")]
+Cache = Annotated[str | None, typer.Option("--llm-cache", help="Folder of the LLM answer cache.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
+
+
+def _llm(backend: str, model: str | None, base_url: str | None, key_env: str | None,
+         cache: str | None):
+    from pluralign.llm import LLMConfig
+
+    options = {"backend": backend, "base_url": base_url, "cache_dir": cache}
+    if model:
+        options["model"] = model
+    if key_env is not None:
+        options["api_key_env"] = key_env
+    try:
+        return LLMConfig(**options)
+    except ValueError as error:
+        raise _fail(str(error)) from error
+
+
+def _save(result, out: Path, title: str, description: str) -> None:
+    from pluralign.data.builders import save_build
+
+    paths = save_build(result, out, title=title, description=description)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in result.splits.items())
+    typer.echo(f"wrote {result.total} records ({sizes}) to {out}")
+    for reason, count in sorted(result.report.skipped.items()):
+        typer.echo(f"skipped {count}: {reason}")
+    for what in ("llm failures", "style parse failures"):
+        if result.report.counts.get(what):
+            typer.echo(f"{what}: {result.report.counts[what]}")
+    if result.report.unmapped_options:
+        typer.secho(f"warning: {len(result.report.unmapped_options)} unmapped options "
+                    f"(listed in {paths['card']})", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"card: {paths['card']}")
+
+
+@data_app.command("opinions")
+def opinions_command(
+    out: Out,
+    source: Annotated[str, typer.Option(help="Local JSONL/CSV or Hub id of GlobalOpinionQA.")
+                      ] = "Anthropic/llm_global_opinions",
+    groups: Annotated[list[str] | None, typer.Option("--group", "-g", help="Group (country); "
+                                                     "repeat for several. Default: all.")] = None,
+    option_map: Annotated[str | None, typer.Option("--option-map", help="JSON option -> class "
+                                                   "map (default: pluralign's own).")] = None,
+    n_styles: Annotated[int, typer.Option("--styles", min=1, help="Styles per question.")] = 3,
+    pairs: Annotated[int, typer.Option("--pairs-per-question", min=1)] = 30,
+    uniform: Annotated[bool, typer.Option("--uniform", help="Accepted belief drawn uniformly "
+                                          "(uniform-SFT data).")] = False,
+    max_questions: Annotated[int | None, typer.Option(min=1, help="At most N rows.")] = None,
+    split_by: SplitBy = "question",
+    seed: Seed = 0,
+    llm_backend: Backend = "hf", llm_model: Model = None, base_url: BaseUrl = None,
+    api_key_env: KeyEnv = None, llm_cache: Cache = None,
+) -> None:
+    """Build opinion QA pairs from GlobalOpinionQA with an LLM (GDPO paper appendix A).
+
+    Examples:
+
+        pluralign data opinions --source dev_groups.jsonl -g Japan --max-questions 20 -o data/jp
+
+        pluralign data opinions -g "United States" --llm-backend openai -o data/us
+
+        pluralign data opinions --source dev_groups.jsonl -g Pakistan --uniform -o data/pk-u
+    """
+    from pluralign.data.builders import OpinionsConfig, build_opinions
+
+    try:
+        config = OpinionsConfig(
+            source=source, groups=list(groups or []), option_map=option_map, n_styles=n_styles,
+            pairs_per_question=pairs, uniform=uniform, max_questions=max_questions,
+            split_by=split_by, seed=seed,
+            llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache))
+        result = build_opinions(config)
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    _save(result, out, "Opinion QA pairs (GlobalOpinionQA)",
+          "Styled one-turn dialogues per question; accepted belief drawn "
+          + ("uniformly" if uniform else "from the group's distribution")
+          + ", rejected uniformly from the other beliefs, same style.")
+
+
+@data_app.command("reviews")
+def reviews_command(
+    reviews: Annotated[Path, typer.Argument(help="Review JSONL(.gz): asin, overall, reviewText.")],
+    out: Out,
+    metadata: Annotated[Path | None, typer.Option(help="Movie metadata JSONL keyed by asin.")
+                        ] = None,
+    min_reviews: Annotated[int, typer.Option("--min-reviews", min=2)] = 5,
+    group: Annotated[str, typer.Option(help="Group name.")] = "amazon-movies-reviewers",
+    split_by: SplitBy = "question",
+    seed: Seed = 0,
+) -> None:
+    """Build rating-belief pairs from Amazon-style movie reviews.
+
+    Examples:
+
+        pluralign data reviews movies_and_tv_5core_sample.jsonl --out data/movies
+
+        pluralign data reviews reviews.jsonl.gz --metadata meta.jsonl --min-reviews 20 -o data/m
+    """
+    from pluralign.data.builders import ReviewsConfig, build_reviews
+
+    try:
+        result = build_reviews(ReviewsConfig(
+            reviews=str(reviews), metadata=str(metadata) if metadata else None,
+            min_reviews=min_reviews, group=group, split_by=split_by, seed=seed))
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    _save(result, out, "Movie review pairs", "Beliefs are the ratings 1..5; the target is each "
+          "movie's rating histogram; rejected = a review of the same movie with another rating.")
+
+
+@data_app.command("mmoqa")
+def mmoqa_command(
+    source: Annotated[str, typer.Argument(help="Hub id (Binwei01/mmoqa_usa ...) or local file.")],
+    out: Out,
+    group: Annotated[str | None, typer.Option(help="Group name (default: from the id).")] = None,
+    split_by: SplitBy = "question",
+    seed: Seed = 0,
+) -> None:
+    """Convert the GDPO paper's released sets (mmoqa_usa/pk/sa, movie_review) to records.
+
+    Examples:
+
+        pluralign data mmoqa Binwei01/mmoqa_usa --out data/mmoqa-us
+
+        pluralign data mmoqa ./mmoqa_pk_train.jsonl --group Pakistan --out data/mmoqa-pk
+    """
+    from pluralign.data.builders import MmoqaConfig, build_mmoqa
+
+    try:
+        result = build_mmoqa(MmoqaConfig(source=source, group=group, split_by=split_by,
+                                         seed=seed))
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    _save(result, out, "GDPO released dialogue set", f"Converted from {source}.")
+
+
+@data_app.command("mine")
+def mine_command(
+    source: Annotated[Path, typer.Argument(help="JSONL(.gz) with chosen/rejected transcripts.")],
+    out: Out,
+    max_examples: Annotated[int, typer.Option("--max-examples", min=1)] = 50,
+    num_statements: Annotated[int, typer.Option("--num-statements", min=1)] = 5,
+    name_with_llm: Annotated[bool, typer.Option("--name-with-llm", help="Name clusters with "
+                                                "the LLM instead of the medoid.")] = False,
+    group: Annotated[str, typer.Option(help="Group name.")] = "annotators",
+    split_by: SplitBy = "question",
+    seed: Seed = 0,
+    llm_backend: Backend = "hf", llm_model: Model = None, base_url: BaseUrl = None,
+    api_key_env: KeyEnv = None, llm_cache: Cache = None,
+) -> None:
+    """Mine beliefs from a preference set with no beliefs (GDPO paper appendix I).
+
+    Examples:
+
+        pluralign data mine harmless_base_test.jsonl.gz --max-examples 30 --out data/hh
+
+        pluralign data mine hh.jsonl.gz --llm-backend openai --llm-model qwen -o data/hh
+    """
+    from pluralign.data.builders import MiningConfig, build_mining
+
+    try:
+        config = MiningConfig(
+            source=str(source), max_examples=max_examples, num_statements=num_statements,
+            name_with_llm=name_with_llm, group=group, split_by=split_by, seed=seed,
+            llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache))
+        result = build_mining(config)
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    _save(result, out, "Mined beliefs", "Statements mined from chosen/rejected choices; per "
+          "statement the agree/disagree label counts give the distribution.")
+
+
+@data_app.command("validate")
+def validate_command(
+    files: Annotated[list[Path], typer.Argument(help="Record JSONL files.")],
+) -> None:
+    """Check record files: every bad line is reported as file:line: field: reason.
+
+    Examples:
+
+        pluralign data validate data/us/train.jsonl
+
+        pluralign data validate data/us/*.jsonl
+    """
+    from pluralign.data.builders import validate_file
+
+    bad = 0
+    for path in files:
+        if not path.is_file():
+            raise _fail(f"{path}: no such file")
+        result = validate_file(path)
+        for problem in result.problems:
+            typer.echo(problem)
+        typer.echo(f"{path}: {result.valid} valid records, {len(result.problems)} problems")
+        bad += len(result.problems)
+    if bad:
+        raise typer.Exit(1)
+
+
+@data_app.command("stats")
+def stats_command(
+    files: Annotated[list[Path], typer.Argument(help="Record JSONL files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show groups, questions, beliefs and the majority/minority chosen share.
+
+    Examples:
+
+        pluralign data stats data/us/train.jsonl
+
+        pluralign data stats data/us/train.jsonl data/us/test.jsonl --json
+    """
+    from pluralign.data import RecordFileError, read_examples
+    from pluralign.data.builders import dataset_stats
+
+    for path in files:
+        try:
+            stats = dataset_stats(read_examples(path))
+        except (RecordFileError, FileNotFoundError) as error:
+            raise _fail(str(error)) from error
+        if as_json:
+            typer.echo(json.dumps({"file": str(path), **stats}, ensure_ascii=False))
+            continue
+        typer.echo(f"{path}")
+        for key, value in stats.items():
+            typer.echo(f"  {key}: {value}")

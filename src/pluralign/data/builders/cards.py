@@ -1,0 +1,144 @@
+"""What a build did, in numbers, and the dataset card written next to its files.
+
+Every builder fills a :class:`BuildReport` as it goes: rows read, rows
+skipped and why, LLM failures, unparsable LLM answers, options no map
+covers. Nothing is dropped without a count, and the card (``README.md`` in
+the output folder) shows all of it together with the source, groups, split
+method and seed, so a reader knows what a data folder holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pluralign.data.records import GroupPreferenceExample
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildReport:
+    """Counters and notes of one build; ``skipped`` maps a reason to how many rows."""
+
+    builder: str
+    source: str
+    seed: int
+    counts: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    unmapped_options: Counter[str] = field(default_factory=Counter)
+    details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] += n
+
+    def warn(self, message: str) -> None:
+        """Record a warning for the card and log it now."""
+        self.warnings.append(message)
+        logger.warning(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "builder": self.builder,
+            "source": self.source,
+            "seed": self.seed,
+            "counts": dict(self.counts),
+            "skipped": dict(self.skipped),
+            "unmapped_options": dict(self.unmapped_options.most_common()),
+            "details": self.details,
+            "warnings": list(self.warnings),
+        }
+
+
+def _table(rows: Sequence[tuple[Any, ...]], header: tuple[str, ...]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return lines
+
+
+def _split_lines(splits: Mapping[str, Sequence[GroupPreferenceExample]]) -> list[str]:
+    rows = []
+    for name, examples in splits.items():
+        groups = Counter(e.group for e in examples)
+        questions = len({e.question_id or e.prompt for e in examples})
+        shown = ", ".join(f"{g} {n}" for g, n in groups.most_common())
+        rows.append((name, len(examples), questions, shown or "-"))
+    return _table(rows, ("split", "examples", "questions", "examples per group"))
+
+
+def write_card(
+    folder: str | Path,
+    report: BuildReport,
+    splits: Mapping[str, Sequence[GroupPreferenceExample]],
+    *,
+    title: str,
+    description: str,
+    split_method: str,
+    option_map: str | None = None,
+) -> Path:
+    """Write ``README.md`` (the dataset card) and ``build_report.json`` into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    groups = sorted({e.group for examples in splits.values() for e in examples})
+    lines = [f"# {title}", "", description, "",
+             f"- builder: `{report.builder}` (pluralign)", f"- source: `{report.source}`",
+             f"- groups: {', '.join(groups) or '(none)'}", f"- seed: {report.seed}",
+             f"- split method: {split_method}"]
+    if option_map is not None:
+        lines.append(f"- option map: `{option_map}`")
+    lines += ["", "## Splits", "", *_split_lines(splits), "", "## Counts", ""]
+    lines += _table(sorted(report.counts.items()), ("what", "count")) if report.counts else [
+        "(none)"]
+    lines += ["", "## Skipped (never silently dropped)", ""]
+    lines += _table(sorted(report.skipped.items()), ("reason", "count")) if report.skipped else [
+        "Nothing was skipped."]
+    if option_map is not None:
+        unmapped = report.unmapped_options
+        lines += ["", f"## Unmapped options ({len(unmapped)})", ""]
+        lines += (_table(unmapped.most_common(), ("option", "rows")) if unmapped
+                  else ["Every option was mapped."])
+    for key, value in report.details.items():
+        lines += ["", f"## {key}", "", "```", json.dumps(value, indent=1, ensure_ascii=False),
+                  "```"]
+    if report.warnings:
+        lines += ["", "## Warnings", "", *[f"- {w}" for w in report.warnings]]
+    card = folder / "README.md"
+    card.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "build_report.json").write_text(
+        json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return card
+
+
+@dataclass
+class BuildResult:
+    """What a builder returns: the records by split, and its report."""
+
+    splits: dict[str, list[GroupPreferenceExample]]
+    report: BuildReport
+    split_method: str = "question"
+    option_map: str | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(len(v) for v in self.splits.values())
+
+
+def save_build(result: BuildResult, folder: str | Path, *, title: str, description: str
+               ) -> dict[str, Path]:
+    """Write ``train/eval/test.jsonl`` and the card into ``folder``; returns the file paths."""
+    from pluralign.data.builders.splits import write_splits
+
+    paths = write_splits(folder, result.splits)
+    method = {"question": "by question (no question in two splits)",
+              "example": "by example (a question may appear in several splits)"}.get(
+        result.split_method, result.split_method)
+    paths["card"] = write_card(folder, result.report, result.splits, title=title,
+                               description=description, split_method=method,
+                               option_map=result.option_map)
+    return paths

@@ -1,0 +1,68 @@
+"""Check and summarise record files: ``validate`` lists problems, ``stats`` counts."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pluralign.data.records import (
+    GroupPreferenceExample,
+    RecordError,
+    _open_text,
+    is_majority_chosen,
+)
+
+
+@dataclass
+class ValidationResult:
+    """Records that read fine, and one ``file:line: field: reason`` string per bad line."""
+
+    path: str
+    valid: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate_file(path: str | Path) -> ValidationResult:
+    """Read every line of a record file and report each bad one (not only the first)."""
+    path = Path(path)
+    result = ValidationResult(str(path))
+    with _open_text(path, "r") as handle:
+        for n, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                GroupPreferenceExample.from_dict(json.loads(line))
+                result.valid += 1
+            except json.JSONDecodeError as error:
+                result.problems.append(f"{path}:{n}: invalid JSON: {error}")
+            except RecordError as error:
+                result.problems.append(f"{path}:{n}: field '{error.field}': {error.reason}")
+            except TypeError as error:
+                result.problems.append(f"{path}:{n}: {error}")
+    return result
+
+
+def dataset_stats(examples: Sequence[GroupPreferenceExample]) -> dict[str, Any]:
+    """Groups, questions, belief-set sizes, chosen beliefs, majority/minority chosen share."""
+    n = len(examples)
+    majority = sum(is_majority_chosen(e) for e in examples)
+    chosen = Counter(e.belief(e.chosen_belief).description for e in examples)
+    return {
+        "examples": n,
+        "groups": dict(Counter(e.group for e in examples).most_common()),
+        "questions": len({e.question_id or e.prompt for e in examples}),
+        "prompts": len({e.prompt for e in examples}),
+        "styles": len({e.style for e in examples if e.style}),
+        "beliefs per question": dict(sorted(Counter(e.num_beliefs for e in examples).items())),
+        "chosen beliefs (top 10)": dict(chosen.most_common(10)),
+        "majority chosen share": round(majority / n, 4) if n else 0.0,
+        "minority chosen share": round(1 - majority / n, 4) if n else 0.0,
+    }

@@ -1,0 +1,368 @@
+"""Opinion QA data: GlobalOpinionQA questions -> styled dialogues -> belief pairs.
+
+For each question and group (country) the options are mapped to belief
+classes (several options of one class pool their probability), the LLM
+paraphrases the question in several styles and writes one answer per belief
+(the GDPO paper's appendix-A prompt), and pairs are drawn as in the paper:
+the accepted belief from the group's distribution (or uniformly, for
+uniform-SFT data), the rejected one uniformly from the other beliefs, both
+responses from the same style.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from pluralign.config import YamlConfig
+from pluralign.data.builders.cards import BuildReport, BuildResult
+from pluralign.data.builders.option_rules import load_option_map
+from pluralign.data.builders.prompts import ParsedStyle, opinion_prompt, parse_styles
+from pluralign.data.builders.splits import SPLIT_METHODS, split_examples
+from pluralign.data.records import Belief, GroupPreferenceExample
+from pluralign.llm import ChatRequest, LLMBackend, LLMConfig, make_backend
+from pluralign.registry import BUILDERS
+
+#: The GlobalOpinionQA dataset on the Hugging Face Hub.
+HUB_ID = "Anthropic/llm_global_opinions"
+
+_DEFAULTDICT = re.compile(r"^\s*defaultdict\(\s*<class '\w+'>\s*,\s*(.*)\)\s*$", re.DOTALL)
+
+
+# ------------------------------------------------------------------ input rows
+
+
+@dataclass(frozen=True)
+class OpinionRow:
+    """One question with one group's answer distribution over its options."""
+
+    question: str
+    options: tuple[str, ...]
+    distribution: tuple[float, ...]
+    group: str
+    source: str = ""
+
+
+def parse_selections(text: str) -> dict[str, list[float]]:
+    """The upstream ``selections`` string -> ``{country: [p1, p2, ...]}``.
+
+    Upstream stores ``defaultdict(<class 'list'>, {...})``; the wrapper is
+    stripped and the dict literal read with ``ast.literal_eval``, which reads
+    literals only: text that would run code raises ``ValueError``.
+    """
+    match = _DEFAULTDICT.match(text)
+    body = match.group(1) if match else text
+    try:
+        value = ast.literal_eval(body.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as error:
+        raise ValueError(f"selections is not a dict literal: {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"selections must be a dict, got {type(value).__name__}")
+    out = {}
+    for group, probs in value.items():
+        if not isinstance(probs, (list, tuple)) or not all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) for p in probs
+        ):
+            raise ValueError(f"selections[{group!r}] must be a list of numbers")
+        out[str(group)] = [float(p) for p in probs]
+    return out
+
+
+def parse_options(text: str | Sequence[Any]) -> list[str]:
+    """An ``options`` value (a list, or its string form) -> list of option strings."""
+    if isinstance(text, str):
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as error:
+            raise ValueError(f"options is not a list literal: {error}") from None
+    else:
+        value = text
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"options must be a list, got {type(value).__name__}")
+    return [str(o) for o in value]
+
+
+def _rows_from_record(data: dict[str, Any], where: str) -> Iterator[OpinionRow]:
+    """Rows of one input record: our layout (distribution + group) or upstream's (selections)."""
+    options = tuple(parse_options(data["options"]))
+    source = str(data.get("source", ""))
+    if "selections" in data and data["selections"] not in (None, ""):
+        selections = data["selections"]
+        if isinstance(selections, str):
+            selections = parse_selections(selections)
+        for group, probs in selections.items():
+            yield OpinionRow(str(data["question"]), options, tuple(probs), str(group), source)
+        return
+    distribution = data["distribution"]
+    if isinstance(distribution, str):
+        distribution = json.loads(distribution)
+    if "group" not in data:
+        raise ValueError(f"{where}: needs a 'group' with 'distribution', or 'selections'")
+    yield OpinionRow(str(data["question"]), options, tuple(float(p) for p in distribution),
+                     str(data["group"]), source)
+
+
+def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as handle:  # type: ignore[operator]
+        if ".csv" in path.suffixes:
+            for n, row in enumerate(csv.DictReader(handle), start=2):
+                yield f"{path}:{n}", row
+            return
+        for n, line in enumerate(handle, start=1):
+            if line.strip():
+                yield f"{path}:{n}", json.loads(line)
+
+
+def load_opinion_rows(source: str, report: BuildReport | None = None) -> list[OpinionRow]:
+    """Rows from a local JSONL/CSV file, or from the Hub by id (e.g. ``HUB_ID``).
+
+    A row that cannot be read is counted in ``report`` (``bad input row``),
+    with a warning naming file:line, and skipped.
+    """
+    path = Path(source)
+    if path.exists():
+        records: Iterator[tuple[str, dict[str, Any]]] = _records(path)
+    else:
+        import datasets  # heavy, and only needed for the Hub path
+
+        hub = datasets.load_dataset(source, split="train")
+        records = ((f"{source}[{i}]", dict(r)) for i, r in enumerate(hub))
+    rows: list[OpinionRow] = []
+    for where, data in records:
+        try:
+            rows.extend(_rows_from_record(data, where))
+        except (KeyError, ValueError, TypeError, json.JSONDecodeError) as error:
+            if report is None:
+                raise ValueError(f"{where}: {error}") from None
+            report.skip("bad input row")
+            report.warn(f"{where}: skipped: {type(error).__name__}: {error}")
+    return rows
+
+
+# ------------------------------------------------------------------ option map
+
+
+def beliefs_of_row(
+    row: OpinionRow, option_map: dict[str, int], report: BuildReport
+) -> tuple[list[Belief], list[float], list[list[str]]] | None:
+    """Belief set, p* and the options behind each belief; None (counted) when unmappable."""
+    if len(row.options) != len(row.distribution):
+        report.skip("options and distribution differ in length")
+        return None
+    unmapped = [o for o in row.options if o not in option_map]
+    if unmapped:
+        report.unmapped_options.update(unmapped)
+        report.skip("row has unmapped options")
+        return None
+    pooled: dict[int, float] = {}
+    options_of: dict[int, list[str]] = {}
+    for option, prob in zip(row.options, row.distribution, strict=True):
+        cls = option_map[option]
+        pooled[cls] = pooled.get(cls, 0.0) + prob  # several options of one class: sum
+        options_of.setdefault(cls, []).append(option)
+    total = sum(pooled.values())
+    if len(pooled) < 2:
+        report.skip("fewer than 2 belief classes")
+        return None
+    if total <= 0:
+        report.skip("distribution sums to 0")
+        return None
+    classes = sorted(pooled)
+    beliefs = [Belief(c, " / ".join(options_of[c])) for c in classes]
+    return beliefs, [pooled[c] / total for c in classes], [options_of[c] for c in classes]
+
+
+# ------------------------------------------------------------------ the builder
+
+
+@dataclass
+class OpinionsConfig(YamlConfig):
+    """How to build opinion QA pairs from GlobalOpinionQA."""
+
+    source: str = field(
+        default=HUB_ID,
+        metadata={"help": "A local JSONL/CSV file (fields question, options, distribution, "
+                          "group; or upstream's selections) or a Hub dataset id."},
+    )
+    groups: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Groups (countries) to build; empty: every group in the source."},
+    )
+    option_map: str | None = field(
+        default=None,
+        metadata={"help": "JSON option -> class map; None: pluralign's own default map."},
+    )
+    n_styles: int = field(default=3, metadata={"help": "Paraphrase styles asked per question."})
+    pairs_per_question: int = field(
+        default=30, metadata={"help": "Pairs drawn per question and group."}
+    )
+    uniform: bool = field(
+        default=False,
+        metadata={"help": "Draw the accepted belief uniformly (uniform-SFT data) instead of "
+                          "from the group's distribution."},
+    )
+    max_questions: int | None = field(
+        default=None, metadata={"help": "Use at most this many rows (question x group)."}
+    )
+    split_by: str = field(
+        default="question",
+        metadata={"help": "question (no question in two splits) or example."},
+    )
+    fractions: list[float] = field(
+        default_factory=lambda: [0.8, 0.1, 0.1],
+        metadata={"help": "train/eval/test fractions."},
+    )
+    temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of the paraphrase requests."}
+    )
+    max_tokens: int = field(
+        default=1024, metadata={"help": "Token cap of one paraphrase answer."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of sampling, pairs and splits."})
+    llm: LLMConfig = field(
+        default_factory=LLMConfig, metadata={"help": "The LLM that writes the dialogues."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.split_by not in SPLIT_METHODS:
+            raise ValueError(f"split_by: must be one of {SPLIT_METHODS}, got {self.split_by!r}")
+        for name in ("n_styles", "pairs_per_question", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.max_questions is not None and self.max_questions < 1:
+            raise ValueError(f"max_questions: must be >= 1, got {self.max_questions}")
+        if len(self.fractions) != 3 or abs(sum(self.fractions) - 1) > 1e-6:
+            raise ValueError(f"fractions: need 3 numbers summing to 1, got {self.fractions}")
+
+
+def question_id(question: str) -> str:
+    """A stable id of a question text, shared by all groups that answered it."""
+    return "q-" + hashlib.sha1(question.encode("utf-8")).hexdigest()[:12]
+
+
+def draw_pairs(
+    probs: Sequence[float], n: int, rng: random.Random, *, uniform: bool = False
+) -> list[tuple[int, int]]:
+    """``n`` (chosen, rejected) belief positions.
+
+    Chosen ~ ``probs`` (uniform with ``uniform=True``), rejected uniform over
+    the other positions.
+    """
+    positions = list(range(len(probs)))
+    pairs = []
+    for _ in range(n):
+        chosen = rng.choice(positions) if uniform else rng.choices(positions, weights=probs)[0]
+        rejected = rng.choice([p for p in positions if p != chosen])
+        pairs.append((chosen, rejected))
+    return pairs
+
+
+def _generate_styles(
+    backend: LLMBackend, jobs: list[tuple[OpinionRow, list[Belief]]], config: OpinionsConfig,
+    report: BuildReport,
+) -> list[list[ParsedStyle]]:
+    """Ask the LLM for every (row, beliefs) job; failures and unparsable answers are counted."""
+    requests = [
+        ChatRequest.from_prompt(
+            opinion_prompt(row.group, row.question, [b.description for b in beliefs],
+                           config.n_styles),
+            temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed,
+        )
+        for row, beliefs in jobs
+    ]
+    results = []
+    chunk = 32
+    for start in tqdm(range(0, len(requests), chunk), desc="opinions: LLM", unit="batch",
+                      disable=len(requests) <= chunk):
+        results.extend(backend.complete(requests[start:start + chunk]))
+    for name in ("llm requests", "llm failures", "style parse failures"):
+        report.counts[name] += 0  # zero counts are shown too: "0 failures" is information
+    out = []
+    for (_, beliefs), result in zip(jobs, results, strict=True):
+        report.counts["llm requests"] += 1
+        if not result.ok or result.text is None:
+            report.counts["llm failures"] += 1
+            out.append([])
+            continue
+        styles, failures = parse_styles(result.text, [b.description for b in beliefs])
+        report.counts["styles parsed"] += len(styles)
+        report.counts["style parse failures"] += failures
+        out.append(styles)
+    return out
+
+
+def _pairs_for_row(
+    row: OpinionRow, beliefs: list[Belief], probs: list[float], options: list[list[str]],
+    styles: list[ParsedStyle], config: OpinionsConfig, rng: random.Random,
+) -> list[GroupPreferenceExample]:
+    qid = question_id(row.question)
+    examples = []
+    for chosen, rejected in draw_pairs(probs, config.pairs_per_question, rng,
+                                       uniform=config.uniform):
+        style = rng.choice(styles)  # both responses come from the same style
+        examples.append(GroupPreferenceExample(
+            prompt=style.question, beliefs=beliefs, target_distribution=probs,
+            chosen_belief=beliefs[chosen].class_id, rejected_belief=beliefs[rejected].class_id,
+            chosen_response=style.answers[chosen], rejected_response=style.answers[rejected],
+            group=row.group, question_id=qid, style=style.name,
+            metadata={"question": row.question, "options": options, "source": row.source},
+        ))
+    return examples
+
+
+@BUILDERS.register("opinions")
+def build_opinions(
+    config: OpinionsConfig, backend: LLMBackend | None = None
+) -> BuildResult:
+    """GlobalOpinionQA -> styled belief pairs (GDPO paper, appendix A prompt)."""
+    report = BuildReport("opinions", config.source, config.seed)
+    option_map = load_option_map(config.option_map)
+    rows = load_opinion_rows(config.source, report)
+    report.counts["input rows"] = len(rows)
+    wanted = set(config.groups)
+    if wanted:
+        missing = sorted(wanted - {r.group for r in rows})
+        if missing:
+            report.warn(f"groups not in the source: {missing}")
+        rows = [r for r in rows if r.group in wanted]
+    rows = rows[: config.max_questions] if config.max_questions else rows
+    report.counts["rows of the chosen groups"] = len(rows)
+    jobs = []
+    for row in rows:
+        mapped = beliefs_of_row(row, option_map, report)
+        if mapped is not None:
+            jobs.append((row, *mapped))
+    if report.unmapped_options:
+        report.warn(f"{len(report.unmapped_options)} options are not in the option map; "
+                    f"{report.skipped['row has unmapped options']} rows skipped (see the card)")
+    backend = backend or make_backend(config.llm)
+    styles_per_job = _generate_styles(backend, [(j[0], j[1]) for j in jobs], config, report)
+    rng = random.Random(config.seed)
+    examples: list[GroupPreferenceExample] = []
+    for (row, beliefs, probs, options), styles in zip(jobs, styles_per_job, strict=True):
+        if not styles:
+            report.skip("no usable style from the LLM")
+            continue
+        report.counts["questions kept"] += 1
+        examples.extend(_pairs_for_row(row, beliefs, probs, options, styles, config, rng))
+    report.counts["pairs"] = len(examples)
+    if report.counts["llm failures"]:
+        report.warn(f"{report.counts['llm failures']} LLM requests failed: "
+                    f"{backend.stats.summary()}")
+    splits = split_examples(examples, by=config.split_by, fractions=config.fractions,
+                            seed=config.seed)
+    return BuildResult(splits, report, config.split_by,
+                       config.option_map or "pluralign default (src/pluralign/data/"
+                                            "option_map.json)")

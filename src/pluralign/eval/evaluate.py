@@ -1,0 +1,490 @@
+"""``evaluate(config)``: every metric for one or more models on a record file, plus a report.
+
+Per model: the one-forward-pass belief distribution (JSD), the sampled
+estimate from ``belief_samples`` first tokens (JSD beside it), ``n_samples``
+belief-first generations per prompt (CBC), judged (BPC) and compared with the
+reference response of the generated belief (RS); reward margins against a
+reference model when one is given; training curves when the model folder
+belongs to a run. Writes ``eval.json``, ``predictions.jsonl`` and the report
+(``report.md``, ``report.html``) into ``config.out``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from pluralign.config import YamlConfig
+from pluralign.data.records import Belief, GroupPreferenceExample, read_examples
+from pluralign.eval.generate import Generation, SamplingOptions
+from pluralign.eval.judges import JudgeItem
+from pluralign.eval.metrics import (
+    MetricResult,
+    bpc,
+    cbc,
+    jsd,
+    mean_with_interval,
+    response_similarity,
+)
+from pluralign.eval.reference import reference_lines
+
+logger = logging.getLogger(__name__)
+
+#: The run file whose curves the report draws (``pluralign.train.metrics.METRICS_FILE``).
+RUN_METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class EvalConfig(YamlConfig):
+    """What to evaluate, on which records, with which judge and sampling settings."""
+
+    models: list[str] = field(default_factory=list, metadata={
+        "help": "Model references to evaluate side by side (run folders such as runs/gdpo/final, "
+                "keywords, local folders)."})
+    data: str = field(default="", metadata={"help": "JSONL record file to evaluate on."})
+    out: str = field(default="eval", metadata={
+        "help": "Output folder for eval.json, predictions.jsonl, report.md and report.html."})
+    judge: str = field(default="embedding", metadata={
+        "help": "BPC judge: embedding (offline), llm (the paper's prompt via the LLM backend) "
+                "or rating (reviews)."})
+    judge_model: str = field(default="gpt-4o", metadata={
+        "help": "llm judge: the model name the server knows (or a local model reference when "
+                "judge_backend is hf)."})
+    judge_backend: str = field(default="openai", metadata={
+        "help": "llm judge: LLM backend kind (openai or hf)."})
+    judge_base_url: str | None = field(default=None, metadata={
+        "help": "llm judge: base URL of the OpenAI-compatible server."})
+    judge_api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "help": "llm judge: NAME of the environment variable holding the API key."})
+    judge_cache_dir: str | None = field(default=None, metadata={
+        "help": "llm judge: answer cache folder (re-runs are answered from it)."})
+    embedder: str | None = field(default=None, metadata={
+        "help": "Sentence-transformers folder for RS and the embedding judge (default: the "
+                "bundled all-MiniLM-L6-v2)."})
+    n_samples: int = field(default=4, metadata={
+        "help": "Belief-first generations per prompt (CBC, BPC, RS)."})
+    belief_samples: int = field(default=64, metadata={
+        "help": "First-token samples per prompt for the sampled belief estimate (0: skip)."})
+    temperature: float = field(default=1.0, metadata={
+        "help": "Sampling temperature of beliefs and responses; 0 decodes greedily."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass of responses."})
+    max_new_tokens: int = field(default=64, metadata={
+        "help": "Most tokens generated after the belief marker."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling and bootstrap intervals."})
+    max_prompts: int | None = field(default=None, metadata={
+        "help": "Evaluate only the first N distinct prompts (None: all)."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per forward pass."})
+    device: str = field(default="auto", metadata={"help": "Device of the models (auto, cpu...)."})
+    ref_model: str | None = field(default=None, metadata={
+        "help": "Reference model (e.g. runs/sft/final) for reward margins; None skips them."})
+    pairing: Literal["auto", "gdpo", "dpo"] = field(default="auto", metadata={
+        "help": "Pairing of the margins: gdpo (rejected carries the chosen belief), dpo, or "
+                "auto (from the model's training method)."})
+    beta: float = field(default=0.1, metadata={"help": "beta of the reward margins."})
+    max_pairs: int | None = field(default=256, metadata={
+        "help": "Records used for reward margins (None: all)."})
+    kshot: int = field(default=0, metadata={
+        "help": "Also evaluate a k-shot prompting baseline with this many shots (0: none)."})
+    kshot_model: str = field(default="smollm2-135m", metadata={
+        "help": "k-shot baseline model: a local reference, or a server model name with "
+                "kshot_base_url."})
+    kshot_base_url: str | None = field(default=None, metadata={
+        "help": "k-shot baseline through this OpenAI-compatible server (None: local model)."})
+    kshot_api_key_env: str = field(default="", metadata={
+        "help": "k-shot baseline: NAME of the API key variable ('' for servers without keys)."})
+    plot_questions: int = field(default=4, metadata={
+        "help": "Questions whose predicted vs target distribution the report draws."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        for name in ("n_samples", "batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.belief_samples < 0 or self.kshot < 0:
+            raise ValueError("belief_samples and kshot must be >= 0")
+
+    def sampling(self) -> SamplingOptions:
+        return SamplingOptions(temperature=self.temperature, top_p=self.top_p,
+                               max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+
+# ----------------------------------------------------------------------- prompts
+
+
+@dataclass
+class PromptGroup:
+    """One distinct prompt of the records: its beliefs, p* and reference responses per belief."""
+
+    prompt: str
+    group: str
+    question_id: str | None
+    beliefs: tuple[Belief, ...]
+    target: list[float]
+    references: dict[int, list[str]] = field(default_factory=dict)
+
+    @property
+    def class_ids(self) -> tuple[int, ...]:
+        return tuple(b.class_id for b in self.beliefs)
+
+    def description(self, class_id: int | None) -> str:
+        for b in self.beliefs:
+            if b.class_id == class_id:
+                return b.description
+        return ""
+
+    def reference_for(self, class_id: int | None) -> str | None:
+        refs = self.references.get(class_id) if class_id is not None else None
+        return refs[0] if refs else None
+
+
+def group_prompts(records: Sequence[GroupPreferenceExample]) -> list[PromptGroup]:
+    """Distinct (prompt, group) pairs in file order, with every belief's reference responses."""
+    groups: dict[tuple[str, str], PromptGroup] = {}
+    for r in records:
+        key = (r.prompt, r.group)
+        if key not in groups:
+            groups[key] = PromptGroup(r.prompt, r.group, r.question_id, r.beliefs,
+                                      list(r.target_distribution))
+        refs = groups[key].references
+        for class_id, text in ((r.chosen_belief, r.chosen_response),
+                               (r.rejected_belief, r.rejected_response)):
+            if text not in refs.setdefault(class_id, []):
+                refs[class_id].append(text)
+    return list(groups.values())
+
+
+@dataclass
+class PromptPrediction:
+    """A model's predictions for one prompt, and their judgements."""
+
+    group: PromptGroup
+    predicted: list[float]
+    mass: float | None = None
+    sampled: list[float] | None = None
+    sampled_counts: list[int] | None = None
+    off_belief: int | None = None
+    generations: list[Generation] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
+    similarities: list[float | None] = field(default_factory=list)
+    api_errors: int = 0
+
+    def to_dict(self, model: str) -> dict[str, Any]:
+        g = self.group
+        jsd_value = float(jsd(self.predicted, g.target).value)
+        generations = []
+        for i, gen in enumerate(self.generations):
+            row = gen.to_dict()
+            row["verdict"] = self.verdicts[i] if i < len(self.verdicts) else None
+            row["rs"] = self.similarities[i] if i < len(self.similarities) else None
+            generations.append(row)
+        return {
+            "model": model, "prompt": g.prompt, "group": g.group, "question_id": g.question_id,
+            "beliefs": [{"class_id": b.class_id, "description": b.description} for b in g.beliefs],
+            "target": g.target, "predicted": self.predicted, "jsd": jsd_value, "mass": self.mass,
+            "sampled": self.sampled, "sampled_counts": self.sampled_counts,
+            "off_belief": self.off_belief, "generations": generations,
+        }
+
+
+# ----------------------------------------------------------------------- scoring
+
+
+def judge_predictions(predictions: Sequence[PromptPrediction], judge: Any) -> None:
+    """Fill ``verdicts`` of every generation with one call of the judge."""
+    items = [
+        JudgeItem(question=p.group.prompt, class_id=g.class_id,
+                  belief=p.group.description(g.class_id), response=g.response,
+                  references=p.group.references)
+        for p in predictions for g in p.generations
+    ]
+    verdicts = judge.judge(items) if items else []
+    it = iter(verdicts)
+    for p in predictions:
+        p.verdicts = [next(it) for _ in p.generations]
+
+
+def similarity_predictions(predictions: Sequence[PromptPrediction], embedder: Any = None) -> None:
+    """Fill ``similarities``: RS of each response against the reference of its belief."""
+    slots, generated, references = [], [], []
+    for p in predictions:
+        p.similarities = [None] * len(p.generations)
+        for j, g in enumerate(p.generations):
+            reference = p.group.reference_for(g.class_id)
+            if reference is not None and g.response.strip():
+                slots.append((p, j))
+                generated.append(g.response)
+                references.append(reference)
+    if not slots:
+        return
+    result = response_similarity(generated, references, embedder)
+    assert result.per_item is not None
+    for (p, j), value in zip(slots, result.per_item, strict=True):
+        p.similarities[j] = float(value)
+
+
+def score_predictions(predictions: Sequence[PromptPrediction], *, seed: int = 0
+                      ) -> dict[str, MetricResult]:
+    """JSD (reading and sampled), CBC, BPC and RS from filled-in predictions."""
+    targets = [p.group.target for p in predictions]
+    metrics = {"jsd": jsd([p.predicted for p in predictions], targets, seed=seed)}
+    if predictions and all(p.sampled is not None for p in predictions):
+        sampled = jsd([p.sampled for p in predictions], targets, seed=seed)
+        metrics["jsd_sampled"] = MetricResult("jsd_sampled", sampled.value, sampled.n,
+                                              sampled.ci_low, sampled.ci_high, sampled.counts,
+                                              sampled.per_item)
+    gens = [g for p in predictions for g in p.generations]
+    metrics["cbc"] = cbc([g.class_id for g in gens], [g.description_class for g in gens])
+    metrics["bpc"] = bpc([v for p in predictions for v in p.verdicts])
+    sims = [s for p in predictions for s in p.similarities if s is not None]
+    mean, low, high = mean_with_interval(sims, seed=seed)
+    missing = sum(s is None for p in predictions for s in p.similarities)
+    metrics["rs"] = MetricResult("rs", mean, len(sims), low, high,
+                                 {"pairs": len(sims), "skipped": missing}, np.asarray(sims))
+    return metrics
+
+
+# ----------------------------------------------------------------------- models
+
+
+@dataclass
+class ModelEvaluation:
+    """Everything measured for one model (or baseline)."""
+
+    label: str
+    model: str
+    method: str | None
+    predictions: list[PromptPrediction]
+    metrics: dict[str, MetricResult]
+    margins: Any = None  # MarginsResult
+    curves: list[dict[str, Any]] | None = None
+
+    def judge_failures(self) -> dict[str, int]:
+        verdicts = [v for p in self.predictions for v in p.verdicts]
+        return {"parse_failure": verdicts.count("parse_failure"),
+                "api_error": verdicts.count("api_error")}
+
+    def to_dict(self) -> dict[str, Any]:
+        masses = [p.mass for p in self.predictions if p.mass is not None]
+        return {
+            "model": self.model, "method": self.method,
+            "metrics": {k: v.as_dict() for k, v in self.metrics.items()},
+            "margins": self.margins.as_dict() if self.margins is not None else None,
+            "judge_failures": self.judge_failures(),
+            "belief_mass_mean": float(np.mean(masses)) if masses else None,
+            "prompts": len(self.predictions),
+            "generations": sum(len(p.generations) for p in self.predictions),
+        }
+
+
+def model_label(ref: str, taken: Sequence[str] = ()) -> str:
+    """A short unique label: the run name for ``runs/NAME/final``, else the folder or keyword."""
+    path = Path(ref)
+    label = path.parent.name if path.name in ("final", "") and path.parent.name else path.name
+    label = label or ref
+    base, i = label, 2
+    while label in taken:
+        label, i = f"{base}-{i}", i + 1
+    return label
+
+
+def run_dir_of(ref: str) -> Path | None:
+    """The run folder holding ``metrics.jsonl`` for a model folder (itself or its parent)."""
+    path = Path(ref)
+    for candidate in (path, path.parent):
+        if (candidate / RUN_METRICS_FILE).is_file():
+            return candidate
+    return None
+
+
+def read_curves(ref: str) -> list[dict[str, Any]] | None:
+    run = run_dir_of(ref)
+    if run is None:
+        return None
+    with open(run / RUN_METRICS_FILE) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def predict_local(model: Any, tokenizer: Any, groups: Sequence[PromptGroup], fmt: Any,
+                  config: EvalConfig) -> list[PromptPrediction]:
+    """Reading, sampled estimate and belief-first generations of a local model."""
+    from pluralign.eval.beliefs import belief_distributions
+    from pluralign.eval.generate import generate_beliefs_first, sampled_belief_distribution
+    from pluralign.train.tokenize import belief_marker_ids, encode_prompt
+
+    prompt_ids = [encode_prompt(tokenizer, g.prompt, fmt) for g in groups]
+    markers = [belief_marker_ids(tokenizer, list(g.class_ids), fmt.marker) for g in groups]
+    reading = belief_distributions(model, prompt_ids, markers, pad_token_id=tokenizer.pad_token_id,
+                                   batch_size=config.batch_size, progress=config.progress)
+    estimate = None
+    if config.belief_samples:
+        estimate = sampled_belief_distribution(
+            model, tokenizer, prompt_ids, markers, n=config.belief_samples,
+            # A greedy run still gets a sampled estimate at T=1 (at T=0 it would be one-hot).
+            temperature=config.temperature or 1.0, seed=config.seed,
+            batch_size=config.batch_size)
+    generations = generate_beliefs_first(
+        model, tokenizer, [g.prompt for g in groups], [g.beliefs for g in groups], fmt=fmt,
+        n=config.n_samples, options=config.sampling(), batch_size=config.batch_size,
+        progress=config.progress)
+    return [
+        PromptPrediction(
+            group=g, predicted=reading.probs[i], mass=reading.mass[i],
+            sampled=estimate.probs[i] if estimate else None,
+            sampled_counts=estimate.counts[i] if estimate else None,
+            off_belief=estimate.off_belief[i] if estimate else None,
+            generations=generations[i])
+        for i, g in enumerate(groups)
+    ]
+
+
+def _margins(model: Any, tokenizer: Any, fmt: Any, method: str | None,
+             records: Sequence[GroupPreferenceExample], config: EvalConfig) -> Any:
+    from pluralign.eval.margins import pairing_for_method, reward_margins
+    from pluralign.models import load_model
+
+    assert config.ref_model is not None
+    ref_model, _ = load_model(config.ref_model, device=config.device)
+    pairing = pairing_for_method(method) if config.pairing == "auto" else config.pairing
+    subset = list(records)[: config.max_pairs] if config.max_pairs else list(records)
+    return reward_margins(model, ref_model, tokenizer, subset, fmt=fmt, pairing=pairing,
+                          beta=config.beta, batch_size=max(1, config.batch_size // 2),
+                          seed=config.seed, progress=config.progress)
+
+
+def evaluate_model(ref: str, label: str, groups: Sequence[PromptGroup],
+                   records: Sequence[GroupPreferenceExample], config: EvalConfig,
+                   judge: Any, embedder: Any = None) -> ModelEvaluation:
+    """Load ``ref`` and measure every metric on ``groups``."""
+    from pluralign.eval.generate import load_sequence_format, read_format_info
+    from pluralign.models import load_model
+
+    model, tokenizer = load_model(ref, device=config.device)
+    fmt = load_sequence_format(ref)
+    method = read_format_info(ref).get("method")
+    predictions = predict_local(model, tokenizer, groups, fmt, config)
+    judge_predictions(predictions, judge)
+    similarity_predictions(predictions, embedder)
+    margins = (_margins(model, tokenizer, fmt, method, records, config)
+               if config.ref_model else None)
+    return ModelEvaluation(label, ref, method, predictions,
+                           score_predictions(predictions, seed=config.seed), margins,
+                           read_curves(ref))
+
+
+def _kshot_evaluation(groups: Sequence[PromptGroup], records: Sequence[GroupPreferenceExample],
+                      config: EvalConfig, judge: Any, embedder: Any) -> ModelEvaluation:
+    from pluralign.eval.prompting import kshot_baseline
+
+    subset = [r for r in records if any(r.prompt == g.prompt for g in groups)]
+    predictions = kshot_baseline(
+        subset, model=config.kshot_model, base_url=config.kshot_base_url,
+        api_key_env=config.kshot_api_key_env, k=config.kshot, n=config.n_samples,
+        pool=records, seed=config.seed, options=config.sampling(), device=config.device)
+    judge_predictions(predictions, judge)
+    similarity_predictions(predictions, embedder)
+    return ModelEvaluation(f"{config.kshot}-shot {Path(config.kshot_model).name}",
+                           config.kshot_model, f"{config.kshot}-shot", predictions,
+                           score_predictions(predictions, seed=config.seed))
+
+
+# ----------------------------------------------------------------------- entry points
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` measured and where it wrote it."""
+
+    evaluations: list[ModelEvaluation]
+    reference_lines: dict[str, MetricResult]
+    out_dir: Path
+    files: dict[str, Path]
+
+
+def build_judge(config: EvalConfig) -> Any:
+    """The judge ``config.judge`` names, with the config's options."""
+    from pluralign.eval.judges import make_judge
+
+    if config.judge == "llm":
+        return make_judge("llm", backend=config.judge_backend, model=config.judge_model,
+                          base_url=config.judge_base_url, api_key_env=config.judge_api_key_env,
+                          cache_dir=config.judge_cache_dir, progress=config.progress)
+    if config.judge in ("embedding", "rating"):
+        return make_judge(config.judge, embedder=config.embedder)
+    return make_judge(config.judge)
+
+
+def evaluate(config: EvalConfig, *, judge: Any = None, embedder: Any = None) -> EvalResult:
+    """Evaluate every model of ``config`` and write eval.json, predictions.jsonl and the report.
+
+    ``judge`` and ``embedder`` replace the configured ones (objects, e.g. in tests).
+    """
+    from pluralign.eval.report import write_report
+
+    if not config.models and not config.kshot:
+        raise ValueError("models: give at least one model to evaluate (or kshot > 0)")
+    if not config.data:
+        raise ValueError("data: a JSONL record file is required")
+    records = read_examples(config.data)
+    groups = group_prompts(records)
+    if config.max_prompts is not None:
+        groups = groups[: config.max_prompts]
+        kept = {(g.prompt, g.group) for g in groups}
+        records = [r for r in records if (r.prompt, r.group) in kept]
+    judge = judge if judge is not None else build_judge(config)
+    embedder = embedder if embedder is not None else config.embedder
+    evaluations: list[ModelEvaluation] = []
+    for ref in config.models:
+        label = model_label(ref, [e.label for e in evaluations])
+        logger.info("evaluating %s (%s) on %d prompts", label, ref, len(groups))
+        evaluations.append(evaluate_model(ref, label, groups, records, config, judge, embedder))
+    if config.kshot:
+        evaluations.append(_kshot_evaluation(groups, records, config, judge, embedder))
+    lines = reference_lines([g.target for g in groups], seed=config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = write_outputs(out, config, evaluations, lines)
+    files.update(write_report(out, evaluations, lines, plot_questions=config.plot_questions))
+    return EvalResult(evaluations, lines, out, files)
+
+
+def write_outputs(out: Path, config: EvalConfig, evaluations: Sequence[ModelEvaluation],
+                  lines: dict[str, MetricResult]) -> dict[str, Path]:
+    """``eval.json`` (summaries) and ``predictions.jsonl`` (one line per model and prompt)."""
+    summary = {
+        "data": config.data, "judge": config.judge,
+        "prompts": len(evaluations[0].predictions) if evaluations else 0,
+        "reference_lines": {k: v.as_dict() for k, v in lines.items()},
+        "models": {e.label: e.to_dict() for e in evaluations},
+        "config": config.to_dict(),
+    }
+    eval_path = out / "eval.json"
+    eval_path.write_text(json.dumps(_finite(summary), indent=2, ensure_ascii=False))
+    pred_path = out / "predictions.jsonl"
+    with open(pred_path, "w", encoding="utf-8") as handle:
+        for e in evaluations:
+            for p in e.predictions:
+                handle.write(json.dumps(_finite(p.to_dict(e.label)), ensure_ascii=False) + "\n")
+    return {"eval": eval_path, "predictions": pred_path}
+
+
+def _finite(value: Any) -> Any:
+    """NaN (an empty metric) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def compare(runs: Sequence[str], data: str, out: str = "eval", **options: Any) -> EvalResult:
+    """Evaluate several runs side by side in one report (``pluralign eval --model A --model B``)."""
+    return evaluate(EvalConfig(models=list(runs), data=data, out=out, **options))

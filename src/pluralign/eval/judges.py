@@ -1,0 +1,253 @@
+"""BPC judges: does a generated response express the belief it was generated with?
+
+Each judge maps a list of :class:`JudgeItem` to one verdict per item from
+``pluralign.eval.metrics.VERDICTS``: "yes", "no", "parse_failure" (the judge's
+answer, or the generation itself, could not be read) or "api_error" (the judge
+could not be asked). Failures are never counted as "yes" (the GDPO reference
+code did that); :func:`pluralign.eval.metrics.bpc` leaves them out of the share.
+
+Registered in ``JUDGES`` (factories taking keyword options):
+
+* ``llm``: the paper's zero-shot BPC prompt through the LLM backend;
+* ``embedding``: offline, no API: the response's nearest belief by sentence
+  embedding similarity to the reference responses of each belief;
+* ``rating``: reviews: the response's rating bucket (1-2 / 3 / 4-5) against the
+  generated rating's bucket.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from pluralign.eval.metrics import embed_texts
+from pluralign.registry import JUDGES
+
+#: The paper's BPC prompt (appendix H), filled with the belief, question and answer.
+BPC_PROMPT = (
+    "For the following QA pair, does the answer express the opinion of the selection: "
+    "{belief}\n\nQuestion: {question}\n\nAnswer: {answer}\n\n"
+    "Response in the following format:\n\nYes or No\n\nOne Sentence Explanation"
+)
+
+RATING_PROMPT = (
+    "What star rating from 1 to 5 does the following movie review give? "
+    "Reply with a single digit.\n\nReview: {answer}"
+)
+
+_YES_NO = re.compile(r"^[\W_]*(yes|no)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    """One generation to judge, with what a judge may compare it to.
+
+    ``references`` maps a class id to reference responses of that belief
+    (the records' chosen/rejected responses for this prompt).
+    """
+
+    question: str
+    class_id: int | None
+    belief: str
+    response: str
+    references: Mapping[int, Sequence[str]] = field(default_factory=dict)
+
+
+class Judge(Protocol):
+    """What every registered judge factory returns."""
+
+    name: str
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[str]: ...
+
+
+def parse_yes_no(text: str | None) -> str:
+    """"yes"/"no" from the first non-empty line of a judge answer, else "parse_failure"."""
+    if text is None:
+        return "parse_failure"
+    for line in text.splitlines():
+        if line.strip():
+            match = _YES_NO.match(line.strip())
+            return match.group(1).lower() if match else "parse_failure"
+    return "parse_failure"
+
+
+# ----------------------------------------------------------------------- llm
+
+
+def _build_backend(kind: str | None, options: dict[str, Any]) -> Any:
+    from pluralign.llm import LLMConfig, make_backend
+
+    config = LLMConfig(**options)
+    return make_backend(config, backend=kind) if kind else make_backend(config)
+
+
+class LLMJudge:
+    """The paper's BPC judge: ask an LLM whether the answer expresses the belief."""
+
+    name = "llm"
+
+    def __init__(self, backend: Any = None, **llm_options: Any) -> None:
+        # ``backend``: a built backend, or the kind ("openai", "hf") to build from the options.
+        if backend is None or isinstance(backend, str):
+            backend = _build_backend(backend, llm_options)
+        self.backend = backend
+
+    def prompt(self, item: JudgeItem) -> str:
+        return BPC_PROMPT.format(belief=item.belief, question=item.question, answer=item.response)
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[str]:
+        from pluralign.llm import ChatRequest
+
+        verdicts: list[str | None] = [None] * len(items)
+        asked, requests = [], []
+        for i, item in enumerate(items):
+            if item.class_id is None:  # no belief to check the response against
+                verdicts[i] = "parse_failure"
+            else:
+                asked.append(i)
+                requests.append(ChatRequest.from_prompt(self.prompt(item), temperature=0.0))
+        for i, result in zip(asked, self.backend.complete(requests), strict=True):
+            verdicts[i] = parse_yes_no(result.text) if result.ok else "api_error"
+        return [v or "parse_failure" for v in verdicts]
+
+
+# ----------------------------------------------------------------------- embedding
+
+
+def nearest_belief(
+    response_embedding: np.ndarray, reference_embeddings: Mapping[int, np.ndarray]
+) -> int | None:
+    """Class whose closest reference response is most similar (cosine) to the response."""
+    best, best_sim = None, -np.inf
+    r = response_embedding / max(np.linalg.norm(response_embedding), 1e-12)
+    for class_id, refs in reference_embeddings.items():
+        if len(refs) == 0:
+            continue
+        norms = np.linalg.norm(refs, axis=1, keepdims=True)
+        sim = float(((refs / np.maximum(norms, 1e-12)) @ r).max())
+        if sim > best_sim:
+            best, best_sim = class_id, sim
+    return best
+
+
+class EmbeddingJudge:
+    """Offline judge: yes when the response's nearest belief (by embedding) is the generated one."""
+
+    name = "embedding"
+
+    def __init__(self, embedder: Any = None) -> None:
+        self.embedder = embedder  # None: the bundled MiniLM; a folder path or a model object
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[str]:
+        texts: dict[str, int] = {}
+        for item in items:
+            for text in [item.response, *(t for refs in item.references.values() for t in refs)]:
+                texts.setdefault(text, len(texts))
+        vectors = embed_texts(list(texts), self.embedder) if texts else np.zeros((0, 1))
+        verdicts = []
+        for item in items:
+            refs = {c: vectors[[texts[t] for t in ts]] for c, ts in item.references.items() if ts}
+            if item.class_id is None or not item.response.strip() or not refs:
+                verdicts.append("parse_failure")
+                continue
+            nearest = nearest_belief(vectors[texts[item.response]], refs)
+            verdicts.append("yes" if nearest == item.class_id else "no")
+        return verdicts
+
+
+# ----------------------------------------------------------------------- rating
+
+
+def rating_bucket(rating: int | None) -> str | None:
+    """1-2 -> "negative", 3 -> "neutral", 4-5 -> "positive"; anything else None."""
+    if rating is None or isinstance(rating, bool):
+        return None
+    if rating in (1, 2):
+        return "negative"
+    if rating == 3:
+        return "neutral"
+    if rating in (4, 5):
+        return "positive"
+    return None
+
+
+def parse_rating(text: str | None) -> int | None:
+    """The first digit 1-5 in a rater's answer."""
+    match = re.search(r"[1-5]", text or "")
+    return int(match.group()) if match else None
+
+
+class RatingJudge:
+    """Reviews: yes when the response's rating bucket equals the generated rating's bucket.
+
+    ``rater`` maps a list of responses to ratings (None: unreadable). Default:
+    the nearest reference review's rating by sentence embedding (offline);
+    ``rater="llm"`` asks the LLM backend for a 1-5 rating instead.
+    """
+
+    name = "rating"
+
+    def __init__(self, rater: Callable[[Sequence[JudgeItem]], list[int | None]] | str | None = None,
+                 embedder: Any = None, backend: Any = None, **llm_options: Any) -> None:
+        if rater == "llm":
+            if backend is None or isinstance(backend, str):
+                backend = _build_backend(backend, llm_options)
+            self.backend = backend
+            rater = self._llm_ratings
+        elif rater is None or rater == "embedding":
+            self.embedder = embedder
+            rater = self._nearest_ratings
+        self.rater = rater
+
+    def _nearest_ratings(self, items: Sequence[JudgeItem]) -> list[int | None]:
+        # The embedding judge's nearest belief is the nearest rating here.
+        nearest = []
+        for item in items:
+            refs = {c: ts for c, ts in item.references.items() if ts}
+            if not refs or not item.response.strip():
+                nearest.append(None)
+                continue
+            vectors = embed_texts([item.response, *(t for ts in refs.values() for t in ts)],
+                                  self.embedder)
+            grouped, offset = {}, 1
+            for c, ts in refs.items():
+                grouped[c] = vectors[offset:offset + len(ts)]
+                offset += len(ts)
+            nearest.append(nearest_belief(vectors[0], grouped))
+        return nearest
+
+    def _llm_ratings(self, items: Sequence[JudgeItem]) -> list[int | None]:
+        from pluralign.llm import ChatRequest
+
+        requests = [ChatRequest.from_prompt(RATING_PROMPT.format(answer=i.response),
+                                            temperature=0.0) for i in items]
+        return [parse_rating(r.text) if r.ok else None for r in self.backend.complete(requests)]
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[str]:
+        ratings = self.rater(items)
+        verdicts = []
+        for item, rating in zip(items, ratings, strict=True):
+            wanted, got = rating_bucket(item.class_id), rating_bucket(rating)
+            if wanted is None or got is None:
+                verdicts.append("parse_failure")
+            else:
+                verdicts.append("yes" if wanted == got else "no")
+        return verdicts
+
+
+JUDGES.register("llm", LLMJudge, help="The paper's BPC prompt through the LLM backend "
+                "(Yes/No; failures are parse_failure/api_error, never yes).")
+JUDGES.register("embedding", EmbeddingJudge, help="Offline: nearest belief of the response by "
+                "sentence-embedding similarity to each belief's reference responses.")
+JUDGES.register("rating", RatingJudge, help="Reviews: rating buckets 1-2 / 3 / 4-5 of the "
+                "response vs the generated rating.")
+
+
+def make_judge(name: str, **options: Any) -> Judge:
+    """Build the judge registered as ``name`` with its keyword options."""
+    return JUDGES.get(name)(**options)

@@ -1,0 +1,150 @@
+"""Reward margins of a trained model against its reference, split by majority/minority pairs.
+
+Per pair ``margin = beta * [(log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))]``
+(the DPO implicit reward margin), with the pairing of a method: GDPO's rejected
+sequence carries the chosen belief, DPO's the rejected belief. Pairs are split
+by :func:`pluralign.data.records.is_majority_chosen`: the paper's observation
+is that DPO drives the minority margins negative while GDPO raises both.
+
+Sequence log-probs sum the token log-probs of the completion (belief span and
+response through eos); for GDPO pairing the shared belief prefix adds the same
+amount to both sides and cancels in the margin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from pluralign.data.records import GroupPreferenceExample, is_majority_chosen
+from pluralign.eval.metrics import MetricResult, mean_with_interval
+from pluralign.train.losses import masked_sum, token_logps_from_logits
+from pluralign.train.tokenize import (
+    IGNORE_INDEX,
+    OPINION_FORMAT,
+    Pairing,
+    SequenceFormat,
+    TokenizedSequence,
+    tokenize_example,
+)
+
+Span = Literal["completion", "response"]
+
+
+@dataclass
+class MarginsResult:
+    """Per-pair margins and their summaries (mean with a bootstrap interval)."""
+
+    margins: list[float]
+    is_majority: list[bool]
+    chosen_rewards: list[float]
+    rejected_rewards: list[float]
+    summary: dict[str, MetricResult]  #: keys "all", "majority", "minority"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: result.as_dict() for name, result in self.summary.items()}
+
+
+def pairing_for_method(method: str | None) -> Pairing:
+    """The pairing a registered method trains with (GDPO-style unless it is plain DPO)."""
+    if method is None:
+        return "gdpo"
+    from pluralign.registry import METHODS, load_all
+
+    load_all()
+    if method not in METHODS:
+        return "gdpo"
+    return "gdpo" if METHODS.get(method).rejected_belief == "chosen" else "dpo"
+
+
+def _right_pad(sequences: Sequence[TokenizedSequence], pad_id: int, span: Span
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(s["input_ids"]) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        n = len(seq["input_ids"])
+        ids[row, :n] = torch.tensor(seq["input_ids"])
+        attention[row, :n] = 1
+        if span == "response":
+            mask[row, :n] = torch.tensor(seq["response_mask"])
+        else:
+            mask[row, :n] = torch.tensor([int(x != IGNORE_INDEX) for x in seq["labels"]])
+    return ids, attention, mask
+
+
+@torch.no_grad()
+def sequence_logps(
+    model: Any,
+    sequences: Sequence[TokenizedSequence],
+    *,
+    pad_token_id: int,
+    span: Span = "completion",
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """Summed token log-probs ``(N,)`` over each sequence's completion (or response) span."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(sequences), batch_size):
+        ids, attention, mask = _right_pad(sequences[start:start + batch_size], pad_token_id, span)
+        logits = model(input_ids=ids.to(device), attention_mask=attention.to(device),
+                       use_cache=False).logits
+        token_logps = token_logps_from_logits(logits, ids.to(device))
+        out.append(masked_sum(token_logps, mask.to(device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _summaries(margins: torch.Tensor, majority: torch.Tensor, seed: int) -> dict[str, MetricResult]:
+    summary = {}
+    for name, values in (("all", margins), ("majority", margins[majority]),
+                         ("minority", margins[~majority])):
+        mean, low, high = mean_with_interval(values.numpy(), seed=seed)
+        summary[name] = MetricResult(f"margins_{name}", mean, int(values.numel()), low, high,
+                                     {"pairs": int(values.numel())}, values.numpy())
+    return summary
+
+
+def reward_margins(
+    model: Any,
+    ref_model: Any,
+    tokenizer: Any,
+    records: Sequence[GroupPreferenceExample],
+    *,
+    fmt: SequenceFormat = OPINION_FORMAT,
+    pairing: Pairing = "gdpo",
+    beta: float = 0.1,
+    span: Span = "completion",
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = False,
+) -> MarginsResult:
+    """Reward margins of ``model`` vs ``ref_model`` on ``records``, split majority/minority."""
+    if not records:
+        raise ValueError("reward_margins needs at least one record")
+    pairs = [tokenize_example(r, tokenizer, fmt, pairing=pairing) for r in records]
+    chosen = [p["chosen"] for p in pairs]
+    rejected = [p["rejected"] for p in pairs]
+    pad = tokenizer.pad_token_id
+    logps = {}
+    jobs = [("pi_c", model, chosen), ("pi_r", model, rejected),
+            ("ref_c", ref_model, chosen), ("ref_r", ref_model, rejected)]
+    for key, lm, seqs in tqdm(jobs, desc="reward margins", disable=not progress):
+        logps[key] = sequence_logps(lm, seqs, pad_token_id=pad, span=span,
+                                    batch_size=batch_size)
+    chosen_rewards = beta * (logps["pi_c"] - logps["ref_c"])
+    rejected_rewards = beta * (logps["pi_r"] - logps["ref_r"])
+    margins = chosen_rewards - rejected_rewards
+    majority = torch.tensor([is_majority_chosen(r) for r in records], dtype=torch.bool)
+    return MarginsResult(
+        margins=margins.tolist(), is_majority=majority.tolist(),
+        chosen_rewards=chosen_rewards.tolist(), rejected_rewards=rejected_rewards.tolist(),
+        summary=_summaries(margins, majority, seed),
+    )

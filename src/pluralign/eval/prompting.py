@@ -1,0 +1,219 @@
+"""Prompting baselines of the GDPO paper: k-shot prompting and in-context fine-tuning data.
+
+k-shot prompt (paper appendix E)::
+
+    You are a helpful assistant and can generate the same format as the examples in the context.
+
+    Question: Q1, Answer: 4<B1>R1
+
+    ...
+
+    Question: Q, Answer:
+
+Each shot is a randomly drawn record of another question with its chosen
+belief and response. The paper's answers are ``<B>R``; by default the class
+marker is written in front (``4<B>R``) so that the first generated token is
+the class and a local model's belief distribution can be read in one forward
+pass (``include_class=False`` gives the paper's exact ``<B>R``, whose class is
+then read from the description).
+
+Baselines run on a local model (one-forward-pass reading, belief-first
+generation) or on any OpenAI-compatible model through the LLM backend (the
+belief distribution is the sampled estimate from ``n`` answers), and are
+scored with the same metrics as trained models (:mod:`pluralign.eval.evaluate`).
+
+In-context fine-tuning (ICF) data: :func:`in_context_records` prepends ``k``
+random in-context examples to each record's prompt; the SFT method trains on
+the result unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from pluralign.data.records import GroupPreferenceExample
+from pluralign.eval.beliefs import belief_distributions
+from pluralign.eval.evaluate import PromptGroup, PromptPrediction, group_prompts
+from pluralign.eval.generate import (
+    Generation,
+    SamplingOptions,
+    description_class,
+    estimate_from_counts,
+    generate_beliefs_first,
+    parse_generation,
+)
+from pluralign.train.tokenize import MarkerMode, SequenceFormat, belief_marker, belief_marker_ids
+
+#: The instruction line of the paper's few-shot template.
+KSHOT_SYSTEM = (
+    "You are a helpful assistant and can generate the same format as the examples in the context."
+)
+
+
+def shot_answer(
+    class_id: int, description: str, response: str, *, include_class: bool = True,
+    marker: MarkerMode = "digit",
+) -> str:
+    """``4<description>response`` (or the paper's ``<description>response``)."""
+    prefix = belief_marker(class_id, marker) if include_class else ""
+    return f"{prefix}<{description}>{response}"
+
+
+def shot_line(example: GroupPreferenceExample, *, include_class: bool = True,
+              marker: MarkerMode = "digit") -> str:
+    """``Question: Q, Answer: <B>R`` for a record's chosen belief and response."""
+    belief = example.belief(example.chosen_belief)
+    answer = shot_answer(belief.class_id, belief.description, example.chosen_response,
+                         include_class=include_class, marker=marker)
+    return f"Question: {example.prompt}, Answer: {answer}"
+
+
+def kshot_user_text(question: str, shots: Sequence[GroupPreferenceExample], *,
+                    include_class: bool = True, marker: MarkerMode = "digit") -> str:
+    """The shots and the question (the user turn of a chat request)."""
+    lines = [shot_line(s, include_class=include_class, marker=marker) for s in shots]
+    # The trailing space keeps "Answer: " + "4" tokenised as in the shots (" " then "4").
+    return "\n\n".join([*lines, f"Question: {question}, Answer: "])
+
+
+def kshot_prompt(question: str, shots: Sequence[GroupPreferenceExample], *,
+                 include_class: bool = True, marker: MarkerMode = "digit",
+                 system: str = KSHOT_SYSTEM) -> str:
+    """The full k-shot prompt text (instruction line, shots, question) for a local model."""
+    user = kshot_user_text(question, shots, include_class=include_class, marker=marker)
+    return f"{system}\n\n{user}"
+
+
+def sample_shots(
+    pool: Sequence[GroupPreferenceExample], k: int, rng: random.Random, *, exclude: str
+) -> list[GroupPreferenceExample]:
+    """``k`` records of questions other than ``exclude``, one per question where possible."""
+    by_prompt: dict[str, list[GroupPreferenceExample]] = {}
+    for record in pool:
+        if record.prompt != exclude:
+            by_prompt.setdefault(record.prompt, []).append(record)
+    if not by_prompt:
+        raise ValueError("no in-context examples: the pool holds only the question itself")
+    prompts = list(by_prompt)
+    chosen = rng.sample(prompts, k) if k <= len(prompts) else rng.choices(prompts, k=k)
+    return [rng.choice(by_prompt[p]) for p in chosen]
+
+
+def in_context_records(
+    records: Sequence[GroupPreferenceExample], k: int = 3, *, seed: int = 0,
+    pool: Sequence[GroupPreferenceExample] | None = None, include_class: bool = True,
+) -> list[GroupPreferenceExample]:
+    """ICF data: each record with ``k`` random in-context examples prepended to its prompt."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    rng = random.Random(seed)
+    pool = records if pool is None else pool
+    out = []
+    for record in records:
+        shots = sample_shots(pool, k, rng, exclude=record.prompt)
+        block = "\n\n".join(shot_line(s, include_class=include_class) for s in shots)
+        metadata = {**record.metadata, "icf_shots": [s.question_id or s.prompt for s in shots],
+                    "icf_question": record.prompt}
+        out.append(dataclasses.replace(record, prompt=f"{block}\n\n{record.prompt}",
+                                       metadata=metadata))
+    return out
+
+
+# ----------------------------------------------------------------------- baselines
+
+
+def _trim(generation: Generation) -> Generation:
+    """Cut a k-shot answer at the end of its line (the model would go on with more shots)."""
+    response = generation.response.split("\n")[0].strip()
+    return dataclasses.replace(generation, response=response)
+
+
+def kshot_local(
+    model: Any, tokenizer: Any, groups: Sequence[PromptGroup],
+    pool: Sequence[GroupPreferenceExample], *, k: int = 3, n: int = 4,
+    options: SamplingOptions | None = None, seed: int = 0, batch_size: int = 8,
+) -> list[PromptPrediction]:
+    """k-shot baseline on a local model: one-forward-pass reading plus belief-first generations."""
+    rng = random.Random(seed)
+    texts = [kshot_prompt(g.prompt, sample_shots(pool, k, rng, exclude=g.prompt)) for g in groups]
+    # The k-shot text is the whole prompt: no <Q>/<A> wrapper around it.
+    fmt = SequenceFormat(prompt_template="{prompt}")
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    markers = [belief_marker_ids(tokenizer, list(g.class_ids)) for g in groups]
+    reading = belief_distributions(model, ids, markers, pad_token_id=tokenizer.pad_token_id,
+                                   batch_size=batch_size)
+    gens = generate_beliefs_first(model, tokenizer, texts, [g.beliefs for g in groups], fmt=fmt,
+                                  n=n, options=options, batch_size=batch_size)
+    return [
+        PromptPrediction(group=g, predicted=p, mass=m, generations=[_trim(x) for x in gen])
+        for g, p, m, gen in zip(groups, reading.probs, reading.mass, gens, strict=True)
+    ]
+
+
+def _api_generation(text: str | None, group: PromptGroup, include_class: bool) -> Generation:
+    parsed = parse_generation((text or "").split("\n")[0])
+    mapped = description_class(parsed.description, group.beliefs)
+    # Without a class marker the belief *is* the description (the paper's <B>R answers).
+    class_id = parsed.class_id if include_class else mapped
+    if class_id is not None and class_id not in group.class_ids:
+        class_id = None
+    return Generation(text=text or "", class_id=class_id, description=parsed.description,
+                      response=parsed.response, description_class=mapped)
+
+
+def kshot_api(
+    backend: Any, groups: Sequence[PromptGroup], pool: Sequence[GroupPreferenceExample], *,
+    k: int = 5, n: int = 8, temperature: float = 1.0, max_tokens: int = 128, seed: int = 0,
+    include_class: bool = True,
+) -> list[PromptPrediction]:
+    """k-shot baseline through the LLM backend; the distribution is the sampled estimate."""
+    from pluralign.llm import ChatRequest
+
+    rng = random.Random(seed)
+    requests = []
+    for g in groups:
+        user = kshot_user_text(g.prompt, sample_shots(pool, k, rng, exclude=g.prompt),
+                               include_class=include_class)
+        # Distinct seeds make the n requests distinct samples (and distinct cache keys).
+        requests.extend(ChatRequest.from_prompt(user, system=KSHOT_SYSTEM, temperature=temperature,
+                                                max_tokens=max_tokens, seed=seed + j)
+                        for j in range(n))
+    results = backend.complete(requests)
+    predictions = []
+    for i, g in enumerate(groups):
+        chunk = results[i * n:(i + 1) * n]
+        gens = [_api_generation(r.text if r.ok else None, g, include_class) for r in chunk]
+        counts = [[sum(x.class_id == c for x in gens) for c in g.class_ids]]
+        estimate = estimate_from_counts(counts, n)
+        predictions.append(PromptPrediction(
+            group=g, predicted=estimate.probs[0], sampled=estimate.probs[0],
+            sampled_counts=estimate.counts[0], off_belief=estimate.off_belief[0],
+            generations=gens, api_errors=sum(not r.ok for r in chunk),
+        ))
+    return predictions
+
+
+def kshot_baseline(
+    records: Sequence[GroupPreferenceExample], *, model: str = "smollm2-135m",
+    base_url: str | None = None, api_key_env: str = "", k: int = 3, n: int = 4,
+    pool: Sequence[GroupPreferenceExample] | None = None, seed: int = 0,
+    options: SamplingOptions | None = None, device: str = "cpu",
+) -> list[PromptPrediction]:
+    """k-shot predictions for the prompts of ``records``: local model, or API with ``base_url``."""
+    groups = group_prompts(records)
+    pool = records if pool is None else pool
+    options = options or SamplingOptions(seed=seed)
+    if base_url:
+        from pluralign.llm import LLMConfig, make_backend
+
+        backend = make_backend(LLMConfig(backend="openai", model=model, base_url=base_url,
+                                         api_key_env=api_key_env, progress=False))
+        return kshot_api(backend, groups, pool, k=k, n=n, temperature=options.temperature,
+                         max_tokens=options.max_new_tokens, seed=seed)
+    from pluralign.models import load_model
+
+    lm, tokenizer = load_model(model, device=device)
+    return kshot_local(lm, tokenizer, groups, pool, k=k, n=n, options=options, seed=seed)

@@ -1,0 +1,140 @@
+"""evaluate(config): files, metric values recomputed from predictions.jsonl, report and curves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pluralign.data.records import write_examples
+from pluralign.data.toy import conflicting_opinions
+from pluralign.eval.evaluate import EvalConfig, evaluate, group_prompts, model_label, run_dir_of
+from pluralign.eval.metrics import jsd_per_prompt
+
+
+@pytest.fixture(scope="module")
+def run_and_data(tmp_path_factory, tiny_lm):
+    """A fake finished run (tiny model in final/, metrics.jsonl) and a record file."""
+    root = tmp_path_factory.mktemp("eval")
+    model, tokenizer = tiny_lm
+    final = root / "runs" / "gdpo" / "final"
+    model.save_pretrained(final)
+    tokenizer.save_pretrained(final)
+    (final / "pluralign_format.json").write_text(json.dumps(
+        {"method": "gdpo", "belief_format": "digit", "use_chat_template": False}))
+    curves = [{"step": s, "eval_belief/jsd": 0.4 - 0.05 * s,
+               "eval_rewards/margins_majority": 0.1 * s,
+               "eval_rewards/margins_minority": 0.05 * s} for s in range(1, 5)]
+    (final.parent / "metrics.jsonl").write_text("\n".join(json.dumps(c) for c in curves) + "\n")
+    data = root / "test.jsonl"
+    write_examples(data, conflicting_opinions(3, 4, seed=5))
+    return root, final, data
+
+
+@pytest.fixture(scope="module")
+def result(run_and_data):
+    root, final, data = run_and_data
+    config = EvalConfig(models=[str(final), "tiny"], data=str(data), out=str(root / "out"),
+                        n_samples=3, belief_samples=20, max_new_tokens=6, device="cpu",
+                        ref_model="tiny", progress=False)
+    return evaluate(config)
+
+
+def test_evaluate_writes_every_output(result):
+    out = result.out_dir
+    for name in ("eval.json", "predictions.jsonl", "report.md", "report.html"):
+        assert (out / name).is_file()
+    summary = json.loads((out / "eval.json").read_text())
+    assert list(summary["models"]) == ["gdpo", "tiny"]
+    gdpo = summary["models"]["gdpo"]
+    assert gdpo["method"] == "gdpo"
+    for name in ("jsd", "jsd_sampled", "cbc", "bpc", "rs"):
+        metric = gdpo["metrics"][name]
+        assert {"value", "n", "ci_low", "ci_high", "counts"} <= set(metric)
+    assert gdpo["judge_failures"] == {"parse_failure": gdpo["metrics"]["bpc"]["counts"][
+        "parse_failure"], "api_error": 0}
+    assert set(summary["reference_lines"]) == {"majority", "reverse", "uniform", "noise_0.1",
+                                               "noise_0.05"}
+    assert gdpo["margins"]["majority"]["n"] + gdpo["margins"]["minority"]["n"] == 12
+
+
+def test_metric_values_equal_a_recomputation_from_predictions(result):
+    out = result.out_dir
+    summary = json.loads((out / "eval.json").read_text())
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 3
+    for label in ("gdpo", "tiny"):
+        mine = [r for r in rows if r["model"] == label]
+        metrics = summary["models"][label]["metrics"]
+        per_prompt = jsd_per_prompt([r["predicted"] for r in mine], [r["target"] for r in mine])
+        assert metrics["jsd"]["value"] == pytest.approx(per_prompt.mean())
+        assert [r["jsd"] for r in mine] == pytest.approx(per_prompt.tolist())
+        sampled = jsd_per_prompt([r["sampled"] for r in mine], [r["target"] for r in mine])
+        assert metrics["jsd_sampled"]["value"] == pytest.approx(sampled.mean())
+        gens = [g for r in mine for g in r["generations"]]
+        assert len(gens) == 3 * 3
+        agree = sum(g["class_id"] is not None and g["class_id"] == g["description_class"]
+                    for g in gens)
+        assert metrics["cbc"]["value"] == pytest.approx(agree / len(gens))
+        verdicts = [g["verdict"] for g in gens]
+        judged = verdicts.count("yes") + verdicts.count("no")
+        assert metrics["bpc"]["n"] == judged
+        if judged:
+            assert metrics["bpc"]["value"] == pytest.approx(verdicts.count("yes") / judged)
+        sims = [g["rs"] for g in gens if g["rs"] is not None]
+        assert metrics["rs"]["n"] == len(sims)
+        if sims:
+            assert metrics["rs"]["value"] == pytest.approx(np.mean(sims))
+        for r in mine:
+            allowed = {b["class_id"] for b in r["beliefs"]}
+            assert all(g["class_id"] in allowed for g in r["generations"])
+            assert sum(r["sampled_counts"]) + r["off_belief"] == 20
+
+
+def test_the_same_model_twice_gives_the_same_numbers(result):
+    first, second = result.evaluations
+    assert first.metrics["jsd"].value == pytest.approx(second.metrics["jsd"].value)
+
+
+def test_report_has_tables_plots_and_training_curves(result):
+    out = result.out_dir
+    markdown = (out / "report.md").read_text()
+    assert "| gdpo | gdpo |" in markdown and "| tiny |" in markdown
+    assert "Reference lines" in markdown and "| majority |" in markdown
+    plots = {p.name for p in (out / "plots").glob("*.png")}
+    assert {"jsd.png", "margins.png", "beliefs_0.png", "beliefs_1.png", "curves_0.png"} <= plots
+    assert "curves_1.png" not in plots  # the keyword model belongs to no run
+    for name in plots:
+        assert f"plots/{name}" in markdown
+        assert (out / "plots" / name).read_bytes().startswith(b"\x89PNG")
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(plots)
+    assert "<table>" in page
+
+
+def test_labels_and_run_folders(run_and_data):
+    _, final, _ = run_and_data
+    assert model_label(str(final)) == "gdpo"
+    assert model_label(str(final), ["gdpo"]) == "gdpo-2"
+    assert model_label("tiny") == "tiny"
+    assert run_dir_of(str(final)) == final.parent
+    assert run_dir_of("tiny") is None
+
+
+def test_group_prompts_collects_references_per_belief():
+    records = conflicting_opinions(2, 6, seed=1)
+    groups = group_prompts(records)
+    assert len(groups) == 2
+    for g in groups:
+        mine = [r for r in records if r.prompt == g.prompt]
+        for r in mine:
+            assert r.chosen_response in g.references[r.chosen_belief]
+            assert r.rejected_response in g.references[r.rejected_belief]
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ValueError, match="models"):
+        evaluate(EvalConfig(data=str(tmp_path / "x.jsonl")))
+    with pytest.raises(ValueError, match="n_samples"):
+        EvalConfig(models=["tiny"], data="x", n_samples=0)

@@ -1,0 +1,90 @@
+"""Reward margins of a policy against its reference, split into majority and minority pairs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pluralign.data.records import is_majority_chosen
+from pluralign.data.toy import conflicting_opinions
+from pluralign.eval.margins import pairing_for_method, reward_margins
+from pluralign.train.losses import dpo_loss, token_logps_from_logits
+from pluralign.train.tokenize import IGNORE_INDEX, tokenize_example
+
+
+@pytest.fixture
+def policy(fresh_tiny_lm):
+    model, tokenizer = fresh_tiny_lm
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a nudged copy: its log-probs differ from the reference's
+        for param in model.parameters():
+            param.add_(0.02 * torch.randn(param.shape, generator=generator))
+    return model, tokenizer
+
+
+def _unpadded_logp(model, sequence) -> float:
+    ids = torch.tensor([sequence["input_ids"]])
+    with torch.no_grad():
+        logps = token_logps_from_logits(model(input_ids=ids).logits, ids)[0]
+    keep = torch.tensor([label != IGNORE_INDEX for label in sequence["labels"]])
+    return float(logps[keep].sum())
+
+
+def test_margins_equal_dpo_loss_rewards_computed_by_hand(policy, tiny_lm):
+    model, tokenizer = policy
+    reference = tiny_lm[0]
+    records = conflicting_opinions(2, 3, seed=1)
+    result = reward_margins(model, reference, tokenizer, records, pairing="dpo", beta=0.1,
+                            batch_size=4)
+    batch = records[:4]
+    pairs = [tokenize_example(r, tokenizer, pairing="dpo") for r in batch]
+    logps = {
+        name: torch.tensor([_unpadded_logp(lm, p[part]) for p in pairs])
+        for name, lm, part in (("pi_c", model, "chosen"), ("pi_r", model, "rejected"),
+                               ("ref_c", reference, "chosen"), ("ref_r", reference, "rejected"))
+    }
+    expected = dpo_loss(logps["pi_c"], logps["pi_r"], logps["ref_c"], logps["ref_r"], beta=0.1)
+    assert result.margins[:4] == pytest.approx(expected.reward_margins.tolist(), abs=1e-4)
+    assert result.chosen_rewards[:4] == pytest.approx(expected.chosen_rewards.tolist(), abs=1e-4)
+    assert any(abs(m) > 1e-3 for m in result.margins)
+
+
+def test_margins_split_into_majority_and_minority_pairs(policy, tiny_lm):
+    model, tokenizer = policy
+    records = conflicting_opinions(3, 4, seed=2)
+    result = reward_margins(model, tiny_lm[0], tokenizer, records, pairing="gdpo")
+    majority = [is_majority_chosen(r) for r in records]
+    assert result.is_majority == majority
+    assert 0 < sum(majority) < len(records)  # both kinds of pair are present
+    summary = result.summary
+    assert summary["majority"].n == sum(majority)
+    assert summary["minority"].n == len(records) - sum(majority)
+    expected_major = [m for m, is_major in zip(result.margins, majority, strict=True) if is_major]
+    expected_minor = [m for m, is_major in zip(result.margins, majority, strict=True)
+                      if not is_major]
+    assert summary["majority"].value == pytest.approx(sum(expected_major) / len(expected_major))
+    assert summary["minority"].value == pytest.approx(sum(expected_minor) / len(expected_minor))
+    assert summary["all"].n == len(records)
+    assert summary["majority"].ci_low <= summary["majority"].value <= summary["majority"].ci_high
+    assert set(result.as_dict()) == {"all", "majority", "minority"}
+
+
+def test_a_model_against_itself_has_zero_margins(tiny_lm):
+    model, tokenizer = tiny_lm
+    result = reward_margins(model, model, tokenizer, conflicting_opinions(1, 3))
+    assert result.margins == pytest.approx([0.0, 0.0, 0.0], abs=1e-6)
+
+
+def test_gdpo_and_dpo_pairings_differ_on_the_rejected_sequence(policy, tiny_lm):
+    model, tokenizer = policy
+    records = conflicting_opinions(1, 4, seed=3)
+    gdpo = reward_margins(model, tiny_lm[0], tokenizer, records, pairing="gdpo")
+    dpo = reward_margins(model, tiny_lm[0], tokenizer, records, pairing="dpo")
+    assert gdpo.chosen_rewards == pytest.approx(dpo.chosen_rewards, abs=1e-5)
+    assert gdpo.rejected_rewards != pytest.approx(dpo.rejected_rewards, abs=1e-5)
+
+
+def test_pairing_follows_the_training_method():
+    assert pairing_for_method("dpo") == "dpo"
+    assert pairing_for_method("gdpo") == "gdpo"
+    assert pairing_for_method(None) == "gdpo"
