@@ -165,3 +165,30 @@ def test_conversion_cache_key_follows_content_not_location(tmp_path):
     assert _cache_key(a) == _cache_key(b)
     b.write_bytes(b"GGUF" + bytes(range(256)) * 21)
     assert _cache_key(a) != _cache_key(b)
+
+
+def test_adapter_trained_on_top_of_an_adapter_reloads(tmp_path):
+    first, tokenizer = load_model("tiny", lora_r=2)
+    with torch.no_grad():
+        for name, param in first.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.02)
+    first.save_pretrained(tmp_path / "sft")
+    tokenizer.save_pretrained(tmp_path / "sft")
+    # What training does for DPO from the SFT run: merge the SFT adapter, add a new one.
+    merged, _ = load_model(str(tmp_path / "sft"))
+    merged = merged.merge_and_unload()
+    from pluralign.models import apply_lora
+
+    second = apply_lora(merged, ModelConfig(model=str(tmp_path / "sft"), lora_r=2))
+    with torch.no_grad():
+        for name, param in second.named_parameters():
+            if "lora_B" in name:
+                param.fill_(-0.01)
+    second.save_pretrained(tmp_path / "dpo")
+    reloaded, _ = load_model(str(tmp_path / "dpo"))
+    batch = tokenizer(["one two three"], return_tensors="pt")
+    second.eval()
+    reloaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, second(**batch).logits)

@@ -39,6 +39,9 @@ def quiet_libraries(verbose: bool = False) -> None:
     for pattern in _NOISE:
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # Library advice aimed at their own developers (adapter bookkeeping, pin_memory on CPU...).
+    for module in ("peft", "transformers", "trl", "accelerate", "torch", "datasets"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
     for name in ("transformers", "datasets", "accelerate", "peft", "trl", "httpx", "filelock",
                  "sentence_transformers", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -203,6 +203,10 @@ def _load_adapter(path: Path, config: ModelConfig) -> tuple[Any, Any]:
     if not base_ref:
         raise ModelLoadError(f"{path}/adapter_config.json names no base_model_name_or_path")
     base, tokenizer = _load_base(dataclasses.replace(config, model=base_ref, lora_r=0))
+    if hasattr(base, "merge_and_unload"):
+        # The base is itself an adapter run (DPO trained on top of an SFT adapter): fold it in,
+        # as training did, so this adapter sits on the weights it was trained against.
+        base = base.merge_and_unload()
     if (path / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         if len(tokenizer) != base.get_input_embeddings().weight.shape[0]:
