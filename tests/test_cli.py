@@ -51,13 +51,6 @@ def test_ls_unknown_registry_suggests():
     assert 'unknown registry "metric". Did you mean "metrics"?' in result.output
 
 
-@pytest.mark.parametrize("command", ["gpa"])
-def test_later_commands_say_so_and_fail(command):
-    result = invoke(command, "whatever", "--flag", "1")
-    assert result.exit_code == 3
-    assert "is not available in pluralign 0.1.0 yet" in result.output
-
-
 def test_generate_prints_belief_and_response_deterministically():
     args = ["generate", "--model", "tiny", "--max-new-tokens", "5", "--beliefs",
             "1:Oppose,2:Support", "Is nuclear power good?"]

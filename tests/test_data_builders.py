@@ -23,6 +23,7 @@ from pluralign.data.builders import (
     validate_file,
 )
 from pluralign.data.builders.mining import split_transcript
+from pluralign.data.builders.prompts import parse_statement
 
 runner = CliRunner()
 
@@ -233,3 +234,31 @@ def test_every_command_documents_examples():
         assert "Examples:" in doc and "pluralign data " in doc.split("Examples:")[1]
     bad = runner.invoke(data_app, ["reviews", "missing.jsonl", "--out", "x"])
     assert bad.exit_code != 0
+
+
+def test_cli_fails_when_the_llm_gives_nothing_usable(shared_data, tmp_path):
+    # Reproduces the run with the bundled 135M model: every answer unparsable, 0 records,
+    # which used to exit 0 with empty split files.
+    server = ScriptedServer(lambda prompt: "The American Dream: (1) Casual and Friendly").start()
+    try:
+        result = runner.invoke(data_app, [
+            "opinions", "--source", str(shared_data / "globalopinionqa" / "dev_groups.jsonl"),
+            "-g", "Pakistan", "--max-questions", "3", "--styles", "1",
+            "--pairs-per-question", "2", "--llm-backend", "openai", "--llm-model", "stub",
+            "--base-url", server.url, "--api-key-env", "", "--out", str(tmp_path / "pk")])
+    finally:
+        server.stop()
+    assert result.exit_code == 2
+    assert "no records were built" in result.output and "style parse failures: " in result.output
+    assert (tmp_path / "pk" / "README.md").is_file()  # the card stays, to diagnose
+
+
+def test_parse_statement_reads_prose_answers_of_small_models():
+    # The bundled 135M model answered "The principle that explains ... is that ..." on the
+    # HH-RLHF run instead of "Principle: ...", so every answer was a parse failure.
+    prose = ("The principle that explains preferring A over B is that you should not help "
+             "people hurt others.")
+    assert parse_statement(prose) == "you should not help people hurt others."
+    assert parse_statement("Principle: Be honest.") == "Be honest."
+    assert parse_statement("A") is None
+    assert parse_statement("A: I'm not sure I'm ready to share a prank.") is None

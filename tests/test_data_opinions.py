@@ -202,3 +202,12 @@ def test_uniform_switch_and_split_by_example(goqa_slice):
         assert abs(count / 200 - 1 / k) < 0.1
     questions = [{e.question_id for e in split} for split in result.splits.values()]
     assert questions[0] & questions[2]  # split by example: questions are shared
+
+
+def test_confidence_and_amount_scales_are_mapped():
+    # "Some confidence" was the most frequent unmapped option on the US/PK/SA rows.
+    scale = {"A lot of confidence": 5, "Some confidence": 4, "Not too much confidence": 2,
+             "No confidence at all": 1, "A fair amount": 4, "Fair amount": 4}
+    assert {o: classify_option(o) for o in scale} == scale
+    default = load_option_map()
+    assert all(default[o] == c for o, c in scale.items())

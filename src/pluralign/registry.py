@@ -31,6 +31,7 @@ BUILTIN_MODULES: list[str] = [
     "pluralign.eval.judges",
     "pluralign.llm.config",
     "pluralign.data.builders",
+    "pluralign.data.demo",
 ]
 
 

@@ -64,13 +64,22 @@ def _save(result, out: Path, title: str, description: str) -> None:
     typer.echo(f"wrote {result.total} records ({sizes}) to {out}")
     for reason, count in sorted(result.report.skipped.items()):
         typer.echo(f"skipped {count}: {reason}")
-    for what in ("llm failures", "style parse failures"):
-        if result.report.counts.get(what):
-            typer.echo(f"{what}: {result.report.counts[what]}")
+    for what, count in sorted(result.report.counts.items()):
+        if "failures" in what and count:  # every builder's LLM and parse failures
+            typer.echo(f"{what}: {count}")
     if result.report.unmapped_options:
         typer.secho(f"warning: {len(result.report.unmapped_options)} unmapped options "
                     f"(listed in {paths['card']})", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"card: {paths['card']}")
+    if result.total == 0:
+        # Empty splits are never a usable dataset: fail loudly (the card stays, to diagnose).
+        counts = result.report.counts
+        hint = ""
+        if any("parse failures" in what and n for what, n in counts.items()):
+            hint = (" The LLM's answers could not be parsed; a very small model (such as the "
+                    "bundled SmolLM2-135M) rarely follows these prompts: use a larger one "
+                    "(--llm-backend openai, or --llm-model).")
+        raise _fail(f"no records were built (see {paths['card']}).{hint}")
 
 
 @data_app.command("opinions")

@@ -6,7 +6,6 @@ Heavy libraries (torch, transformers) are imported inside commands, so
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
@@ -63,16 +62,6 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def not_yet(command: str, issue: str) -> typer.Exit:
-    typer.secho(
-        f"`pluralign {command}` is not available in pluralign {__version__} yet: it arrives "
-        f"with the {issue}. See README.md for what works today.",
-        fg=typer.colors.YELLOW,
-        err=True,
-    )
-    return typer.Exit(3)
-
-
 # ----------------------------------------------------------------------------- ls
 
 
@@ -121,50 +110,69 @@ def ls_command(
 # --------------------------------------------------------------------------- demo
 
 
-@app.command("demo")
+@app.command(
+    "demo",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
 def demo_command(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Model reference for the demo.")
-    ] = "smollm2-135m",
+    ctx: typer.Context,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A ~3 minute run: fewer questions and steps.")
+    ] = False,
 ) -> None:
-    """Run the end-to-end demo on the bundled model (no network needed).
+    """Run the end-to-end demo on the bundled model and data (no network needed).
 
-    In this version the demo prepares the bundled SmolLM2 (converted and cached
-    once), reports its size and load time, and answers a survey question. The
-    full GDPO demo (SFT, DPO, GDPO, evaluation and report) arrives with the
-    demo issue.
+    SFT of the bundled SmolLM2-135M (LoRA) on pluralign's demo opinion set, then
+    DPO and GDPO from the SFT model, then evaluation of all three on held-out
+    paraphrases (JSD, CBC, BPC with the offline embedding judge, RS), the
+    reference lines and a report with plots. About 15 minutes on 2 CPU cores;
+    --quick takes about 3. Any DemoRunConfig field can be overridden as
+    `--field value`.
 
     Examples:
 
         pluralign demo
 
-        PLURALIGN_CACHE=/tmp/cache pluralign demo
-    """
-    from pluralign.generation import generate_text
-    from pluralign.models import ModelLoadError, count_parameters, load_model
+        pluralign demo --quick
 
-    question = (
-        "Do you think the growing number of older people in your country is a major problem, "
-        "a minor problem, or not a problem?"
-    )
-    started = time.perf_counter()
+        pluralign demo --output_dir /tmp/demo --preference_steps 60
+    """
+    from pluralign.config import ConfigError, load_config
+    from pluralign.demo import DemoRunConfig, run_demo
+
     try:
-        lm, tokenizer = load_model(model)
-    except (ModelLoadError, FileNotFoundError) as exc:
+        base = DemoRunConfig.quick() if quick else DemoRunConfig()
+        config = load_config(DemoRunConfig, None, {**base.to_dict(), **_overrides(ctx.args)})
+    except ConfigError as exc:
         raise fail(str(exc)) from exc
-    load_seconds = time.perf_counter() - started
-    typer.echo(
-        f"model: {model} ({count_parameters(lm) / 1e6:.1f}M parameters, loaded in "
-        f"{load_seconds:.1f} s)"
-    )
-    typer.echo(f"question: {question}")
-    answer = generate_text(lm, tokenizer, question, max_new_tokens=60)
-    typer.echo(f"answer: {answer}")
-    typer.secho(
-        "The full GDPO demo (SFT -> DPO and GDPO -> evaluation -> report) arrives with the "
-        "demo issue; this run checked that the bundled model loads and generates.",
-        fg=typer.colors.YELLOW,
-    )
+    result = run_demo(config, echo=lambda line: typer.secho(line, fg=typer.colors.CYAN))
+    _print_demo(result)
+
+
+def _overrides(args: list[str]) -> dict[str, object]:
+    from pluralign.config import parse_overrides
+
+    return {key: value.value for key, value in parse_overrides(args).items()}
+
+
+def _print_demo(result: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def cell(value: object) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    table = Table("method", "JSD ↓", "CBC ↑", "BPC ↑", "RS ↑", "minority margin",
+                  title="pluralign demo (held-out paraphrases)")
+    for row in result.rows:  # type: ignore[attr-defined]
+        table.add_row(row["method"], *(cell(row[k]) for k in
+                                       ("jsd", "cbc", "bpc", "rs", "minority_margin")))
+    lines = result.reference_lines  # type: ignore[attr-defined]
+    console = Console()
+    console.print(table)
+    console.print("reference lines (JSD): " + ", ".join(
+        f"{name} {value:.3f}" for name, value in lines.items()))
+    console.print(f"report: {result.report}  ({result.seconds / 60:.1f} min)")  # type: ignore[attr-defined]
 
 
 # -------------------------------------------------------------------------- train
@@ -251,37 +259,19 @@ def _run_training(train_config: object) -> None:
                    f"metrics: {result.metrics_file}")
 
 
-# ------------------------------------------------------- commands of later issues
-
-
-_LATER = {
-    "gpa": (
-        "Group Preference Alignment: rubrics from conversation logs, GPA-CT and GPA-FT.",
-        "pluralign gpa run --logs conversations.json --group-field metadata.country",
-        "GPA issue",
-    ),
-}
-
-
-def _register_later(name: str, summary: str, example: str, issue: str) -> None:
-    def command(ctx: typer.Context) -> None:
-        raise not_yet(name, issue)
-
-    command.__doc__ = f"{summary}\n\nExample (once available):\n\n    {example}"
-    app.command(
-        name,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(command)
-
-
-for _name, (_summary, _example, _issue) in _LATER.items():
-    _register_later(_name, _summary, _example, _issue)
-
-
 def _add_subapps() -> None:
     # Sub-apps import only typer at module level, so `pluralign --help` stays fast.
     from pluralign.cli.data import data_app
+    from pluralign.cli.demo_data import demo_data_command
     from pluralign.cli.evaluate import eval_command, generate_command
+    from pluralign.cli.gpa import gpa_app
+
+    data_app.command("demo")(demo_data_command)
+    app.add_typer(gpa_app, name="gpa", epilog=(
+        "Examples:\n\n"
+        "  pluralign gpa run wildchat_50_sample.json -w gpa/wc -s max_groups=2\n\n"
+        "Run `pluralign gpa COMMAND --help` for each stage's options."
+    ))
 
     app.add_typer(data_app, name="data", epilog=(
         "Examples:\n\n"

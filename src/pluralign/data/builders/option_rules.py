@@ -49,7 +49,7 @@ _POSITIVE_WORDS = (
     "justified|justifiable|acceptable|worried|excited|strong|easy|great|trust|better|"
     "positive|optimistic|support|favor|favour|help|benefit|more|increase|increased|"
     "improve|yes|will|should|has|right decision|safe|big problem|problem|threat|danger|"
-    "much|a lot|priority|democratic|happy"
+    "much|a lot|priority|democratic|happy|confidence|fair amount"
 )
 _NEGATIVE_POLES = re.compile(
     r"^(very |somewhat |mostly |fairly |strongly |completely |much )?"

@@ -132,9 +132,17 @@ _LABEL = re.compile(r"\b(disagree|agree|neutral)\b", re.IGNORECASE)
 LABELS = ("agree", "disagree", "neutral")
 
 
+# Small models often answer in prose instead: "The principle ... is that <sentence>".
+_PROSE_PRINCIPLE = re.compile(r"\b(principle|belief)\b[^.:\n]{0,80}?\bis\s+(?:that\s+)?([^\n]+)",
+                              re.IGNORECASE)
+
+
 def parse_statement(text: str) -> str | None:
-    """The sentence after ``Principle:`` or ``Statement:``; None when there is none."""
+    """The sentence after ``Principle:`` or ``Statement:`` (or in "the principle ... is
+    that ..." prose); None when there is none."""
     match = _PRINCIPLE.search(text)
+    if match is None:
+        match = _PROSE_PRINCIPLE.search(text)
     if match is None:
         return None
     statement = match.group(2).strip(' "*_')

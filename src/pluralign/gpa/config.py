@@ -1,0 +1,150 @@
+"""``GPAConfig``: one dataclass for every GPA stage, the pipeline and ``pluralign gpa``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pluralign.config import YamlConfig
+from pluralign.llm import LLMConfig
+
+
+def _pipeline_llm() -> LLMConfig:
+    # Classification and labelling answers are short; generous caps only cost time on CPU.
+    return LLMConfig(max_tokens=96, progress=False)
+
+
+@dataclass
+class GPAConfig(YamlConfig):
+    """Group Preference Alignment: logs -> signals -> attributes -> rules -> rubrics -> CT/FT."""
+
+    inputs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Conversation log files: JSON list, JSONL, or an export object "
+                          "({'conversations': [...]}) in the messages or OpenAI export format."},
+    )
+    work_dir: str = field(
+        default="gpa_runs/run",
+        metadata={"help": "Folder every stage writes its output into (and reads its input from)."},
+    )
+    group_field: str = field(
+        default="metadata.country",
+        metadata={"help": "Dotted path of the field naming a conversation's group."},
+    )
+    group_map: str | None = field(
+        default=None,
+        metadata={"help": "JSON object or CSV (id,group) mapping conversation ids to groups; "
+                          "wins over group_field."},
+    )
+    max_conversations: int | None = field(
+        default=None, metadata={"help": "Use only the first N well-formed conversations."}
+    )
+    max_turns: int = field(
+        default=40, metadata={"help": "Messages per conversation considered (longer ones cut)."}
+    )
+    max_chars: int = field(
+        default=1200, metadata={"help": "Characters of a message quoted in an LLM prompt."}
+    )
+    heldout_fraction: float = field(
+        default=0.2,
+        metadata={"help": "Share of each group's conversations kept out of rubric mining; "
+                          "their first prompts are the evaluation prompts."},
+    )
+    min_conversations: int = field(
+        default=3,
+        metadata={"help": "Groups with fewer conversations get no rubric (reported)."},
+    )
+    max_groups: int | None = field(
+        default=None, metadata={"help": "Build rubrics for the N largest eligible groups only."}
+    )
+    use_llm_labels: bool = field(
+        default=True,
+        metadata={"help": "Ask the LLM to label turns and attributes (else cue rules only)."},
+    )
+    min_support: int = field(
+        default=1, metadata={"help": "Conversations a rule needs as evidence."}
+    )
+    min_lift: float = field(
+        default=1.0,
+        metadata={"help": "Smoothed rate in the group / rate in the other groups a rule needs."},
+    )
+    max_rubric_items: int = field(default=8, metadata={"help": "Items per group rubric."})
+    rubric_phrasing: Literal["llm", "template"] = field(
+        default="llm",
+        metadata={"help": "Rubric item text written by the LLM (checked, template fallback) "
+                          "or taken from the attribute templates."},
+    )
+    relevance: Literal["embedding", "keywords"] = field(
+        default="embedding",
+        metadata={"help": "GPA-CT: pick rubric items by embedding similarity to the prompt "
+                          "(bundled MiniLM) or by keyword overlap."},
+    )
+    top_k: int = field(default=3, metadata={"help": "GPA-CT: rubric items placed in context."})
+    prompts_per_group: int = field(
+        default=4, metadata={"help": "Held-out prompts answered (GPA-CT) and evaluated per group."}
+    )
+    prompts_file: str | None = field(
+        default=None,
+        metadata={"help": "JSONL of {group, prompt} to answer with GPA-CT instead of the "
+                          "held-out prompts."},
+    )
+    answer_max_tokens: int = field(
+        default=128, metadata={"help": "Token cap of generated answers (CT, pairs, baselines)."}
+    )
+    ft_groups: int = field(
+        default=1, metadata={"help": "GPA-FT: fine-tune models for the N largest rubric groups."}
+    )
+    ft_method: Literal["dpo", "sft"] = field(
+        default="dpo", metadata={"help": "GPA-FT training method (pluralign.train)."}
+    )
+    ft_model: str = field(
+        default="smollm2-135m", metadata={"help": "GPA-FT base model reference (load_model)."}
+    )
+    ft_lora_r: int = field(default=8, metadata={"help": "GPA-FT LoRA rank (0: full weights)."})
+    ft_pairs_per_group: int = field(
+        default=8, metadata={"help": "GPA-FT: synthetic follow/violate pairs per group."}
+    )
+    ft_max_steps: int = field(default=4, metadata={"help": "GPA-FT optimiser steps."})
+    ft_batch_size: int = field(default=2, metadata={"help": "GPA-FT pairs per step."})
+    ft_learning_rate: float = field(default=5e-5, metadata={"help": "GPA-FT learning rate."})
+    ft_max_length: int = field(default=384, metadata={"help": "GPA-FT longest sequence."})
+    retention_margin: float = field(
+        default=0.10,
+        metadata={"help": "Capability retention passes when the fine-tuned model's mean loss "
+                          "on general instructions is at most (1 + margin) x the base loss."},
+    )
+    judge_model: str | None = field(
+        default=None,
+        metadata={"help": "Judge model (default: the llm's). With judge_base_url: an "
+                          "OpenAI-compatible judge."},
+    )
+    judge_base_url: str | None = field(
+        default=None, metadata={"help": "Judge server URL (OpenAI-compatible)."}
+    )
+    llm: LLMConfig = field(
+        default_factory=_pipeline_llm,
+        metadata={"help": "The LLM backend of every labelling and generation step."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of splits, pair order and judging."})
+
+    def __post_init__(self) -> None:
+        for name in ("max_turns", "max_chars", "min_conversations", "max_rubric_items",
+                     "top_k", "prompts_per_group", "answer_max_tokens", "ft_pairs_per_group",
+                     "ft_max_steps", "ft_batch_size", "ft_max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("max_conversations", "max_groups"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}: must be >= 1 or null, got {value}")
+        if not 0 <= self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction: must be in [0, 1), got {self.heldout_fraction}")
+        if self.min_support < 1:
+            raise ValueError(f"min_support: must be >= 1, got {self.min_support}")
+        for name in ("min_lift", "retention_margin", "ft_groups", "ft_lora_r"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.ft_learning_rate <= 0:
+            raise ValueError(f"ft_learning_rate: must be > 0, got {self.ft_learning_rate}")
+        if not self.group_field.strip() and not self.group_map:
+            raise ValueError("group_field: name a field (e.g. metadata.country) or a group_map")

@@ -1,0 +1,269 @@
+"""Stage 8: judge GPA-CT and GPA-FT against zero-shot and persona answers.
+
+For each held-out prompt of a rubric group, four answers are collected
+(zero-shot, persona prompt, GPA-CT, GPA-FT where a group model exists). A
+judge (the shared LLM backend, or a separate judge server) picks the answer
+a member of the group would prefer; the side each method is shown on is a
+seeded coin flip, to cancel position bias. Win rates get Wilson intervals;
+answers the judge did not decide are counted, not guessed. Rubric adherence
+is measured where an item is measurable (length, format, examples) and
+judged yes/no otherwise. Capability retention compares the fine-tuned
+model's loss on general instructions with its base model's.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from pluralign.eval.metrics import mean_with_interval, wilson_interval
+from pluralign.gpa.attributes import measure
+from pluralign.gpa.common import StepStats, ask, clip
+from pluralign.gpa.config import GPAConfig
+from pluralign.gpa.context import answer_with_rubric, load_prompts
+from pluralign.gpa.finetune import strip_marker
+from pluralign.gpa.io import read_json, read_jsonl, stage_path, write_json, write_jsonl
+from pluralign.gpa.prompts import bullet_list, render
+from pluralign.gpa.rubrics import load_rubrics
+from pluralign.llm import LLMBackend, LLMConfig, make_backend
+
+METHODS = ("gpa_ct", "gpa_ft")
+BASELINES = ("zero_shot", "persona")
+
+
+def measured_adherence(item: dict[str, Any], response: str) -> bool | None:
+    """Whether ``response`` follows a measurable item; None when the item is not measurable."""
+    f = measure(response)
+    structure = f["bullets"] + f["headings"]
+    checks = {("length", "more"): f["words"] >= 80, ("length", "less"): f["words"] <= 60,
+              ("format", "more"): structure >= 2, ("format", "less"): structure == 0,
+              ("examples", "more"): f["examples"] >= 1, ("examples", "less"): f["examples"] == 0}
+    return checks.get((item["attribute"], item["direction"]))
+
+
+def parse_choice(text: str | None) -> str | None:
+    """"A" or "B" from a judge answer; None when it names neither or both."""
+    if not text:
+        return None
+    found = set(re.findall(r"\b(?:response\s+)?([AB])\b", text.strip()[:40]))
+    return found.pop() if len(found) == 1 else None
+
+
+def parse_yes_no(text: str | None) -> bool | None:
+    words = re.findall(r"[a-z]+", (text or "").lower())[:3]
+    if "yes" in words and "no" not in words:
+        return True
+    if "no" in words and "yes" not in words:
+        return False
+    return None
+
+
+def collect_responses(group: str, prompts: list[dict[str, Any]], rubric: dict[str, Any],
+                      backend: LLMBackend, config: GPAConfig, stats: StepStats,
+                      ct_rows: list[dict[str, Any]], ft_backend: LLMBackend | None,
+                      embedder: Any = None) -> dict[str, list[str | None]]:
+    """Answers per method, aligned with ``prompts`` (None: failed or not available)."""
+    texts = [clip(p["prompt"], config.max_chars) for p in prompts]
+    out: dict[str, list[str | None]] = {
+        "zero_shot": ask(backend, texts, stats, max_tokens=config.answer_max_tokens),
+        "persona": ask(backend, texts, stats, system=render("persona_system", group=group),
+                       max_tokens=config.answer_max_tokens),
+    }
+    saved = {r["prompt"]: r["answer"] for r in ct_rows if r["group"] == group}
+    if all(p["prompt"] in saved for p in prompts):
+        out["gpa_ct"] = [saved[p["prompt"]] for p in prompts]
+    else:  # GPA-CT was not run for these prompts: answer them now
+        rows = answer_with_rubric(group, prompts, rubric, backend, config, stats, embedder)
+        out["gpa_ct"] = [r["answer"] for r in rows]
+    if ft_backend is not None:
+        answers = ask(ft_backend, texts, stats, max_tokens=config.answer_max_tokens)
+        out["gpa_ft"] = [strip_marker(a) if a is not None else None for a in answers]
+    return out
+
+
+def judge_pairs(group: str, prompts: list[dict[str, Any]], rubric: dict[str, Any],
+                responses: dict[str, list[str | None]], judge: LLMBackend, config: GPAConfig,
+                stats: StepStats) -> list[dict[str, Any]]:
+    """One judgment per (method, baseline, prompt) where both answers exist."""
+    rng = random.Random(f"{config.seed}:{group}")
+    items = bullet_list([i["text"] for i in rubric["items"]])
+    todo = []
+    for method in (m for m in METHODS if m in responses):
+        for baseline in BASELINES:
+            for k, prompt in enumerate(prompts):
+                mine, theirs = responses[method][k], responses[baseline][k]
+                if mine is None or theirs is None:
+                    continue
+                method_is_a = rng.random() < 0.5
+                a, b = (mine, theirs) if method_is_a else (theirs, mine)
+                todo.append({"group": group, "method": method, "baseline": baseline,
+                             "prompt_index": k, "conversation_id": prompt["conversation_id"],
+                             "method_is_a": method_is_a, "request": render(
+                                 "judge_pair", group=group, items=items,
+                                 prompt=clip(prompt["prompt"], 400), a=clip(a, config.max_chars),
+                                 b=clip(b, config.max_chars))})
+    verdicts = ask(judge, [t.pop("request") for t in todo], stats, max_tokens=4)
+    for row, raw in zip(todo, verdicts, strict=True):
+        choice = parse_choice(raw)
+        row["raw"] = raw
+        row["outcome"] = ("undecided" if choice is None
+                          else "win" if (choice == "A") == row["method_is_a"] else "loss")
+    return todo
+
+
+def adherence(rubric: dict[str, Any], responses: dict[str, list[str | None]],
+              judge: LLMBackend, stats: StepStats) -> dict[str, dict[str, Any]]:
+    """Share of (answer, item) checks passed per method: measured, else judged yes/no."""
+    checks: dict[str, list[bool]] = {m: [] for m in responses}
+    asks: list[tuple[str, str]] = []
+    for method, answers in responses.items():
+        for answer in (a for a in answers if a is not None):
+            for item in rubric["items"]:
+                verdict = measured_adherence(item, answer)
+                if verdict is None:
+                    asks.append((method, render("judge_adherence", item=item["text"],
+                                                response=clip(answer, 800))))
+                else:
+                    checks[method].append(verdict)
+    judged = ask(judge, [q for _, q in asks], stats, max_tokens=3)
+    undecided = dict.fromkeys(responses, 0)
+    for (method, _), raw in zip(asks, judged, strict=True):
+        verdict = parse_yes_no(raw)
+        if verdict is None:
+            undecided[method] += 1
+        else:
+            checks[method].append(verdict)
+    out = {}
+    for method, values in checks.items():
+        mean, low, high = mean_with_interval([float(v) for v in values])
+        out[method] = {"adherence": mean, "low": low, "high": high, "checks": len(values),
+                       "undecided": undecided[method]}
+    return out
+
+
+def win_table(judgments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    keys = sorted({(j["group"], j["method"], j["baseline"]) for j in judgments})
+    for group, method, baseline in keys:
+        mine = [j for j in judgments if (j["group"], j["method"], j["baseline"]) ==
+                (group, method, baseline)]
+        wins = sum(j["outcome"] == "win" for j in mine)
+        losses = sum(j["outcome"] == "loss" for j in mine)
+        decided = wins + losses
+        low, high = wilson_interval(wins, decided)
+        rows.append({"group": group, "method": method, "baseline": baseline, "wins": wins,
+                     "losses": losses, "undecided": len(mine) - decided,
+                     "win_rate": wins / decided if decided else None, "low": low, "high": high})
+    return rows
+
+
+def make_judge(config: GPAConfig, backend: LLMBackend) -> LLMBackend:
+    """The main backend, unless a separate judge model or server is configured."""
+    if not config.judge_model and not config.judge_base_url:
+        return backend
+    kind = "openai" if config.judge_base_url else config.llm.backend
+    return make_backend(LLMConfig(backend=kind, model=config.judge_model or config.llm.model,
+                                  base_url=config.judge_base_url, cache_dir=config.llm.cache_dir,
+                                  api_key_env=config.llm.api_key_env, progress=False))
+
+
+def _ft_models(config: GPAConfig) -> dict[str, str]:
+    """Group -> final model folder of the GPA-FT runs that trained."""
+    path = stage_path(config.work_dir, "finetune")
+    if not path.is_file():
+        return {}
+    groups = read_json(path)["groups"]
+    return {g: e["final_dir"] for g, e in groups.items() if e.get("status") == "trained"}
+
+
+def _ft_backend(final_dir: str, config: GPAConfig) -> tuple[LLMBackend, Any]:
+    from pluralign.llm import HFBackend
+    from pluralign.models import load_model
+
+    loaded = load_model(final_dir)
+    backend = HFBackend(final_dir, loaded=loaded, max_tokens=config.answer_max_tokens,
+                        temperature=config.llm.temperature, seed=config.llm.seed,
+                        cache_dir=config.llm.cache_dir, progress=False)
+    return backend, loaded
+
+
+def _retention(config: GPAConfig, loaded: Any) -> dict[str, Any]:
+    from pluralign.gpa.retention import retention_check
+    from pluralign.models import load_model
+
+    return retention_check(load_model(config.ft_model), loaded, config.retention_margin)
+
+
+def evaluation_markdown(result: dict[str, Any]) -> str:
+    def pct(v: Any) -> str:
+        return "n/a" if v is None or v != v else f"{100 * v:.0f}%"
+
+    lines = ["# GPA evaluation", "", "## Win rates (judge prefers the method)", "",
+             "| group | method | vs | wins | losses | undecided | win rate [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["win_rates"]:
+        lines.append(f"| {r['group']} | {r['method']} | {r['baseline']} | {r['wins']} | "
+                     f"{r['losses']} | {r['undecided']} | {pct(r['win_rate'])} "
+                     f"[{pct(r['low'])}, {pct(r['high'])}] |")
+    lines += ["", "## Rubric adherence", "", "| group | method | adherence [95% CI] | checks |",
+              "|---|---|---|---|"]
+    for group, methods in result["adherence"].items():
+        for method, a in methods.items():
+            lines.append(f"| {group} | {method} | {pct(a['adherence'])} [{pct(a['low'])}, "
+                         f"{pct(a['high'])}] | {a['checks']} |")
+    lines += ["", "## Capability retention (general instructions)", ""]
+    for group, r in result["retention"].items():
+        verdict = "passed" if r["passed"] else "FAILED"
+        lines.append(f"- {group}: base loss {r['base_loss']}, fine-tuned {r['finetuned_loss']} "
+                     f"({100 * r['relative_change']:+.1f}%; margin {100 * r['margin']:.0f}%): "
+                     f"{verdict}")
+    if not result["retention"]:
+        lines.append("- no GPA-FT model was trained")
+    if result["skipped"]:
+        lines += ["", "## Not evaluated", ""]
+        lines += [f"- {g}: {why}" for g, why in result["skipped"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_evaluate(config: GPAConfig, backend: LLMBackend, embedder: Any = None
+                 ) -> dict[str, Any]:
+    """Stage 8: responses, judgments, win rates, adherence and retention -> evaluation.*"""
+    rubrics = load_rubrics(config)
+    groups = [g for g, r in rubrics.items() if r["items"]]
+    prompts = load_prompts(config, groups)
+    ct_path = stage_path(config.work_dir, "context")
+    ct_rows = list(read_jsonl(ct_path)) if ct_path.is_file() else []
+    judge, ft_models = make_judge(config, backend), _ft_models(config)
+    stats, responses_out, judgments = StepStats(), [], []
+    result: dict[str, Any] = {"adherence": {}, "retention": {}, "skipped": {}}
+    for group in groups:
+        if not prompts[group]:
+            result["skipped"][group] = "no held-out prompts"
+            continue
+        ft_backend = loaded = None
+        if group in ft_models:
+            ft_backend, loaded = _ft_backend(ft_models[group], config)
+        answers = collect_responses(group, prompts[group], rubrics[group], backend, config,
+                                    stats, ct_rows, ft_backend, embedder)
+        for method, texts in answers.items():
+            responses_out += [{"group": group, "method": method, "prompt_index": k,
+                               "conversation_id": p["conversation_id"], "turn": p["turn"],
+                               "prompt": p["prompt"], "response": t}
+                              for k, (p, t) in enumerate(zip(prompts[group], texts, strict=True))]
+        judgments += judge_pairs(group, prompts[group], rubrics[group], answers, judge, config,
+                                 stats)
+        result["adherence"][group] = adherence(rubrics[group], answers, judge, stats)
+        if loaded is not None:
+            result["retention"][group] = _retention(config, loaded)
+    for group in (g for g, r in rubrics.items() if not r["items"]):
+        result["skipped"][group] = rubrics[group]["status"]
+    result["win_rates"] = win_table(judgments)
+    result["llm"] = stats.as_dict()
+    write_jsonl(stage_path(config.work_dir, "responses"), responses_out)
+    write_jsonl(stage_path(config.work_dir, "judgments"), judgments)
+    write_json(stage_path(config.work_dir, "evaluate"), result)
+    Path(stage_path(config.work_dir, "evaluate_md")).write_text(evaluation_markdown(result),
+                                                                encoding="utf-8")
+    return result
