@@ -85,7 +85,7 @@ class StageClock:
     def start(self, index: int, stage: str, what: str) -> None:
         elapsed = time.perf_counter() - self.started
         left_units = sum(list(self.costs.values())[index:])
-        if self.done_units:
+        if self.done_units >= 1:  # the tiny data stage alone says nothing about speed
             estimate = f"about {left_units * elapsed / self.done_units / 60:.1f} min left"
         else:
             estimate = "estimating time left after this stage"
