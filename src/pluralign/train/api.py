@@ -124,21 +124,33 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available()
 
 
+def _pairing(method: Method) -> str:
+    """Which belief the rejected sequence carries, as the tokeniser names it."""
+    return "gdpo" if method.rejected_belief == "chosen" else "dpo"
+
+
+def _belief_args(ctx: _Context) -> dict[str, Any]:
+    """Trainer arguments shared by the GDPO and GDPO-KTO configs."""
+    config, method = ctx.config, ctx.method
+    calibration, nll, preference = config.weights()
+    return {
+        **_trl_common(config, ctx.output_dir, bool(ctx.eval_records)),
+        "beta": config.beta,
+        "precompute_ref_log_probs": config.precompute_ref_log_probs,
+        "calibration_weight": calibration,
+        "belief_nll_weight": nll,
+        "preference_weight": preference,
+        "calibration_normalize": config.calibration_normalize,
+        "belief_nll_reduction": config.belief_nll_reduction,
+        "exclude_belief_from_preference": method.exclude_belief_from_preference,
+    }
+
+
 def _build_preference(ctx: _Context) -> Any:
     from pluralign.train.preference import GDPOConfig, GDPOTrainer
 
-    config, method = ctx.config, ctx.method
-    calibration, nll, preference = config.weights()
-    pairing = "gdpo" if method.rejected_belief == "chosen" else "dpo"
-    args = GDPOConfig(
-        **_trl_common(config, ctx.output_dir, bool(ctx.eval_records)),
-        beta=config.beta,
-        precompute_ref_log_probs=config.precompute_ref_log_probs,
-        calibration_weight=calibration, belief_nll_weight=nll, preference_weight=preference,
-        calibration_normalize=config.calibration_normalize,
-        belief_nll_reduction=config.belief_nll_reduction,
-        exclude_belief_from_preference=method.exclude_belief_from_preference,
-    )
+    pairing = _pairing(ctx.method)
+    args = GDPOConfig(**_belief_args(ctx))
     return GDPOTrainer(
         model=ctx.model, ref_model=_reference_copy(ctx), args=args,
         processing_class=ctx.tokenizer,
@@ -173,20 +185,10 @@ def _build_sft(ctx: _Context) -> Any:
 def _build_kto(ctx: _Context) -> Any:
     from pluralign.train.kto import GDPOKTOConfig, GDPOKTOTrainer, kto_dataset
 
-    config, method = ctx.config, ctx.method
-    calibration, nll, preference = config.weights()
-    pairing = "gdpo" if method.rejected_belief == "chosen" else "dpo"
-    args = GDPOKTOConfig(
-        **_trl_common(config, ctx.output_dir, bool(ctx.eval_records)),
-        beta=config.beta,
-        precompute_ref_log_probs=config.precompute_ref_log_probs,
-        desirable_weight=config.kto_desirable_weight,
-        undesirable_weight=config.kto_undesirable_weight,
-        calibration_weight=calibration, belief_nll_weight=nll, preference_weight=preference,
-        calibration_normalize=config.calibration_normalize,
-        belief_nll_reduction=config.belief_nll_reduction,
-        exclude_belief_from_preference=method.exclude_belief_from_preference,
-    )
+    config = ctx.config
+    pairing = _pairing(ctx.method)
+    args = GDPOKTOConfig(**_belief_args(ctx), desirable_weight=config.kto_desirable_weight,
+                         undesirable_weight=config.kto_undesirable_weight)
 
     def data(name: str, records: list[GroupPreferenceExample]) -> Any:
         return _shared(ctx, name, kto_dataset(records, ctx.tokenizer, ctx.fmt, pairing=pairing,
