@@ -9,7 +9,8 @@ from pluralign.demo import DemoRunConfig, StageClock, run_demo
 
 def test_demo_pipeline_runs_end_to_end_on_the_tiny_model(tmp_path):
     config = DemoRunConfig(
-        output_dir=str(tmp_path / "demo"), model="tiny", questions=3, pairs_per_question=2,
+        # 13 questions: the first 12 have five beliefs, the 13th four (a ragged dataset).
+        output_dir=str(tmp_path / "demo"), model="tiny", questions=13, pairs_per_question=1,
         sft_steps=1, preference_steps=1, batch_size=2, eval_every=1, samples=1,
         max_new_tokens=4, lora_r=2,
     )

@@ -244,3 +244,15 @@ def test_bundled_minilm_loads_offline_and_ranks_a_paraphrase_higher():
     result = response_similarity(texts[:1] * 2, [texts[1], "Interest rates rose."])
     assert result.per_item[0] == pytest.approx(para, abs=1e-5)
     assert embed_texts([]).shape == (0, 384)
+
+
+def test_jsd_accepts_prompts_with_different_numbers_of_beliefs():
+    from pluralign.eval.metrics import jsd, jsd_per_prompt
+
+    predicted = [[0.5, 0.5], [1.0, 0.0, 0.0]]
+    target = [[0.5, 0.5], [0.0, 1.0, 0.0]]
+    per = jsd_per_prompt(predicted, target)
+    assert_allclose(per, [0.0, math.sqrt(math.log(2))], atol=1e-12)
+    assert jsd(predicted, target).value == pytest.approx(math.sqrt(math.log(2)) / 2)
+    with pytest.raises(ValueError, match="row 1: predicted has 2 classes, target 3"):
+        jsd_per_prompt([[0.5, 0.5], [0.5, 0.5]], target)

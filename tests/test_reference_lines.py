@@ -114,3 +114,16 @@ def test_reference_lines_subset_and_validation():
     assert results["uniform"].value == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="row 1 sums to 0"):
         reference_lines([[0.5, 0.5], [0.0, 0.0]])
+
+
+def test_reference_lines_on_questions_with_different_numbers_of_beliefs():
+    from pluralign.eval.metrics import jsd_per_prompt
+
+    targets = [[0.7, 0.3], [0.5, 0.3, 0.2]]
+    lines = reference_lines(targets, ["majority", "reverse"])
+    expected_majority = np.mean([jsd_per_prompt([1.0, 0.0], [0.7, 0.3])[0],
+                                 jsd_per_prompt([1.0, 0.0, 0.0], [0.5, 0.3, 0.2])[0]])
+    assert lines["majority"].value == pytest.approx(expected_majority)
+    expected_reverse = np.mean([jsd_per_prompt([0.3, 0.7], [0.7, 0.3])[0],
+                                jsd_per_prompt([0.2, 0.3, 0.5], [0.5, 0.3, 0.2])[0]])
+    assert lines["reverse"].value == pytest.approx(expected_reverse)

@@ -142,6 +142,16 @@ def test_pluralign_train_is_callable(toy_files, tmp_path):
     assert fmt == {"method": "sft", "belief_format": "digit", "use_chat_template": False}
 
 
+def test_console_logs_off_keeps_the_bar_and_the_metrics_file(toy_files, tmp_path, capsys):
+    config = make_config(toy_files, tmp_path, "sft", max_steps=2, logging_steps=1)
+    result = pluralign.train(config, console_logs=False)
+    printed = capsys.readouterr()
+    assert "'loss'" not in printed.out + printed.err  # no logged dicts on the console
+    assert "2/2" in printed.err  # the progress bar still ran to the end
+    logged = [json.loads(line) for line in result.metrics_file.read_text().splitlines()]
+    assert any("loss" in row for row in logged)
+
+
 def test_special_token_mode_trains_and_reloads(toy_files, tmp_path):
     result = train(make_config(toy_files, tmp_path, "gdpo", belief_format="special",
                                max_steps=1))

@@ -52,3 +52,10 @@ def quiet_libraries(verbose: bool = False) -> None:
         transformers.logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a dependency
         pass
+    try:
+        import datasets
+
+        # "Saving the dataset", "Truncating", "Map": bookkeeping bars of a few milliseconds.
+        datasets.disable_progress_bars()
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        pass

@@ -131,7 +131,7 @@ def _train(config: DemoRunConfig, method: str, start: str, files: tuple[Path, Pa
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=16,
         eval_steps=config.eval_every, logging_steps=config.eval_every,
         save_steps=10_000, seed=config.seed, beta=0.1,
-    ))
+    ), console_logs=False)
     return result.final_dir
 
 

@@ -186,8 +186,38 @@ def _kl_rows(p: np.ndarray, m: np.ndarray) -> np.ndarray:
     return (p * np.log(ratio)).sum(axis=1)
 
 
+def is_ragged(values: ArrayLike) -> bool:
+    """Whether ``values`` is a list of rows of different lengths (prompts with different K)."""
+    if isinstance(values, np.ndarray):
+        return values.dtype == object
+    rows = list(values)  # type: ignore[arg-type]
+    if not rows or np.ndim(rows[0]) == 0:
+        return False
+    return len({len(row) for row in rows}) > 1
+
+
+def _jsd_ragged(predicted: ArrayLike, target: ArrayLike) -> np.ndarray:
+    """Row by row, for datasets whose questions have different numbers of beliefs."""
+    p_rows, q_rows = list(predicted), list(target)  # type: ignore[arg-type]
+    if len(p_rows) != len(q_rows):
+        raise ValueError(f"{len(p_rows)} predicted rows but {len(q_rows)} target rows")
+    out = []
+    for i, (p, q) in enumerate(zip(p_rows, q_rows, strict=True)):
+        if len(p) != len(q):
+            raise ValueError(f"row {i}: predicted has {len(p)} classes, target {len(q)}")
+        out.append(jsd_per_prompt(as_distributions(p, f"predicted row {i}"),
+                                  as_distributions(q, f"target row {i}"))[0])
+    return np.asarray(out)
+
+
 def jsd_per_prompt(predicted: ArrayLike, target: ArrayLike) -> np.ndarray:
-    """Jensen-Shannon distance (natural log) of each predicted row against its target row."""
+    """Jensen-Shannon distance (natural log) of each predicted row against its target row.
+
+    Rows may differ in length between prompts (questions with 2 and 5 options
+    in one dataset); each predicted row must match its own target row.
+    """
+    if is_ragged(predicted) or is_ragged(target):
+        return _jsd_ragged(predicted, target)
     p = as_distributions(predicted, "predicted")
     q = as_distributions(target, "target")
     if p.shape != q.shape:

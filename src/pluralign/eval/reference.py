@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pluralign.eval.metrics import SEED, JSDResult, as_distributions, jsd
+from pluralign.eval.metrics import SEED, JSDResult, as_distributions, is_ragged, jsd
 from pluralign.registry import REFERENCE_LINES
 
 #: Reference lines by name; each maps targets (N, K) to predictions (N, K).
@@ -124,6 +124,10 @@ def reference_lines(
 ) -> dict[str, JSDResult]:
     """JSD of each reference line against p* over a dataset of targets (N, K)."""
     chosen = STANDARD_LINES if names is None else tuple(names)
+    if is_ragged(targets):  # questions with different numbers of beliefs: line by row
+        rows = [as_distributions(row, f"target row {i}")[0] for i, row in enumerate(targets)]
+        return {name: jsd([reference_line(name, row) for row in rows], rows,
+                          confidence=confidence, seed=seed) for name in chosen}
     p = as_distributions(targets, "target")
     return {
         name: jsd(reference_line(name, p), p, confidence=confidence, seed=seed) for name in chosen

@@ -14,18 +14,18 @@ import types
 from typing import Any
 
 
-def train(config: Any) -> Any:
+def train(config: Any, **options: Any) -> Any:
     """Run a training config; see :func:`pluralign.train.api.train`."""
     from pluralign.train.api import train as run
 
-    return run(config)
+    return run(config, **options)
 
 
 class _CallableModule(types.ModuleType):
     # `pluralign.train` is both this package and the documented entry point
     # `pluralign.train(config)`: calling the module runs the config.
-    def __call__(self, config: Any) -> Any:
-        return train(config)
+    def __call__(self, config: Any, **options: Any) -> Any:
+        return train(config, **options)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -259,8 +259,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Run ``config`` end to end and return where its outputs are."""
+def train(config: TrainConfig, *, console_logs: bool = True) -> TrainResult:
+    """Run ``config`` end to end and return where its outputs are.
+
+    ``console_logs=False`` keeps the progress bar but stops printing every
+    logged metrics dict (they still go to ``metrics.jsonl``); the demo uses it.
+    """
     from transformers import set_seed
 
     method = config.method_spec
@@ -281,6 +285,8 @@ def train(config: TrainConfig) -> TrainResult:
                    eval_records, output_dir)
     trainer = TRAINER_FAMILIES[method.family](ctx)
     trainer.add_callback(MetricsJsonlCallback(output_dir))
+    if not console_logs:
+        _silence_log_printing(trainer)
     if eval_records:
         trainer.add_callback(BeliefEvalCallback(
             belief_eval_inputs(eval_records, tokenizer, ctx.fmt), output_dir,
@@ -290,6 +296,18 @@ def train(config: TrainConfig) -> TrainResult:
     if eval_records:
         trainer.evaluate()
     return _save_final(trainer, tokenizer, ctx)
+
+
+def _silence_log_printing(trainer: Any) -> None:
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarOnlyProgress(ProgressCallback):
+        def on_log(self, *args: Any, **kwargs: Any) -> None:  # the bar stays, the dicts go
+            return None
+
+    trainer.pop_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnlyProgress())
 
 
 def _save_final(trainer: Any, tokenizer: Any, ctx: _Context) -> TrainResult:
