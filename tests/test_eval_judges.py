@@ -13,6 +13,7 @@ from pluralign.eval.judges import (
     LLMJudge,
     RatingJudge,
     make_judge,
+    nearest_belief,
     parse_yes_no,
     rating_bucket,
 )
@@ -93,6 +94,18 @@ def test_embedding_judge_on_hand_made_responses():
     ]
     verdicts = EmbeddingJudge().judge(items)
     assert verdicts == ["yes", "yes", "no", "parse_failure", "parse_failure", "parse_failure"]
+    # Off-topic text lands on some nearest belief; the similarity floor says it expresses none.
+    off_topic = [_item("0322021261 5696.jpg</A>Re:Bravadra la", 1, "Strongly oppose",
+                       references)]
+    assert EmbeddingJudge().judge(off_topic) == ["no"]
+    assert EmbeddingJudge(min_similarity=0.99).judge(items[:1]) == ["no"]
+
+
+def test_nearest_belief_floor():
+    refs = {1: np.array([[1.0, 0.0]]), 2: np.array([[0.0, 1.0]])}
+    assert nearest_belief(np.array([0.9, 0.1]), refs) == 1
+    assert nearest_belief(np.array([0.9, 0.1]), refs, min_similarity=0.999) is None
+    assert nearest_belief(np.array([-1.0, -1.0]), refs, min_similarity=0.0) is None
 
 
 class _CountingEmbedder:

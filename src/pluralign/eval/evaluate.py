@@ -65,6 +65,9 @@ class EvalConfig(YamlConfig):
         "help": "llm judge: NAME of the environment variable holding the API key."})
     judge_cache_dir: str | None = field(default=None, metadata={
         "help": "llm judge: answer cache folder (re-runs are answered from it)."})
+    judge_min_similarity: float = field(default=0.3, metadata={
+        "help": "embedding judge: a response less similar (cosine) than this to every "
+                "reference response expresses no belief and is judged no."})
     embedder: str | None = field(default=None, metadata={
         "help": "Sentence-transformers folder for RS and the embedding judge (default: the "
                 "bundled all-MiniLM-L6-v2)."})
@@ -109,6 +112,9 @@ class EvalConfig(YamlConfig):
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.belief_samples < 0 or self.kshot < 0:
             raise ValueError("belief_samples and kshot must be >= 0")
+        if not -1.0 <= self.judge_min_similarity <= 1.0:
+            raise ValueError(f"judge_min_similarity: a cosine similarity in [-1, 1], got "
+                             f"{self.judge_min_similarity}")
 
     def sampling(self) -> SamplingOptions:
         return SamplingOptions(temperature=self.temperature, top_p=self.top_p,
@@ -415,8 +421,11 @@ def build_judge(config: EvalConfig) -> Any:
         return make_judge("llm", backend=config.judge_backend, model=config.judge_model,
                           base_url=config.judge_base_url, api_key_env=config.judge_api_key_env,
                           cache_dir=config.judge_cache_dir, progress=config.progress)
-    if config.judge in ("embedding", "rating"):
-        return make_judge(config.judge, embedder=config.embedder)
+    if config.judge == "embedding":
+        return make_judge("embedding", embedder=config.embedder,
+                          min_similarity=config.judge_min_similarity)
+    if config.judge == "rating":
+        return make_judge("rating", embedder=config.embedder)
     return make_judge(config.judge)
 
 
