@@ -70,8 +70,16 @@ def test_metric_values_equal_a_recomputation_from_predictions(result):
         per_prompt = jsd_per_prompt([r["predicted"] for r in mine], [r["target"] for r in mine])
         assert metrics["jsd"]["value"] == pytest.approx(per_prompt.mean())
         assert [r["jsd"] for r in mine] == pytest.approx(per_prompt.tolist())
-        sampled = jsd_per_prompt([r["sampled"] for r in mine], [r["target"] for r in mine])
-        assert metrics["jsd_sampled"]["value"] == pytest.approx(sampled.mean())
+        # Prompts whose samples held no belief marker have no sampled distribution.
+        read = [r for r in mine if r["sampled"] is not None]
+        assert metrics["jsd_sampled"]["n"] == len(read)
+        assert metrics["jsd_sampled"]["counts"]["prompts_without_belief_sample"] == sum(
+            sum(r["sampled_counts"]) == 0 for r in mine)
+        if read:
+            sampled = jsd_per_prompt([r["sampled"] for r in read], [r["target"] for r in read])
+            assert metrics["jsd_sampled"]["value"] == pytest.approx(sampled.mean())
+        else:
+            assert metrics["jsd_sampled"]["value"] is None
         gens = [g for r in mine for g in r["generations"]]
         assert len(gens) == 3 * 3
         agree = sum(g["class_id"] is not None and g["class_id"] == g["description_class"]
@@ -138,3 +146,20 @@ def test_config_errors_name_the_field(tmp_path):
         evaluate(EvalConfig(data=str(tmp_path / "x.jsonl")))
     with pytest.raises(ValueError, match="n_samples"):
         EvalConfig(models=["tiny"], data="x", n_samples=0)
+
+
+def test_prompts_without_any_belief_sample_are_counted_not_filled_in():
+    from pluralign.eval.evaluate import PromptPrediction, score_predictions
+
+    groups = group_prompts(conflicting_opinions(3, 4, seed=2))
+    predictions = [PromptPrediction(group=g, predicted=g.target if i else None,
+                                    sampled=None if i == 2 else g.target,
+                                    sampled_counts=[0] * len(g.target))
+                   for i, g in enumerate(groups)]
+    metrics = score_predictions(predictions)
+    assert metrics["jsd"].n == 2 and metrics["jsd"].value == pytest.approx(0.0, abs=1e-7)
+    assert metrics["jsd"].counts["prompts_without_belief_sample"] == 1
+    assert np.isnan(metrics["jsd"].per_item[0]) and len(metrics["jsd"].per_item) == 3
+    assert metrics["jsd_sampled"].n == 2
+    assert metrics["jsd_sampled"].counts["prompts_without_belief_sample"] == 1
+    assert predictions[0].to_dict("m")["jsd"] is None

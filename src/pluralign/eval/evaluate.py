@@ -171,7 +171,7 @@ class PromptPrediction:
     """A model's predictions for one prompt, and their judgements."""
 
     group: PromptGroup
-    predicted: list[float]
+    predicted: list[float] | None  #: None: an API baseline whose samples held no belief
     mass: float | None = None
     sampled: list[float] | None = None
     sampled_counts: list[int] | None = None
@@ -183,7 +183,8 @@ class PromptPrediction:
 
     def to_dict(self, model: str) -> dict[str, Any]:
         g = self.group
-        jsd_value = float(jsd(self.predicted, g.target).value)
+        jsd_value = (None if self.predicted is None
+                     else float(jsd(self.predicted, g.target).value))
         generations = []
         for i, gen in enumerate(self.generations):
             row = gen.to_dict()
@@ -235,16 +236,32 @@ def similarity_predictions(predictions: Sequence[PromptPrediction], embedder: An
         p.similarities[j] = float(value)
 
 
+def _jsd_where_read(name: str, predicted: Sequence[Sequence[float] | None],
+                    targets: Sequence[Sequence[float]], seed: int) -> MetricResult:
+    """JSD over the prompts that have a distribution; the others are counted, not filled in.
+
+    ``per_item`` keeps one entry per prompt (NaN where there was none), so
+    plots stay aligned with the questions.
+    """
+    kept = [i for i, p in enumerate(predicted) if p is not None]
+    counts = {"prompts": len(kept), "prompts_without_belief_sample": len(predicted) - len(kept)}
+    per_item = np.full(len(predicted), np.nan)
+    if not kept:
+        return MetricResult(name, float("nan"), 0, float("nan"), float("nan"), counts, per_item)
+    result = jsd([predicted[i] for i in kept], [targets[i] for i in kept], seed=seed)
+    per_item[kept] = result.per_item
+    return MetricResult(name, result.value, result.n, result.ci_low, result.ci_high, counts,
+                        per_item)
+
+
 def score_predictions(predictions: Sequence[PromptPrediction], *, seed: int = 0
                       ) -> dict[str, MetricResult]:
     """JSD (reading and sampled), CBC, BPC and RS from filled-in predictions."""
     targets = [p.group.target for p in predictions]
-    metrics = {"jsd": jsd([p.predicted for p in predictions], targets, seed=seed)}
-    if predictions and all(p.sampled is not None for p in predictions):
-        sampled = jsd([p.sampled for p in predictions], targets, seed=seed)
-        metrics["jsd_sampled"] = MetricResult("jsd_sampled", sampled.value, sampled.n,
-                                              sampled.ci_low, sampled.ci_high, sampled.counts,
-                                              sampled.per_item)
+    metrics = {"jsd": _jsd_where_read("jsd", [p.predicted for p in predictions], targets, seed)}
+    if predictions and any(p.sampled_counts is not None for p in predictions):
+        metrics["jsd_sampled"] = _jsd_where_read(
+            "jsd_sampled", [p.sampled for p in predictions], targets, seed)
     gens = [g for p in predictions for g in p.generations]
     metrics["cbc"] = cbc([g.class_id for g in gens], [g.description_class for g in gens])
     metrics["bpc"] = bpc([v for p in predictions for v in p.verdicts])

@@ -286,20 +286,25 @@ def generate_beliefs_first(
 class SampledEstimate:
     """Belief distributions estimated from ``n`` samples of the first generated token."""
 
-    probs: list[list[float]]  #: share of each belief among the samples that were markers
+    probs: list[list[float] | None]  #: share of each belief among the marker samples; None: none
     counts: list[list[int]]  #: samples per belief
     off_belief: list[int]  #: samples that were no belief marker at all
     n: int
 
 
 def estimate_from_counts(counts: Sequence[Sequence[int]], n: int) -> SampledEstimate:
-    """Shares from marker counts; a prompt with no marker sample gets the uniform distribution."""
-    probs, off = [], []
+    """Shares from marker counts; None for a prompt with no marker sample at all.
+
+    Such a prompt says nothing about the distribution: filling in the uniform
+    one would score it as a fairly good prediction (the uniform line is often
+    among the best), so metrics leave it out and count it instead.
+    """
+    probs: list[list[float] | None] = []
+    off = []
     for row in counts:
         total = sum(row)
         off.append(n - total)
-        # JSD needs a distribution: with no marker at all the estimate says nothing, so uniform.
-        probs.append([c / total for c in row] if total else [1.0 / len(row)] * len(row))
+        probs.append([c / total for c in row] if total else None)
     return SampledEstimate(probs, [list(r) for r in counts], off, n)
 
 

@@ -80,7 +80,9 @@ def plot_beliefs(evaluation: ModelEvaluation, path: Path, questions: int) -> Pat
     fig, axes = plt.subplots(1, len(preds), figsize=(3.6 * len(preds), 3.0), squeeze=False)
     for ax, p in zip(axes[0], preds, strict=True):
         x = list(range(len(p.group.beliefs)))
-        series = [("target", p.group.target), ("predicted", p.predicted)]
+        series = [("target", p.group.target)]
+        if p.predicted is not None:  # an API baseline without any belief sample has none
+            series.append(("predicted", p.predicted))
         if p.sampled is not None:
             series.append(("sampled", p.sampled))
         width = 0.8 / len(series)
@@ -98,13 +100,11 @@ def plot_beliefs(evaluation: ModelEvaluation, path: Path, questions: int) -> Pat
 def plot_jsd_per_question(evaluations: Sequence[ModelEvaluation],
                           lines: dict[str, MetricResult], path: Path) -> Path:
     """JSD of every question per model, with the reference lines' mean JSD as dashed lines."""
-    from pluralign.eval.metrics import jsd_per_prompt
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for e in evaluations:
-        values = jsd_per_prompt([p.predicted for p in e.predictions],
-                                [p.group.target for p in e.predictions])
+        # The metric's own per-prompt values: NaN (a gap) where a prompt had no distribution.
+        values = e.metrics["jsd"].per_item
         ax.plot(range(len(values)), values, marker="o", ms=3, label=e.label)
     for name, result in lines.items():
         ax.axhline(result.value, ls="--", lw=0.8, color="grey")
