@@ -78,6 +78,7 @@ def plot_beliefs(evaluation: ModelEvaluation, path: Path, questions: int) -> Pat
     plt = _pyplot()
     preds = evaluation.predictions[:max(1, questions)]
     fig, axes = plt.subplots(1, len(preds), figsize=(3.6 * len(preds), 3.0), squeeze=False)
+    legend_ax, most = axes[0][0], 0
     for ax, p in zip(axes[0], preds, strict=True):
         x = list(range(len(p.group.beliefs)))
         series = [("target", p.group.target)]
@@ -85,6 +86,8 @@ def plot_beliefs(evaluation: ModelEvaluation, path: Path, questions: int) -> Pat
             series.append(("predicted", p.predicted))
         if p.sampled is not None:
             series.append(("sampled", p.sampled))
+        if len(series) > most:  # the legend goes where every kind of bar appears
+            legend_ax, most = ax, len(series)
         width = 0.8 / len(series)
         for i, (name, values) in enumerate(series):
             ax.bar([v + (i - (len(series) - 1) / 2) * width for v in x], values, width,
@@ -92,7 +95,7 @@ def plot_beliefs(evaluation: ModelEvaluation, path: Path, questions: int) -> Pat
         ax.set_xticks(x, [str(b.class_id) for b in p.group.beliefs])
         ax.set_title(p.group.prompt[:40] + ("…" if len(p.group.prompt) > 40 else ""), fontsize=8)
         ax.set_ylim(0, 1)
-    axes[0][0].legend(fontsize=7)
+    legend_ax.legend(fontsize=7)
     fig.suptitle(f"{evaluation.label}: belief distribution", fontsize=9)
     return _save(fig, path)
 
