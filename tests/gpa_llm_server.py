@@ -37,11 +37,11 @@ def gpa_responder(system: str, user: str) -> Reply | str:
         return "feedback_negative" if "meh" in user else "none"
     if "Which property of the answer" in user:
         return "tone: more"
-    if "Write one short instruction" in user:
-        return "Keep it short, users from this group like brevity." if "less" in user else "ok"
+    if "Rewrite the guideline as one short instruction" in user:
+        return "Keep it short, users from this group like brevity." if "short" in user else "ok"
     if "Which response would a user" in user:
         return "A"
-    if "Does the response follow the guideline" in user:
+    if "does this response follow the guideline" in user:
         return "yes"
     if user == "FAIL ME":
         return Reply(status=400)

@@ -93,3 +93,72 @@ def test_pair_records_markers_and_judge_parsing():
                       for o in ("win", "win", "loss", "undecided")])
     assert rows[0]["wins"] == 2 and rows[0]["undecided"] == 1
     assert rows[0]["low"] < 2 / 3 < rows[0]["high"]
+
+
+def test_quick_run_reports_malformed_logs_and_empty_groups(tmp_path, server):
+    from gpa_fixtures import small_log
+
+    rows = [*small_log(), {"id": "bad", "metadata": {"country": "A"}, "messages": "oops"},
+            "not a conversation"]
+    mapping = tmp_path / "groups.json"
+    mapping.write_text(json.dumps({**{c["id"]: c["metadata"]["country"] for c in small_log()},
+                                   "bad": "A", "gone": "Nobody"}))
+    work = tmp_path / "quick"
+    args = ["run", str(write_log(tmp_path, rows)), "-w", str(work), "--quick",
+            "--llm-backend", "openai", "--llm-model", "stub", "--base-url", server.url,
+            "-s", "llm.api_key_env=", "-s", f"group_map={mapping}", "-s", "relevance=keywords",
+            "-s", "ft_model=tiny", "-s", "ft_max_steps=1", "-s", "ft_max_length=96",
+            "-s", "answer_max_tokens=6", "-s", "ft_pairs_per_group=2"]
+    result = CliRunner().invoke(gpa_app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+    saved = (work / "gpa_config.yaml").read_text()
+    assert "use_llm_labels: false" in saved and "max_groups: 2" in saved  # the preset
+    assert "ft_pairs_per_group: 2" in saved  # --set wins over the preset
+    report = read_json(stage_path(work, "ingest_report"))
+    assert [(p["index"], p["field"]) for p in report["problems"]] == [(11, "messages"),
+                                                                      (12, "<root>")]
+    assert report["groups"]["Nobody"]["reason"].startswith("empty")
+    # Cue labels only: no classify or attribute request reached the server.
+    assert not any("react to the answer" in str(b) or "Which property" in str(b)
+                   for b in server.bodies)
+    assert "- Nobody: empty" in stage_path(work, "rubrics_md").read_text()
+    assert read_json(stage_path(work, "finetune"))["groups"]["A"]["status"] == "trained"
+    table = stage_path(work, "evaluate_md").read_text()
+    assert "| A | gpa_ct | zero_shot |" in table and "| B | gpa_ct | persona |" in table
+
+
+@pytest.mark.parametrize(("rows", "settings", "message"), [
+    (["nope", {"id": "x", "messages": []}], [], "no usable conversation"),
+    (None, ["-s", "min_conversations=9"], "no group has 9 or more conversations"),
+])
+def test_run_stops_after_ingest_when_no_group_can_get_a_rubric(tmp_path, rows, settings,
+                                                               message):
+    work = tmp_path / "w"
+    result = CliRunner().invoke(gpa_app, ["run", str(write_log(tmp_path, rows)), "-w",
+                                          str(work), "--quick", *settings])
+    assert result.exit_code == 2 and message in result.output
+    assert stage_path(work, "ingest_report").is_file()  # written before the stop
+    assert not stage_path(work, "signals").exists()
+
+
+def test_quick_preset_and_its_help_agree():
+    from pluralign.gpa import GPAConfig
+    from pluralign.gpa.config import QUICK_PRESET, describe_quick
+
+    config = GPAConfig.quick(max_groups=3)
+    assert config.use_llm_labels is False and config.max_groups == 3
+    assert all(getattr(GPAConfig.quick(), name) == cap.value
+               for name, cap in QUICK_PRESET.items())
+    help_text = CliRunner().invoke(gpa_app, ["run", "--help"], terminal_width=200).output
+    for name, cap in QUICK_PRESET.items():
+        assert name in describe_quick() and cap.trade_off.split(" ")[0] in help_text
+        assert f"{name}={str(cap.value).lower()}" in help_text
+
+
+@pytest.mark.parametrize("command", ["ingest", "classify", "attributes", "rules", "rubrics",
+                                     "answer", "finetune", "evaluate", "run", "fields"])
+def test_every_command_help_has_examples(command):
+    result = CliRunner().invoke(gpa_app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0 and "Examples:" in result.output
+    assert f"pluralign gpa {command}" in result.output or command == "fields"

@@ -90,13 +90,52 @@ def test_stages_trace_rules_back_to_conversations(work, server):
     assert "prefer answers that follow these guidelines" in system
 
 
-def test_llm_item_phrasing_must_name_its_attribute():
+def test_llm_item_phrasing_must_name_its_attribute_and_direction():
     from pluralign.gpa.rubrics import clean_item_text
 
-    assert clean_item_text("- Keep answers brief and clear.", "length") == \
+    assert clean_item_text("- Keep answers brief and clear.", "length", "less") == \
         "Keep answers brief and clear."
-    assert clean_item_text("I will answer in Spanish for these users.", "length") is None
+    # Same attribute, opposite direction: "brief" is not a phrasing of length: more.
+    assert clean_item_text("Keep answers brief and clear.", "length", "more") is None
+    assert clean_item_text("Answer in English for these users.", "language", "more") is None
+    assert clean_item_text("Answer in the language the user writes in.", "language",
+                           "more") == "Answer in the language the user writes in."
+    # What SmolLM2-135M wrote for language: more: first person, and the wrong language.
+    assert clean_item_text("To assist users from United States, I will provide a response in "
+                           "English, but I will use the American English grammar.",
+                           "language", "more") is None
+    # A negation could flip the item: rejected unless the item itself is a "without".
+    assert clean_item_text("Do not keep answers short.", "length", "less") is None
+    assert clean_item_text("Write in paragraphs without bullet lists.", "format", "less") == \
+        "Write in paragraphs without bullet lists."
+    # Echoed prompt labels are stripped (what SmolLM2-135M answers most often).
+    assert clean_item_text('Rewrite the guideline as: "Use a friendly, warm tone."', "tone",
+                           "more") == "Use a friendly, warm tone."
+    assert clean_item_text("Guideline: Keep answers brief.", "length", "less") == \
+        "Keep answers brief."
     assert clean_item_text("ok", None) is None
+    assert clean_item_text("Anything goes for unknown pairs.", "humour", "more") == \
+        "Anything goes for unknown pairs."
+
+
+def test_an_llm_phrasing_that_copies_the_template_counts_as_the_template(tmp_path):
+    from pluralign.gpa.rubrics import generate_rubrics
+
+    rule = {"rule_id": "G|length|less", "group": "G", "attribute": "length", "direction": "less",
+            "support": 2, "group_conversations": 5, "lift": 2.0,
+            "evidence": [{"conversation_id": "c1", "user_turn": 2}]}
+    server = start(lambda system, user: "Guideline: Keep answers short and to the point.")
+    try:
+        rubric = generate_rubrics([rule], [], ["G"], stub_backend(server),
+                                  GPAConfig(inputs=["x"]))["G"]
+    finally:
+        server.stop()
+    item = rubric["items"][0]
+    assert (item["text"], item["text_source"]) == ("Keep answers short and to the point.",
+                                                   "template")
+    assert item["llm_raw"].startswith("Guideline:") and item["conversations"] == ["c1"]
+    assert "Guideline for answering users from G: Keep answers short" in \
+        server.bodies[0]["messages"][-1]["content"]
 
 
 def test_keyword_relevance_picks_the_matching_item():

@@ -18,14 +18,13 @@ from pluralign.gpa.common import StepStats, ask, clip
 from pluralign.gpa.config import GPAConfig
 from pluralign.gpa.io import read_jsonl, stage_path, write_jsonl
 from pluralign.gpa.prompts import opposite, render
+from pluralign.gpa.signals import LANGUAGES, cue_head
 from pluralign.llm import LLMBackend
 
 ATTRIBUTES = ("length", "format", "tone", "detail", "language", "examples", "accuracy",
               "simplicity")
 DIRECTIONS = ("more", "less")
 
-_LANGS = (r"russian|chinese|spanish|french|german|arabic|malay|turkish|japanese|korean|"
-          r"portuguese|italian|hindi|indonesian|persian|vietnamese|ukrainian|dutch")
 #: Cue patterns in the user's reaction: (attribute, direction, pattern).
 ATTRIBUTE_CUES = tuple((a, d, re.compile(p, re.I)) for a, d, p in (
     ("length", "more", r"\b(longer|at least \d+ ?(pages?|words|paragraphs|lines)|more words|"
@@ -40,7 +39,7 @@ ATTRIBUTE_CUES = tuple((a, d, re.compile(p, re.I)) for a, d, p in (
     ("format", "less", r"\b(no bullets?|without (bullets|lists)|paragraph form|in prose)\b"),
     ("tone", "more", r"\b(polite|friendly|warm|nicer|kind|formal|professional)\b"),
     ("tone", "less", r"\b(rude|too (friendly|enthusiastic|formal)|neutral tone|casual)\b"),
-    ("language", "more", rf"\b(translate|in ({_LANGS})|my language)\b"),
+    ("language", "more", rf"\b(translate|in ({LANGUAGES})|my language)\b"),
     ("language", "less", r"\b(in english|english please)\b"),
     ("examples", "more", r"\b(examples?|for instance|sample|show me)\b"),
     ("examples", "less", r"\b(no examples|without examples)\b"),
@@ -87,8 +86,10 @@ def feature_attributes(features: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-def cue_attributes(message: str) -> list[tuple[str, str]]:
-    return [(a, d) for a, d, pattern in ATTRIBUTE_CUES if pattern.search(message)]
+def cue_attributes(message: str, chars: int = 240) -> list[tuple[str, str]]:
+    """(attribute, direction) pairs the cues find in the message's first ``chars`` characters."""
+    head = cue_head(message, chars)
+    return [(a, d) for a, d, pattern in ATTRIBUTE_CUES if pattern.search(head)]
 
 
 def parse_attribute(text: str | None) -> tuple[str, str] | None:
@@ -100,10 +101,10 @@ def parse_attribute(text: str | None) -> tuple[str, str] | None:
 
 
 def _pairs_for(signal: dict[str, Any], message: str, features: dict[str, Any],
-               llm: tuple[str, str] | None) -> dict[tuple[str, str], set[str]]:
+               llm: tuple[str, str] | None, cue_chars: int) -> dict[tuple[str, str], set[str]]:
     """(attribute, direction) -> the sources that name it."""
     pairs: dict[tuple[str, str], set[str]] = {}
-    for pair in cue_attributes(message):
+    for pair in cue_attributes(message, cue_chars):
         pairs.setdefault(pair, set()).add("cue")
     label = signal["label"]
     if not pairs and label in LABEL_DEFAULTS:
@@ -131,15 +132,16 @@ def extract_attributes(conversations: list[dict[str, Any]], signals: list[dict[s
         texts.append((turns[s["assistant_turn"]], turns[s["user_turn"]]))
     llm_raw: list[str | None] = [None] * len(active)
     if backend is not None and config.use_llm_labels:
-        prompts = [render("attribute", answer=clip(a, config.max_chars),
-                          message=clip(m, config.max_chars)) for a, m in texts]
+        prompts = [render("attribute", answer=clip(a, config.label_chars),
+                          message=clip(m, config.label_chars)) for a, m in texts]
         llm_raw = ask(backend, prompts, stats, max_tokens=12)
     rows = []
     for signal, (answer, message), raw in zip(active, texts, llm_raw, strict=True):
         features = measure(answer)
         features["user_latin_share"] = measure(message)["latin_share"]
         for (attribute, direction), sources in sorted(
-                _pairs_for(signal, message, features, parse_attribute(raw)).items()):
+                _pairs_for(signal, message, features, parse_attribute(raw),
+                           config.cue_chars).items()):
             rows.append({
                 "conversation_id": signal["conversation_id"], "group": signal["group"],
                 "user_turn": signal["user_turn"], "assistant_turn": signal["assistant_turn"],
@@ -157,4 +159,13 @@ def run_attributes(config: GPAConfig, backend: LLMBackend | None) -> dict[str, A
     rows = extract_attributes(conversations, signals, backend, config, stats)
     write_jsonl(stage_path(config.work_dir, "attributes"), rows)
     pairs = Counter(f"{r['attribute']}:{r['direction']}" for r in rows)
-    return {"rows": len(rows), "pairs": dict(pairs), "llm": stats.as_dict()}
+    # A signal no source could tie to an attribute (e.g. "make it catchier" without LLM
+    # labels) yields no row; it is counted here rather than lost without a trace.
+    covered = {(r["conversation_id"], r["user_turn"]) for r in rows}
+    unmatched = [s for s in signals if s["signal"]
+                 and (s["conversation_id"], s["user_turn"]) not in covered]
+    return {"rows": len(rows), "pairs": dict(pairs),
+            "signals_without_attribute": len(unmatched),
+            "unmatched_examples": [f"{s['conversation_id']}:{s['user_turn']} {s['label']}: "
+                                   f"{s['message'][:80]}" for s in unmatched[:5]],
+            "llm": stats.as_dict()}

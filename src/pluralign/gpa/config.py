@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pluralign.config import YamlConfig
 from pluralign.llm import LLMConfig
@@ -43,7 +43,9 @@ class GPAConfig(YamlConfig):
         default=40, metadata={"help": "Messages per conversation considered (longer ones cut)."}
     )
     max_chars: int = field(
-        default=1200, metadata={"help": "Characters of a message quoted in an LLM prompt."}
+        default=1200,
+        metadata={"help": "Characters of a prompt or answer quoted in a generation or judge "
+                          "request (labelling requests quote label_chars)."},
     )
     heldout_fraction: float = field(
         default=0.2,
@@ -59,7 +61,21 @@ class GPAConfig(YamlConfig):
     )
     use_llm_labels: bool = field(
         default=True,
-        metadata={"help": "Ask the LLM to label turns and attributes (else cue rules only)."},
+        metadata={"help": "Ask the LLM to label every candidate turn and attribute (adds "
+                          "recall to the cue patterns). Costs one request per user turn that "
+                          "follows an answer: the slowest stage with a local model."},
+    )
+    cue_chars: int = field(
+        default=240,
+        metadata={"help": "Cue patterns look only at the first N characters of a user message "
+                          "(its instruction); a cue word in pasted text after it is not a "
+                          "reaction."},
+    )
+    label_chars: int = field(
+        default=400,
+        metadata={"help": "Characters of the answer and of the user's reaction quoted in an "
+                          "LLM labelling prompt (classify, attributes); more context costs "
+                          "prompt time on CPU."},
     )
     min_support: int = field(
         default=1, metadata={"help": "Conversations a rule needs as evidence."}
@@ -81,7 +97,9 @@ class GPAConfig(YamlConfig):
     )
     top_k: int = field(default=3, metadata={"help": "GPA-CT: rubric items placed in context."})
     prompts_per_group: int = field(
-        default=4, metadata={"help": "Held-out prompts answered (GPA-CT) and evaluated per group."}
+        default=4,
+        metadata={"help": "Held-out prompts answered (GPA-CT) and evaluated per group; fewer "
+                          "is faster, with wider confidence intervals."},
     )
     prompts_file: str | None = field(
         default=None,
@@ -89,7 +107,10 @@ class GPAConfig(YamlConfig):
                           "held-out prompts."},
     )
     answer_max_tokens: int = field(
-        default=128, metadata={"help": "Token cap of generated answers (CT, pairs, baselines)."}
+        default=128,
+        metadata={"help": "Token cap of generated answers (CT, pairs, baselines, GPA-FT); "
+                          "generation time grows with it, and below ~110 tokens an answer "
+                          "cannot pass a 'long answers' item (80+ words)."},
     )
     ft_groups: int = field(
         default=1, metadata={"help": "GPA-FT: fine-tune models for the N largest rubric groups."}
@@ -102,9 +123,16 @@ class GPAConfig(YamlConfig):
     )
     ft_lora_r: int = field(default=8, metadata={"help": "GPA-FT LoRA rank (0: full weights)."})
     ft_pairs_per_group: int = field(
-        default=8, metadata={"help": "GPA-FT: synthetic follow/violate pairs per group."}
+        default=8,
+        metadata={"help": "GPA-FT: synthetic follow/violate pairs per group (two generated "
+                          "answers each)."},
     )
-    ft_max_steps: int = field(default=4, metadata={"help": "GPA-FT optimiser steps."})
+    ft_max_steps: int = field(
+        default=4,
+        metadata={"help": "GPA-FT optimiser steps: the default is a smoke-sized run that "
+                          "shows the stage works; a model that follows the rubric needs "
+                          "far more steps and pairs."},
+    )
     ft_batch_size: int = field(default=2, metadata={"help": "GPA-FT pairs per step."})
     ft_learning_rate: float = field(default=5e-5, metadata={"help": "GPA-FT learning rate."})
     ft_max_length: int = field(default=384, metadata={"help": "GPA-FT longest sequence."})
@@ -128,7 +156,8 @@ class GPAConfig(YamlConfig):
     seed: int = field(default=0, metadata={"help": "Seed of splits, pair order and judging."})
 
     def __post_init__(self) -> None:
-        for name in ("max_turns", "max_chars", "min_conversations", "max_rubric_items",
+        for name in ("max_turns", "max_chars", "cue_chars", "label_chars",
+                     "min_conversations", "max_rubric_items",
                      "top_k", "prompts_per_group", "answer_max_tokens", "ft_pairs_per_group",
                      "ft_max_steps", "ft_batch_size", "ft_max_length"):
             if getattr(self, name) < 1:
@@ -148,3 +177,40 @@ class GPAConfig(YamlConfig):
             raise ValueError(f"ft_learning_rate: must be > 0, got {self.ft_learning_rate}")
         if not self.group_field.strip() and not self.group_map:
             raise ValueError("group_field: name a field (e.g. metadata.country) or a group_map")
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> GPAConfig:
+        """The ``--quick`` preset (:data:`QUICK_PRESET`), then ``overrides``."""
+        return cls(**{**quick_overrides(), **overrides})
+
+
+@dataclass(frozen=True)
+class PresetCap:
+    """One setting of a preset and what it gives up, shown in ``pluralign gpa run --help``."""
+
+    value: Any
+    trade_off: str
+
+
+#: ``--quick``: every stage still runs, with caps that bring a run with the bundled
+#: SmolLM2-135M on 2 CPU cores to a few minutes. Measured on the 50-conversation WildChat
+#: sample: the 116 LLM turn labels took 5.5 minutes (1 with label_chars=400) and not one
+#: of them was a label; the model describes the message instead of classifying it.
+QUICK_PRESET: dict[str, PresetCap] = {
+    "use_llm_labels": PresetCap(
+        False, "preference turns and attributes come from the cue patterns only; the LLM "
+               "labels that add recall (phrasings no cue knows) are not asked for"),
+    "max_groups": PresetCap(
+        2, "rubrics, GPA-CT answers and evaluation for the two largest eligible groups only "
+           "(rules are still contrasted against every group)"),
+}
+
+
+def quick_overrides() -> dict[str, Any]:
+    """The field values of :data:`QUICK_PRESET`."""
+    return {name: cap.value for name, cap in QUICK_PRESET.items()}
+
+
+def describe_quick() -> str:
+    """One line per cap of the quick preset: ``field=value: what it trades away``."""
+    return "\n".join(f"{name}={cap.value}: {cap.trade_off}" for name, cap in QUICK_PRESET.items())

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pluralign.eval.metrics import mean_with_interval, wilson_interval
+from pluralign.eval.metrics import proportion_with_interval, wilson_interval
 from pluralign.gpa.attributes import measure
 from pluralign.gpa.common import StepStats, ask, clip
 from pluralign.gpa.config import GPAConfig
@@ -47,16 +47,26 @@ def parse_choice(text: str | None) -> str | None:
     """"A" or "B" from a judge answer; None when it names neither or both."""
     if not text:
         return None
-    found = set(re.findall(r"\b(?:response\s+)?([AB])\b", text.strip()[:40]))
+    head = text.strip()[:40]
+    found = set(re.findall(r"\b(?:response\s+)?([AB])\b", head))
+    if not found:  # "the answer is b": a lower-case letter only counts after such a lead-in
+        found = {m.upper() for m in re.findall(
+            r"\b(?:answer|response|choice|prefer)(?: is)?:?\s+([ab])\b", head, re.I)}
     return found.pop() if len(found) == 1 else None
 
 
 def parse_yes_no(text: str | None) -> bool | None:
-    words = re.findall(r"[a-z]+", (text or "").lower())[:3]
+    """True/False from a yes/no answer ("The answer is no.", "It does not follow ...")."""
+    lowered = (text or "").lower()
+    words = re.findall(r"[a-z]+", lowered)[:6]
     if "yes" in words and "no" not in words:
         return True
     if "no" in words and "yes" not in words:
         return False
+    if re.search(r"\b(does not|doesn'?t|do not) (follow|adhere)", lowered):
+        return False
+    if re.search(r"\b(follows|adheres to) the guideline", lowered):
+        return True
     return None
 
 
@@ -104,43 +114,51 @@ def judge_pairs(group: str, prompts: list[dict[str, Any]], rubric: dict[str, Any
                                  "judge_pair", group=group, items=items,
                                  prompt=clip(prompt["prompt"], 400), a=clip(a, config.max_chars),
                                  b=clip(b, config.max_chars))})
-    verdicts = ask(judge, [t.pop("request") for t in todo], stats, max_tokens=4)
+    # 8 tokens: room for "Response A" or "The answer is B", which 4 tokens cut off.
+    verdicts = ask(judge, [t.pop("request") for t in todo], stats, max_tokens=8)
     for row, raw in zip(todo, verdicts, strict=True):
         choice = parse_choice(raw)
-        row["raw"] = raw
+        row["raw"], row["choice"] = raw, choice
         row["outcome"] = ("undecided" if choice is None
                           else "win" if (choice == "A") == row["method_is_a"] else "loss")
     return todo
 
 
-def adherence(rubric: dict[str, Any], responses: dict[str, list[str | None]],
-              judge: LLMBackend, stats: StepStats) -> dict[str, dict[str, Any]]:
-    """Share of (answer, item) checks passed per method: measured, else judged yes/no."""
-    checks: dict[str, list[bool]] = {m: [] for m in responses}
-    asks: list[tuple[str, str]] = []
+def adherence(group: str, rubric: dict[str, Any], responses: dict[str, list[str | None]],
+              judge: LLMBackend, stats: StepStats
+              ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(share of (answer, item) checks passed per method, one row per check).
+
+    Measurable items (length, format, examples) are measured; the others are judged yes/no.
+    """
+    checks: list[dict[str, Any]] = []
     for method, answers in responses.items():
-        for answer in (a for a in answers if a is not None):
+        for k, answer in enumerate(answers):
+            if answer is None:
+                continue
             for item in rubric["items"]:
                 verdict = measured_adherence(item, answer)
-                if verdict is None:
-                    asks.append((method, render("judge_adherence", item=item["text"],
-                                                response=clip(answer, 800))))
-                else:
-                    checks[method].append(verdict)
-    judged = ask(judge, [q for _, q in asks], stats, max_tokens=3)
-    undecided = dict.fromkeys(responses, 0)
-    for (method, _), raw in zip(asks, judged, strict=True):
-        verdict = parse_yes_no(raw)
-        if verdict is None:
-            undecided[method] += 1
-        else:
-            checks[method].append(verdict)
+                checks.append({"group": group, "method": method, "prompt_index": k,
+                               "item_id": item["item_id"], "passed": verdict, "raw": None,
+                               "how": "judged" if verdict is None else "measured",
+                               "request": None if verdict is not None else render(
+                                   "judge_adherence", item=item["text"],
+                                   response=clip(answer, 800))})
+    asks = [c for c in checks if c["how"] == "judged"]
+    judged = ask(judge, [c["request"] for c in asks], stats, max_tokens=6)
+    for check, raw in zip(asks, judged, strict=True):
+        check.update(raw=raw, passed=parse_yes_no(raw))
     out = {}
-    for method, values in checks.items():
-        mean, low, high = mean_with_interval([float(v) for v in values])
-        out[method] = {"adherence": mean, "low": low, "high": high, "checks": len(values),
-                       "undecided": undecided[method]}
-    return out
+    for method in responses:
+        mine = [c for c in checks if c["method"] == method]
+        passed = [c["passed"] for c in mine if c["passed"] is not None]
+        share, low, high = proportion_with_interval(sum(passed), len(passed))
+        out[method] = {"adherence": share, "low": low, "high": high, "checks": len(passed),
+                       "measured": sum(c["how"] == "measured" for c in mine),
+                       "undecided": len(mine) - len(passed)}
+    for check in checks:
+        check.pop("request")
+    return out, checks
 
 
 def win_table(judgments: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -157,6 +175,39 @@ def win_table(judgments: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "losses": losses, "undecided": len(mine) - decided,
                      "win_rate": wins / decided if decided else None, "low": low, "high": high})
     return rows
+
+
+def one_sided_note(counts: dict[str, int], what: str) -> str | None:
+    """A caution when a judge gave (nearly) the same verdict every time it decided."""
+    decided = sum(counts.values())
+    if decided < 4 or max(counts.values()) < 0.9 * decided:
+        return None
+    verdict = max(counts, key=lambda k: counts[k])
+    return (f"the judge answered {verdict} in {counts[verdict]} of {decided} decided {what}: "
+            f"its verdicts hardly depend on the answers")
+
+
+def judge_sides(judgments: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often the judge said A, B or neither, with a note when it nearly always said one.
+
+    Sides are a seeded coin flip, so a judge that always picks one position gives win
+    rates near 50% that say nothing about the answers: the table says so.
+    """
+    sides = {side: sum(j.get("choice") == side for j in judgments) for side in ("A", "B")}
+    note = one_sided_note(sides, "comparisons")
+    if note:
+        note += ", so these win rates are coin flips (the method's side is randomised)"
+    return {**sides, "undecided": len(judgments) - sum(sides.values()),
+            "position_bias_note": note}
+
+
+def judged_verdicts(checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Yes/no/undecided counts of the judged adherence checks, with a one-sidedness note."""
+    judged = [c for c in checks if c["how"] == "judged"]
+    counts = {"yes": sum(c["passed"] is True for c in judged),
+              "no": sum(c["passed"] is False for c in judged)}
+    return {**counts, "undecided": len(judged) - counts["yes"] - counts["no"],
+            "note": one_sided_note(counts, "adherence checks")}
 
 
 def make_judge(config: GPAConfig, backend: LLMBackend) -> LLMBackend:
@@ -207,12 +258,26 @@ def evaluation_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {r['group']} | {r['method']} | {r['baseline']} | {r['wins']} | "
                      f"{r['losses']} | {r['undecided']} | {pct(r['win_rate'])} "
                      f"[{pct(r['low'])}, {pct(r['high'])}] |")
-    lines += ["", "## Rubric adherence", "", "| group | method | adherence [95% CI] | checks |",
-              "|---|---|---|---|"]
+    judge = result.get("judge")
+    if judge:
+        lines += ["", f"Judge verdicts: A {judge['A']}, B {judge['B']}, undecided "
+                      f"{judge['undecided']}."]
+        if judge["position_bias_note"]:
+            lines.append(f"Caution: {judge['position_bias_note']}.")
+    lines += ["", "## Rubric adherence", "",
+              "| group | method | adherence [95% CI] | checks | measured | undecided |",
+              "|---|---|---|---|---|---|"]
     for group, methods in result["adherence"].items():
         for method, a in methods.items():
             lines.append(f"| {group} | {method} | {pct(a['adherence'])} [{pct(a['low'])}, "
-                         f"{pct(a['high'])}] | {a['checks']} |")
+                         f"{pct(a['high'])}] | {a['checks']} | {a.get('measured', 'n/a')} | "
+                         f"{a['undecided']} |")
+    verdicts = result.get("judged_adherence")
+    if verdicts and verdicts["yes"] + verdicts["no"] + verdicts["undecided"]:
+        lines += ["", f"Judged checks (items that cannot be measured): yes {verdicts['yes']}, "
+                      f"no {verdicts['no']}, undecided {verdicts['undecided']}."]
+        if verdicts["note"]:
+            lines.append(f"Caution: {verdicts['note']}.")
     lines += ["", "## Capability retention (general instructions)", ""]
     for group, r in result["retention"].items():
         verdict = "passed" if r["passed"] else "FAILED"
@@ -236,7 +301,7 @@ def run_evaluate(config: GPAConfig, backend: LLMBackend, embedder: Any = None
     ct_path = stage_path(config.work_dir, "context")
     ct_rows = list(read_jsonl(ct_path)) if ct_path.is_file() else []
     judge, ft_models = make_judge(config, backend), _ft_models(config)
-    stats, responses_out, judgments = StepStats(), [], []
+    stats, responses_out, judgments, checks = StepStats(), [], [], []
     result: dict[str, Any] = {"adherence": {}, "retention": {}, "skipped": {}}
     for group in groups:
         if not prompts[group]:
@@ -254,13 +319,17 @@ def run_evaluate(config: GPAConfig, backend: LLMBackend, embedder: Any = None
                               for k, (p, t) in enumerate(zip(prompts[group], texts, strict=True))]
         judgments += judge_pairs(group, prompts[group], rubrics[group], answers, judge, config,
                                  stats)
-        result["adherence"][group] = adherence(rubrics[group], answers, judge, stats)
+        result["adherence"][group], group_checks = adherence(group, rubrics[group], answers,
+                                                             judge, stats)
+        checks += group_checks
         if loaded is not None:
             result["retention"][group] = _retention(config, loaded)
     for group in (g for g, r in rubrics.items() if not r["items"]):
         result["skipped"][group] = rubrics[group]["status"]
-    result["win_rates"] = win_table(judgments)
+    result["win_rates"], result["judge"] = win_table(judgments), judge_sides(judgments)
+    result["judged_adherence"] = judged_verdicts(checks)
     result["llm"] = stats.as_dict()
+    write_jsonl(stage_path(config.work_dir, "adherence"), checks)
     write_jsonl(stage_path(config.work_dir, "responses"), responses_out)
     write_jsonl(stage_path(config.work_dir, "judgments"), judgments)
     write_json(stage_path(config.work_dir, "evaluate"), result)

@@ -274,9 +274,34 @@ def ingest(config: GPAConfig) -> IngestResult:
     return IngestResult(conversations, problems, groups, counts)
 
 
+def unusable_reason(result: IngestResult, config: GPAConfig) -> str | None:
+    """Why no later stage could produce anything from ``result`` (None: it can)."""
+    report = f"(details: {stage_path(config.work_dir, 'ingest_report')})"
+    if not result.conversations:
+        first = result.problems[0] if result.problems else None
+        where = (f"; first problem: {first.file}[{first.index}] {first.field}: {first.message}"
+                 if first else "")
+        return (f"inputs: no usable conversation in {', '.join(config.inputs)} "
+                f"({result.counts['malformed']} malformed{where}) {report}")
+    if not any(row["eligible"] for row in result.groups.values()):
+        sizes = ", ".join(f"{g} {row['conversations']}" for g, row in
+                          list(result.groups.items())[:3])
+        return (f"min_conversations: no group has {config.min_conversations} or more "
+                f"conversations (largest: {sizes}); lower min_conversations or map "
+                f"conversations to fewer groups {report}")
+    return None
+
+
 def run_ingest(config: GPAConfig) -> IngestResult:
-    """Stage 1 with its outputs: ``conversations.jsonl`` and ``ingest_report.json``."""
+    """Stage 1 with its outputs: ``conversations.jsonl`` and ``ingest_report.json``.
+
+    Raises ValueError (after writing both files) when no group can get a rubric, so a
+    pipeline stops here with the reason instead of producing empty files downstream.
+    """
     result = ingest(config)
     write_jsonl(stage_path(config.work_dir, "ingest"), result.conversations)
     write_json(stage_path(config.work_dir, "ingest_report"), result.report())
+    reason = unusable_reason(result, config)
+    if reason:
+        raise ValueError(reason)
     return result

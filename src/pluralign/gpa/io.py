@@ -24,6 +24,7 @@ STAGE_FILES = {
     "evaluate_md": "evaluation.md",
     "responses": "eval_responses.jsonl",
     "judgments": "eval_judgments.jsonl",
+    "adherence": "eval_adherence.jsonl",
     "pipeline": "pipeline_report.json",
 }
 

@@ -27,9 +27,11 @@ PROMPTS: dict[str, str] = {
         "'property: more' or 'property: less' (one line, nothing else).\nAnswer:"
     ),
     "rubric_item": (
-        "Users from {group} showed this preference in real conversations: {evidence}\n"
-        "Write one short instruction (one sentence) telling an assistant how to answer users "
-        "from {group}.\nInstruction:"
+        "Guideline for answering users from {group}: {guideline}\n"
+        "Evidence: {evidence}\n\n"
+        "Rewrite the guideline as one short instruction to an assistant, starting with a verb "
+        "(for example \"Keep ...\", \"Use ...\", \"Give ...\"). Reply with the instruction "
+        "only."
     ),
     "ct_system": (
         "You are a helpful assistant. The user is from {group}. Users from {group} prefer "
@@ -42,14 +44,16 @@ PROMPTS: dict[str, str] = {
     "violates_system": (
         "Answer the user's request. Follow every one of these guidelines:\n{items}"
     ),
+    # The question comes last: small models answer the last thing they read (with the
+    # guidelines first, SmolLM2-135M continued the responses instead of choosing).
     "judge_pair": (
-        "Users from {group} prefer answers that follow these guidelines:\n{items}\n\n"
         "Request: {prompt}\n\nResponse A:\n{a}\n\nResponse B:\n{b}\n\n"
-        "Which response would a user from {group} prefer? Reply with A or B only.\nAnswer:"
+        "Users from {group} prefer answers that follow these guidelines:\n{items}\n\n"
+        "Which response would a user from {group} prefer, A or B? Reply with one letter."
     ),
     "judge_adherence": (
-        "Guideline: {item}\n\nResponse:\n{response}\n\n"
-        "Does the response follow the guideline? Reply yes or no.\nAnswer:"
+        "Here is a response:\n{response}\n\n"
+        "Question: does this response follow the guideline \"{item}\"? Answer yes or no."
     ),
 }
 

@@ -23,18 +23,28 @@ from pluralign.llm import LLMBackend
 LABELS = ("none", "feedback_positive", "feedback_negative", "correction", "rephrase", "more",
           "less")
 
+#: Languages a user may ask an answer to be given in (shared with the attribute cues).
+LANGUAGES = (r"russian|chinese|spanish|french|german|arabic|malay|turkish|japanese|korean|"
+             r"portuguese|italian|hindi|indonesian|persian|vietnamese|ukrainian|dutch")
+
 #: Cue patterns in priority order: the first that matches names the turn's label.
 CUES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((label, re.compile(pattern, re.I)) for
                                                       label, pattern in (
     ("correction", r"\b(that'?s (wrong|incorrect|not (right|correct|true))|you('re| are) wrong|"
                    r"incorrect|not what i (asked|wanted|meant)|mistake|you misunderstood|"
-                   r"i said|i asked for)\b"),
+                   r"i said|i asked for|(did|got|done) (it|this|that) wrong|wrong again|"
+                   r"i('m| am) not asking|(i|we)('m| am|'re| are| was| were) talking about|"
+                   r"i meant|with (the )?correct)\b"),
     ("rephrase", r"\b(rephrase|rewrite|re-write|reword|paraphrase|in other words|"
-                 r"say it differently|another way|try again|redo|regenerate)\b"),
+                 r"say it differently|another way|try again|redo|regenerate|wording|phrasing|"
+                 r"something (a (little|bit) )?(more )?(catchy|catchier|different|else|better)|"
+                 r"another (one|version|option)|version of (the above|that|this|it|your)|"
+                 rf"(translate (it|this|that|them) )?(in|into) ({LANGUAGES}))\b"),
     ("less", r"\b(shorter|shorten|too long|briefly|brief|concise|summari[sz]e|simpler|simplify|"
              r"in \d+ words|one sentence|tl;?dr|less)\b"),
-    ("more", r"\b(more details?|elaborate|expand|longer|at least \d+|continue|go on|"
-             r"tell me more|more examples?|in depth|explain more|add more|keep going)\b"),
+    ("more", r"\b(more details?|elaborate|expand|extend|longer|at least \d+|continue|"
+             r"go on(?=\W*$)|tell me more|more examples?|in depth|explain more|add more|"
+             r"keep going|follow[- ]?up where)\b"),
     ("feedback_negative", r"\b(not helpful|useless|bad answer|doesn'?t work|didn'?t work|"
                           r"not good|terrible|wrong answer|that'?s not it)\b"),
     ("feedback_positive", r"\b(thanks|thank you|great|perfect|awesome|good job|excellent|"
@@ -53,10 +63,21 @@ class Candidate:
     message: str
 
 
-def cue_label(message: str) -> tuple[str, str | None]:
-    """(label, the matched text) from the cue patterns; ("none", None) when none fires."""
+def cue_head(message: str, chars: int) -> str:
+    """The instruction part of a message that cues are matched in.
+
+    Users paste stories, code and articles after their request; a cue word inside
+    the pasted text ("... was going to go on a quest ...") is not a reaction.
+    """
+    return message[:chars]
+
+
+def cue_label(message: str, chars: int = 240) -> tuple[str, str | None]:
+    """(label, the matched text) from the cue patterns in the message's first ``chars``
+    characters; ("none", None) when none fires."""
+    head = cue_head(message, chars)
     for label, pattern in CUES:
-        match = pattern.search(message)
+        match = pattern.search(head)
         if match:
             return label, match.group(0)
     return "none", None
@@ -101,12 +122,12 @@ def classify_turns(conversations: list[dict[str, Any]], backend: LLMBackend | No
     found = candidates(conversations)
     llm_answers: list[str | None] = [None] * len(found)
     if backend is not None and config.use_llm_labels:
-        prompts = [render("classify", answer=clip(c.answer, config.max_chars),
-                          message=clip(c.message, config.max_chars)) for c in found]
+        prompts = [render("classify", answer=clip(c.answer, config.label_chars),
+                          message=clip(c.message, config.label_chars)) for c in found]
         llm_answers = ask(backend, prompts, stats, max_tokens=8)
     rows = []
     for cand, raw in zip(found, llm_answers, strict=True):
-        cue, matched = cue_label(cand.message)
+        cue, matched = cue_label(cand.message, config.cue_chars)
         llm = parse_label(raw)
         label, source = combine(cue, llm)
         rows.append({
