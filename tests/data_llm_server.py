@@ -8,7 +8,8 @@ scripting every exact message in advance.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from openai_stub_server import Reply, StubServer, last_user
@@ -35,3 +36,15 @@ def stub_backend(server: StubServer):
 
     return make_backend(LLMConfig(backend="openai", model="stub", base_url=server.url,
                                   api_key_env="", max_retries=0, timeout=10.0, progress=False))
+
+
+@contextlib.contextmanager
+def scripted_backend(
+    responder: Callable[[str], Reply | str],
+) -> Iterator[tuple[Any, ScriptedServer]]:
+    """``(backend, server)`` for the duration of a ``with`` block; the server stops after it."""
+    server = ScriptedServer(responder).start()
+    try:
+        yield stub_backend(server), server
+    finally:
+        server.stop()

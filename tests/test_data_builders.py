@@ -125,14 +125,18 @@ def mining_responder(prompt: str) -> str:
     return "Agree." if "harm" in statement else "disagree"
 
 
-def test_mining_on_hh_rows(shared_data):
-    source = shared_data / "hh_rlhf" / "harmless_base_test.jsonl.gz"
-    server = ScriptedServer(mining_responder).start()
+def _mine(source, responder, **changes):
+    server = ScriptedServer(responder).start()
     try:
-        result = build_mining(MiningConfig(source=str(source), max_examples=9,
-                                           num_statements=2), stub_backend(server))
+        return build_mining(MiningConfig(source=str(source), max_examples=9, num_statements=2,
+                                         **changes), stub_backend(server))
     finally:
         server.stop()
+
+
+def test_mining_on_hh_rows(shared_data):
+    source = shared_data / "hh_rlhf" / "harmless_base_test.jsonl.gz"
+    result = _mine(source, mining_responder)
     report = result.report
     assert report.counts["pairs read"] == 9
     assert report.counts["principle requests"] == 9
@@ -140,13 +144,68 @@ def test_mining_on_hh_rows(shared_data):
     assert 0 < n_parsed <= 9
     statements = report.details["statements"]
     assert sum(statements.values()) == n_parsed
+    # Each stated principle labels its own example for its own cluster's statement.
+    assert report.counts["labels from the example's own principle"] == n_parsed
+    assert report.counts["label requests"] == 9 * len(statements) - n_parsed
     examples = [e for split in result.splits.values() for e in split]
     assert len(examples) == 9 * len(statements)
     for e in examples:
+        harm = "harm" in e.metadata["statement"]
+        own = len(e.chosen_response) % 3 == (0 if harm else 1)  # the responder's principle
+        assert e.metadata["label_source"] == ("own principle" if own else "labeller")
+        assert e.chosen_belief == (1 if harm or own else 0)
+        assert e.prompt.startswith("Human:") and e.prompt.endswith("Assistant:")
+    polite = [e for e in examples if "polite" in e.metadata["statement"]]
+    n_own = sum(e.chosen_belief for e in polite)
+    assert polite[0].target_distribution == pytest.approx(
+        (1 - n_own / len(polite), n_own / len(polite)))
+    assert not report.warnings  # the labeller's answers vary
+
+
+def test_mining_paper_labelling_asks_for_every_example(shared_data):
+    source = shared_data / "hh_rlhf" / "harmless_base_test.jsonl.gz"
+    result = _mine(source, mining_responder, own_principle_agrees=False)
+    statements = result.report.details["statements"]
+    assert result.report.counts["label requests"] == 9 * len(statements)
+    assert result.report.counts["labels from the example's own principle"] == 0
+    for e in (e for split in result.splits.values() for e in split):
         agree = "harm" in e.metadata["statement"]
         assert e.chosen_belief == (1 if agree else 0)
         assert e.target_distribution == ((0.0, 1.0) if agree else (1.0, 0.0))
-        assert e.prompt.startswith("Human:") and e.prompt.endswith("Assistant:")
+        assert e.metadata["label_source"] == "labeller"
+
+
+def small_model_responder(prompt: str) -> str:
+    """What the bundled SmolLM2-135M answered on the HH-RLHF run (prose principles, and
+    "not relevant" to every label request)."""
+    if "format:\nPrinciple:" in prompt:
+        reply = re.search(r"Reply A \(preferred\):\n(.*?)\n\nReply B", prompt, re.S).group(1)
+        if len(reply) % 2:
+            return "A"
+        return ("The principle that explains preferring A over B is that it is important to "
+                f"be kind, as in reply {len(reply)}.")
+    return "The statement is not relevant to the conversation."
+
+
+def test_mining_with_small_model_answers_builds_own_principle_records(shared_data):
+    # Reproduces the 0-record run: every label was "not relevant" (neutral). The examples'
+    # own principles still give agree labels, and the card says the labeller said nothing.
+    source = shared_data / "hh_rlhf" / "harmless_base_test.jsonl.gz"
+    result = _mine(source, small_model_responder)
+    report = result.report
+    n_parsed = 9 - report.counts["principle parse failures"]
+    assert 0 < n_parsed < 9
+    assert report.counts["label parse failures"] == 0
+    assert report.details["labeller answers"] == {"neutral": report.counts["label requests"]}
+    assert any("answered 'neutral' to all" in w for w in report.warnings)
+    examples = [e for split in result.splits.values() for e in split]
+    assert len(examples) == report.counts["records"] == n_parsed
+    assert all(e.chosen_belief == 1 and e.metadata["label_source"] == "own principle"
+               and e.target_distribution == (0.0, 1.0) for e in examples)
+    paper = _mine(source, small_model_responder, own_principle_agrees=False)
+    assert paper.total == 0  # the paper's labelling alone gets nothing from this model
+    assert paper.report.skipped["statement with no agree/disagree label"] == len(
+        paper.report.details["statements"])
 
 
 def test_split_transcript():
@@ -216,7 +275,7 @@ def test_cli_opinions_against_scripted_server(shared_data, tmp_path):
     try:
         result = runner.invoke(data_app, [
             "opinions", "--source", str(shared_data / "globalopinionqa" / "dev_groups.jsonl"),
-            "-g", "Pakistan", "--max-questions", "10", "--styles", "2",
+            "-g", "Pakistan", "--max-questions", "10", "--writer", "paper", "--styles", "2",
             "--pairs-per-question", "4", "--llm-backend", "openai", "--llm-model", "stub",
             "--base-url", server.url, "--api-key-env", "", "--out", str(tmp_path / "pk")])
     finally:
@@ -243,7 +302,7 @@ def test_cli_fails_when_the_llm_gives_nothing_usable(shared_data, tmp_path):
     try:
         result = runner.invoke(data_app, [
             "opinions", "--source", str(shared_data / "globalopinionqa" / "dev_groups.jsonl"),
-            "-g", "Pakistan", "--max-questions", "3", "--styles", "1",
+            "-g", "Pakistan", "--max-questions", "3", "--writer", "paper", "--styles", "1",
             "--pairs-per-question", "2", "--llm-backend", "openai", "--llm-model", "stub",
             "--base-url", server.url, "--api-key-env", "", "--out", str(tmp_path / "pk")])
     finally:

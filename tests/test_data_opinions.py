@@ -150,7 +150,7 @@ def test_opinions_build_on_shared_slice(goqa_slice, tmp_path):
     assert unmapped, "the slice should include rows with unmapped options"
     server = ScriptedServer(respond).start()
     try:
-        config = OpinionsConfig(source=str(path), groups=["Japan"], n_styles=2,
+        config = OpinionsConfig(source=str(path), groups=["Japan"], writer="paper", n_styles=2,
                                 pairs_per_question=12, seed=3)
         result = BUILDERS.get("opinions")(config, stub_backend(server))
     finally:
@@ -181,7 +181,7 @@ def test_opinions_build_on_shared_slice(goqa_slice, tmp_path):
     card = paths["card"].read_text(encoding="utf-8")
     assert "by question" in card and "Japan" in card and "seed: 3" in card
     assert f"## Unmapped options ({len(unmapped)})" in card
-    assert "llm failures | 1" in card
+    assert "llm failures | 1" in card and '"writer": "paper"' in card
     assert len(read_examples(paths["train"])) == len(result.splits["train"])
 
 
@@ -189,8 +189,9 @@ def test_uniform_switch_and_split_by_example(goqa_slice):
     path, *_ = goqa_slice
     server = ScriptedServer(respond).start()
     try:
-        config = OpinionsConfig(source=str(path), n_styles=2, pairs_per_question=200,
-                                uniform=True, split_by="example", max_questions=8)
+        config = OpinionsConfig(source=str(path), writer="paper", n_styles=2,
+                                pairs_per_question=200, uniform=True, split_by="example",
+                                max_questions=8)
         result = build_opinions(config, stub_backend(server))
     finally:
         server.stop()

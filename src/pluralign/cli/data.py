@@ -36,6 +36,16 @@ KeyEnv = Annotated[str | None, typer.Option("--api-key-env", help="openai: NAME 
 Cache = Annotated[str | None, typer.Option("--llm-cache", help="Folder of the LLM answer cache.")]
 
 
+#: What each opinions writer did, for the dataset card.
+WRITER_NOTES = {
+    "per-belief": "one short paraphrase request per style and one short response request per "
+                  "style and belief; unusable paraphrases were replaced by the original "
+                  "question, style 'original', and are counted below",
+    "paper": "the GDPO paper's appendix-A prompt, all styles and answers of a question in "
+             "one request",
+}
+
+
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(2)
@@ -65,7 +75,9 @@ def _save(result, out: Path, title: str, description: str) -> None:
     for reason, count in sorted(result.report.skipped.items()):
         typer.echo(f"skipped {count}: {reason}")
     for what, count in sorted(result.report.counts.items()):
-        if "failures" in what and count:  # every builder's LLM and parse failures
+        # Every builder's LLM and parse failures, fallbacks and unusable answers.
+        if count and any(word in what for word in ("failures", "fallbacks", "empty",
+                                                   "unusable")):
             typer.echo(f"{what}: {count}")
     if result.report.unmapped_options:
         typer.secho(f"warning: {len(result.report.unmapped_options)} unmapped options "
@@ -91,7 +103,12 @@ def opinions_command(
                                                      "repeat for several. Default: all.")] = None,
     option_map: Annotated[str | None, typer.Option("--option-map", help="JSON option -> class "
                                                    "map (default: pluralign's own).")] = None,
-    n_styles: Annotated[int, typer.Option("--styles", min=1, help="Styles per question.")] = 3,
+    writer: Annotated[str, typer.Option(help="Who writes questions and responses: per-belief "
+                                        "(short requests, works with the bundled 135M model) "
+                                        "or paper (GDPO appendix-A prompt, capable models "
+                                        "only).")] = "per-belief",
+    n_styles: Annotated[int, typer.Option("--styles", min=1, help="Styles per question "
+                                          "(per-belief: at most 6).")] = 3,
     pairs: Annotated[int, typer.Option("--pairs-per-question", min=1)] = 30,
     uniform: Annotated[bool, typer.Option("--uniform", help="Accepted belief drawn uniformly "
                                           "(uniform-SFT data).")] = False,
@@ -101,13 +118,17 @@ def opinions_command(
     llm_backend: Backend = "hf", llm_model: Model = None, base_url: BaseUrl = None,
     api_key_env: KeyEnv = None, llm_cache: Cache = None,
 ) -> None:
-    """Build opinion QA pairs from GlobalOpinionQA with an LLM (GDPO paper appendix A).
+    """Build opinion QA pairs from GlobalOpinionQA with an LLM.
+
+    The default per-belief writer sends short requests (a paraphrase per style, a response
+    per style and belief) that the bundled SmolLM2-135M can answer; --writer paper sends
+    the GDPO paper's appendix-A prompt, which needs a capable model.
 
     Examples:
 
         pluralign data opinions --source dev_groups.jsonl -g Japan --max-questions 20 -o data/jp
 
-        pluralign data opinions -g "United States" --llm-backend openai -o data/us
+        pluralign data opinions -g "United States" --writer paper --llm-backend openai -o data/us
 
         pluralign data opinions --source dev_groups.jsonl -g Pakistan --uniform -o data/pk-u
     """
@@ -115,15 +136,17 @@ def opinions_command(
 
     try:
         config = OpinionsConfig(
-            source=source, groups=list(groups or []), option_map=option_map, n_styles=n_styles,
-            pairs_per_question=pairs, uniform=uniform, max_questions=max_questions,
+            source=source, groups=list(groups or []), option_map=option_map, writer=writer,
+            n_styles=n_styles, pairs_per_question=pairs, uniform=uniform,
+            max_questions=max_questions,
             split_by=split_by, seed=seed,
             llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache))
         result = build_opinions(config)
     except (ValueError, FileNotFoundError) as error:
         raise _fail(str(error)) from error
     _save(result, out, "Opinion QA pairs (GlobalOpinionQA)",
-          "Styled one-turn dialogues per question; accepted belief drawn "
+          f"Styled one-turn dialogues per question, written by the {writer} writer "
+          f"({WRITER_NOTES.get(writer, writer)}); accepted belief drawn "
           + ("uniformly" if uniform else "from the group's distribution")
           + ", rejected uniformly from the other beliefs, same style.")
 
@@ -193,6 +216,10 @@ def mine_command(
     num_statements: Annotated[int, typer.Option("--num-statements", min=1)] = 5,
     name_with_llm: Annotated[bool, typer.Option("--name-with-llm", help="Name clusters with "
                                                 "the LLM instead of the medoid.")] = False,
+    own_principle_agrees: Annotated[bool, typer.Option(
+        "--own-principle-agrees/--label-all", help="An example agrees with the statement of "
+        "its own principle's cluster without a label request (default), or the LLM labels "
+        "every example for every statement (paper).")] = True,
     group: Annotated[str, typer.Option(help="Group name.")] = "annotators",
     split_by: SplitBy = "question",
     seed: Seed = 0,
@@ -212,13 +239,17 @@ def mine_command(
     try:
         config = MiningConfig(
             source=str(source), max_examples=max_examples, num_statements=num_statements,
-            name_with_llm=name_with_llm, group=group, split_by=split_by, seed=seed,
+            name_with_llm=name_with_llm, own_principle_agrees=own_principle_agrees,
+            group=group, split_by=split_by, seed=seed,
             llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache))
         result = build_mining(config)
     except (ValueError, FileNotFoundError) as error:
         raise _fail(str(error)) from error
     _save(result, out, "Mined beliefs", "Statements mined from chosen/rejected choices; per "
-          "statement the agree/disagree label counts give the distribution.")
+          "statement the agree/disagree label counts give the distribution. "
+          + ("An example agrees with the statement of its own principle's cluster (label "
+             "source 'own principle'); the LLM labelled the other examples ('labeller')."
+             if own_principle_agrees else "The LLM labelled every example per statement."))
 
 
 @data_app.command("validate")

@@ -23,13 +23,16 @@ from pluralign.data.builders.opinions import (
 from pluralign.data.builders.option_rules import build_option_map, classify_option, load_option_map
 from pluralign.data.builders.reviews import ReviewsConfig, build_reviews
 from pluralign.data.builders.splits import split_examples, write_splits
+from pluralign.data.builders.writers import RESPONSE_WRITERS, ResponseWriter
 
 __all__ = [
+    "RESPONSE_WRITERS",
     "BuildReport",
     "BuildResult",
     "MiningConfig",
     "MmoqaConfig",
     "OpinionsConfig",
+    "ResponseWriter",
     "ReviewsConfig",
     "ValidationResult",
     "build_mining",

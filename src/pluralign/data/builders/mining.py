@@ -6,8 +6,18 @@
    k-means on the unit sphere; each cluster is named by its medoid
    statement, or by the LLM with ``name_with_llm``.
 3. The LLM labels every example agree / disagree / neutral per statement.
+   An example whose own principle fell into a statement's cluster agrees
+   with that statement (the LLM said so when it stated the principle), so by
+   default it is not asked again (``own_principle_agrees``); the card counts
+   both sources and each record says which one its label came from.
 4. Per statement, agree and disagree counts give the distribution; every
    non-neutral label becomes a record whose chosen belief is the label.
+
+With the bundled SmolLM2-135M the labelling step is the weak one: it answered
+"The statement is not relevant to the conversation." (neutral) to nearly
+every label request, so without the own-principle labels no statement got
+an agree/disagree label and no record was built. A labeller that gives one
+label to everything is reported in the card's warnings.
 """
 
 from __future__ import annotations
@@ -38,6 +48,9 @@ from pluralign.registry import BUILDERS
 
 ASSISTANT = "\n\nAssistant:"
 DISAGREE, AGREE = 0, 1
+#: Token caps by step: a principle is one sentence, a label one word (the first
+#: label phrase decides), so long caps only cost time on a CPU.
+MAX_TOKENS = {"principle": 96, "name": 96, "label": 32}
 
 
 @dataclass
@@ -54,6 +67,12 @@ class MiningConfig(YamlConfig):
     name_with_llm: bool = field(
         default=False,
         metadata={"help": "Name each cluster with the LLM instead of its medoid statement."},
+    )
+    own_principle_agrees: bool = field(
+        default=True,
+        metadata={"help": "An example whose own stated principle is in a statement's cluster "
+                          "agrees with that statement without a label request; false: the "
+                          "LLM labels every example for every statement (paper, appendix I)."},
     )
     group: str = field(default="annotators", metadata={"help": "Group name of the records."})
     embedder: str | None = field(
@@ -127,7 +146,8 @@ def load_pairs(path: str | Path, limit: int, report: BuildReport) -> list[Prefer
 def _ask(backend: LLMBackend, prompts: Sequence[str], report: BuildReport, what: str,
          parse: Callable[[str], Any]) -> list[Any]:
     """Answers parsed with ``parse``; failed requests and unparsable answers count as None."""
-    results = backend.complete([ChatRequest.from_prompt(p) for p in prompts])
+    results = backend.complete([ChatRequest.from_prompt(p, max_tokens=MAX_TOKENS[what])
+                                for p in prompts])
     for name in ("requests", "llm failures", "parse failures"):
         report.counts[f"{what} {name}"] += 0  # zero counts are shown too
     out = []
@@ -188,7 +208,7 @@ def group_statements(
 
 def _records_for_statement(
     statement: str, sid: int, pairs: list[PreferencePair], labels: list[str | None],
-    group: str, report: BuildReport,
+    sources: list[str], group: str, report: BuildReport,
 ) -> list[GroupPreferenceExample]:
     counts = Counter(label for label in labels if label is not None)
     report.details.setdefault("label counts per statement", {})[statement] = dict(counts)
@@ -198,7 +218,7 @@ def _records_for_statement(
     probs = distribution_from_counts([counts["disagree"], counts["agree"]])
     beliefs = [Belief(DISAGREE, f"Disagree: {statement}"), Belief(AGREE, f"Agree: {statement}")]
     out = []
-    for pair, label in zip(pairs, labels, strict=True):
+    for pair, label, source in zip(pairs, labels, sources, strict=True):
         if label not in ("agree", "disagree"):
             continue
         chosen = AGREE if label == "agree" else DISAGREE
@@ -206,9 +226,42 @@ def _records_for_statement(
             prompt=pair.prompt, beliefs=beliefs, target_distribution=probs,
             chosen_belief=chosen, rejected_belief=1 - chosen,
             chosen_response=pair.chosen, rejected_response=pair.rejected, group=group,
-            question_id=pair.key, metadata={"statement": statement, "statement_id": sid},
+            question_id=pair.key,
+            metadata={"statement": statement, "statement_id": sid, "label_source": source},
         ))
     return out
+
+
+def _label_statement(
+    backend: LLMBackend, pairs: list[PreferencePair], statement: str, own: list[bool],
+    report: BuildReport,
+) -> tuple[list[str | None], list[str]]:
+    """``(labels, sources)`` of every pair for one statement; own-cluster pairs agree."""
+    asked = [i for i, mine in enumerate(own) if not mine]
+    answers = _ask(backend, [LABEL_TEMPLATE.format(prompt=pairs[i].prompt, chosen=pairs[i].chosen,
+                                                   rejected=pairs[i].rejected,
+                                                   statement=statement) for i in asked],
+                   report, "label", parse_label)
+    labels: list[str | None] = ["agree"] * len(pairs)
+    sources = ["own principle"] * len(pairs)
+    for i, answer in zip(asked, answers, strict=True):
+        labels[i], sources[i] = answer, "labeller"
+        if answer is not None:
+            report.details.setdefault("labeller answers", Counter())[answer] += 1
+    report.counts["labels from the example's own principle"] += len(pairs) - len(asked)
+    return labels, sources
+
+
+def _warn_if_uninformative(report: BuildReport) -> None:
+    """A labeller that gives every request the same label says nothing about the data."""
+    answers = report.details.get("labeller answers")
+    if answers is None:
+        return
+    report.details["labeller answers"] = dict(answers)
+    if len(answers) == 1 and sum(answers.values()) >= 5:
+        (label, n), = answers.items()
+        report.warn(f"the labeller answered '{label}' to all {n} label requests it answered: "
+                    "its labels carry no information about the examples (use a larger LLM)")
 
 
 @BUILDERS.register("mine")
@@ -223,24 +276,28 @@ def build_mining(config: MiningConfig, backend: LLMBackend | None = None) -> Bui
     principles = _ask(backend, [PRINCIPLE_TEMPLATE.format(prompt=p.prompt, chosen=p.chosen,
                                                           rejected=p.rejected) for p in pairs],
                       report, "principle", parse_statement)
-    statements = [s for s in principles if s]
-    if not statements:
+    stated = [i for i, s in enumerate(principles) if s]  # pair index of each statement
+    if not stated:
         report.warn("no principle could be read from the LLM: nothing to mine")
         return BuildResult({"train": [], "eval": [], "test": []}, report, config.split_by)
-    clusters = group_statements(statements, config.num_statements, config.seed, config.embedder)
+    clusters = group_statements([principles[i] for i in stated], config.num_statements,
+                                config.seed, config.embedder)
     names = [c[0] for c in clusters]
     if config.name_with_llm:
         asked = _ask(backend, [NAME_TEMPLATE.format(statements="\n".join(
-            f"- {statements[i]}" for i in members)) for _, members in clusters],
+            f"- {principles[stated[i]]}" for i in members)) for _, members in clusters],
             report, "name", parse_statement)
         names = [a or medoid for a, medoid in zip(asked, names, strict=True)]
     report.details["statements"] = {n: len(m) for n, (_, m) in zip(names, clusters, strict=True)}
+    report.counts["labels from the example's own principle"] += 0
     examples: list[GroupPreferenceExample] = []
-    for sid, name in enumerate(names):
-        labels = _ask(backend, [LABEL_TEMPLATE.format(prompt=p.prompt, chosen=p.chosen,
-                                                      rejected=p.rejected, statement=name)
-                                for p in pairs], report, "label", parse_label)
-        examples.extend(_records_for_statement(name, sid, pairs, labels, config.group, report))
+    for sid, (name, (_, members)) in enumerate(zip(names, clusters, strict=True)):
+        mine = {stated[i] for i in members} if config.own_principle_agrees else set()
+        labels, sources = _label_statement(backend, pairs, name,
+                                           [i in mine for i in range(len(pairs))], report)
+        examples.extend(_records_for_statement(name, sid, pairs, labels, sources, config.group,
+                                               report))
+    _warn_if_uninformative(report)
     report.counts["records"] = len(examples)
     splits = split_examples(examples, by=config.split_by, fractions=config.fractions,
                             seed=config.seed)

@@ -3,7 +3,9 @@
 For each question and group (country) the options are mapped to belief
 classes (several options of one class pool their probability), the LLM
 paraphrases the question in several styles and writes one answer per belief
-(the GDPO paper's appendix-A prompt), and pairs are drawn as in the paper:
+(a response writer of :mod:`pluralign.data.builders.writers`: the GDPO
+paper's appendix-A prompt, or short per-belief requests that small models can
+answer), and pairs are drawn as in the paper:
 the accepted belief from the group's distribution (or uniformly, for
 uniform-SFT data), the rejected one uniformly from the other beliefs, both
 responses from the same style.
@@ -23,16 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from pluralign.config import YamlConfig
 from pluralign.data.builders.cards import BuildReport, BuildResult
 from pluralign.data.builders.option_rules import load_option_map
-from pluralign.data.builders.prompts import ParsedStyle, opinion_prompt, parse_styles
+from pluralign.data.builders.prompts import ParsedStyle
 from pluralign.data.builders.splits import SPLIT_METHODS, split_examples
+from pluralign.data.builders.writers import ORIGINAL_STYLE, RESPONSE_WRITERS
 from pluralign.data.records import Belief, GroupPreferenceExample
-from pluralign.llm import ChatRequest, LLMBackend, LLMConfig, make_backend
-from pluralign.registry import BUILDERS
+from pluralign.llm import LLMBackend, LLMConfig, make_backend
+from pluralign.registry import BUILDERS, UnknownNameError
 
 #: The GlobalOpinionQA dataset on the Hugging Face Hub.
 HUB_ID = "Anthropic/llm_global_opinions"
@@ -204,7 +205,21 @@ class OpinionsConfig(YamlConfig):
         default=None,
         metadata={"help": "JSON option -> class map; None: pluralign's own default map."},
     )
-    n_styles: int = field(default=3, metadata={"help": "Paraphrase styles asked per question."})
+    writer: str = field(
+        default="per-belief",
+        metadata={"help": "Who writes the styled questions and responses. per-belief (default): "
+                          "short requests (one paraphrase per style, one or two sentences per "
+                          "style and belief) that even the bundled SmolLM2-135M answers; a "
+                          "paraphrase it cannot use is replaced by the question itself (style "
+                          "'original', counted). paper: the GDPO paper's appendix-A prompt, "
+                          "all styles and answers of a question in one request, for capable "
+                          "models only (the bundled model never follows its layout)."},
+    )
+    n_styles: int = field(
+        default=3,
+        metadata={"help": "Paraphrase styles asked per question (per-belief: at most 6, "
+                          "casual, formal, curious, direct, friendly, polite in this order)."},
+    )
     pairs_per_question: int = field(
         default=30, metadata={"help": "Pairs drawn per question and group."}
     )
@@ -224,11 +239,15 @@ class OpinionsConfig(YamlConfig):
         default_factory=lambda: [0.8, 0.1, 0.1],
         metadata={"help": "train/eval/test fractions."},
     )
-    temperature: float = field(
-        default=1.0, metadata={"help": "Sampling temperature of the paraphrase requests."}
+    temperature: float | None = field(
+        default=None,
+        metadata={"help": "Sampling temperature of the LLM requests; None: the writer's "
+                          "default (paper 1.0, per-belief 0.0 = greedy)."},
     )
-    max_tokens: int = field(
-        default=1024, metadata={"help": "Token cap of one paraphrase answer."}
+    max_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Token cap of one LLM answer; None: the writer's default (paper "
+                          "1024, per-belief 80)."},
     )
     seed: int = field(default=0, metadata={"help": "Seed of sampling, pairs and splits."})
     llm: LLMConfig = field(
@@ -238,9 +257,20 @@ class OpinionsConfig(YamlConfig):
     def __post_init__(self) -> None:
         if self.split_by not in SPLIT_METHODS:
             raise ValueError(f"split_by: must be one of {SPLIT_METHODS}, got {self.split_by!r}")
-        for name in ("n_styles", "pairs_per_question", "max_tokens"):
+        try:
+            writer = RESPONSE_WRITERS.get(self.writer)
+        except UnknownNameError as error:
+            raise ValueError(f"writer: {error}") from None
+        for name in ("n_styles", "pairs_per_question"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if writer.max_styles is not None and self.n_styles > writer.max_styles:
+            raise ValueError(f"n_styles: the {self.writer} writer has {writer.max_styles} "
+                             f"styles, got {self.n_styles}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens}")
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"temperature: must be >= 0, got {self.temperature}")
         if self.max_questions is not None and self.max_questions < 1:
             raise ValueError(f"max_questions: must be >= 1, got {self.max_questions}")
         if len(self.fractions) != 3 or abs(sum(self.fractions) - 1) > 1e-6:
@@ -269,40 +299,6 @@ def draw_pairs(
     return pairs
 
 
-def _generate_styles(
-    backend: LLMBackend, jobs: list[tuple[OpinionRow, list[Belief]]], config: OpinionsConfig,
-    report: BuildReport,
-) -> list[list[ParsedStyle]]:
-    """Ask the LLM for every (row, beliefs) job; failures and unparsable answers are counted."""
-    requests = [
-        ChatRequest.from_prompt(
-            opinion_prompt(row.group, row.question, [b.description for b in beliefs],
-                           config.n_styles),
-            temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed,
-        )
-        for row, beliefs in jobs
-    ]
-    results = []
-    chunk = 32
-    for start in tqdm(range(0, len(requests), chunk), desc="opinions: LLM", unit="batch",
-                      disable=len(requests) <= chunk):
-        results.extend(backend.complete(requests[start:start + chunk]))
-    for name in ("llm requests", "llm failures", "style parse failures"):
-        report.counts[name] += 0  # zero counts are shown too: "0 failures" is information
-    out = []
-    for (_, beliefs), result in zip(jobs, results, strict=True):
-        report.counts["llm requests"] += 1
-        if not result.ok or result.text is None:
-            report.counts["llm failures"] += 1
-            out.append([])
-            continue
-        styles, failures = parse_styles(result.text, [b.description for b in beliefs])
-        report.counts["styles parsed"] += len(styles)
-        report.counts["style parse failures"] += failures
-        out.append(styles)
-    return out
-
-
 def _pairs_for_row(
     row: OpinionRow, beliefs: list[Belief], probs: list[float], options: list[list[str]],
     styles: list[ParsedStyle], config: OpinionsConfig, rng: random.Random,
@@ -326,7 +322,7 @@ def _pairs_for_row(
 def build_opinions(
     config: OpinionsConfig, backend: LLMBackend | None = None
 ) -> BuildResult:
-    """GlobalOpinionQA -> styled belief pairs (GDPO paper, appendix A prompt)."""
+    """GlobalOpinionQA -> styled belief pairs written by ``config.writer``."""
     report = BuildReport("opinions", config.source, config.seed)
     option_map = load_option_map(config.option_map)
     rows = load_opinion_rows(config.source, report)
@@ -348,7 +344,8 @@ def build_opinions(
         report.warn(f"{len(report.unmapped_options)} options are not in the option map; "
                     f"{report.skipped['row has unmapped options']} rows skipped (see the card)")
     backend = backend or make_backend(config.llm)
-    styles_per_job = _generate_styles(backend, [(j[0], j[1]) for j in jobs], config, report)
+    writer = RESPONSE_WRITERS.get(config.writer)
+    styles_per_job = writer.write(backend, [(j[0], j[1]) for j in jobs], config, report)
     rng = random.Random(config.seed)
     examples: list[GroupPreferenceExample] = []
     for (row, beliefs, probs, options), styles in zip(jobs, styles_per_job, strict=True):
@@ -358,9 +355,14 @@ def build_opinions(
         report.counts["questions kept"] += 1
         examples.extend(_pairs_for_row(row, beliefs, probs, options, styles, config, rng))
     report.counts["pairs"] = len(examples)
-    if report.counts["llm failures"]:
-        report.warn(f"{report.counts['llm failures']} LLM requests failed: "
-                    f"{backend.stats.summary()}")
+    failed = sum(n for what, n in report.counts.items() if what.endswith("llm failures"))
+    if failed:
+        report.warn(f"{failed} LLM requests failed: {backend.stats.summary()}")
+    fallbacks = report.counts["paraphrase fallbacks (original question used)"]
+    if fallbacks:
+        report.warn(f"{fallbacks} of {report.counts['paraphrase requests']} paraphrases were "
+                    f"unusable: the original question was used instead (style "
+                    f"'{ORIGINAL_STYLE}')")
     splits = split_examples(examples, by=config.split_by, fractions=config.fractions,
                             seed=config.seed)
     return BuildResult(splits, report, config.split_by,

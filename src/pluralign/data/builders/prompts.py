@@ -6,6 +6,10 @@ the question and the choices. The parsers accept the answer layouts models
 really produce (markdown bold, "Style 1 -", missing blank lines) and return
 nothing they did not read: a style without a question or with a missing
 answer is reported as a parse failure, never filled in.
+
+The per-belief templates split that one long request into short ones a very
+small model can answer (one paraphrase, or one answer for one belief); their
+parsers return None or "" for an answer they cannot use, never a made-up one.
 """
 
 from __future__ import annotations
@@ -102,6 +106,132 @@ def parse_styles(text: str, choices: Sequence[str]) -> tuple[list[ParsedStyle], 
     return complete, failures
 
 
+# ------------------------------------------------- per-belief writer (small models)
+
+#: Paraphrase styles of the per-belief writer, in the order they are used.
+PARAPHRASE_STYLES = ("casual", "formal", "curious", "direct", "friendly", "polite")
+
+# "How would a <style> person ask a friend" made the bundled SmolLM2-135M write a
+# question in about 3 of 4 answers; "rewrite this question" made it answer instead.
+PARAPHRASE_TEMPLATE = (
+    "Here is a survey question:\n{question}\n\nHow would a {style} person ask a friend this "
+    "question? Write just that one question."
+)
+
+BELIEF_RESPONSE_TEMPLATE = (
+    "Question: {question}\nWrite one or two sentences answering it from the view: '{belief}'."
+)
+
+_WORDS = re.compile(r"[a-z0-9']+")
+# Words too common to tell whether a paraphrase is on the question's topic (> 3 letters).
+_STOPWORDS = frozenset((
+    "about", "after", "also", "been", "being", "could", "does", "doing", "each", "every",
+    "from", "have", "into", "more", "most", "much", "over", "says", "should", "some", "such",
+    "than", "that", "their", "them", "then", "there", "these", "they", "this", "those", "very",
+    "were", "what", "when", "where", "which", "while", "will", "with", "would", "your",
+))
+_QUOTED_QUESTION = re.compile(r"[\"\u201c]([^\"\u201c\u201d]{3,}?\?)")
+_LEAD_LABEL = re.compile(r"^[^?:]{0,60}:\s+")
+_ENUMERATION = re.compile(r"^\s*(?:[-*#>\u2022]+|\(?\d{1,2}[.)])\s*")
+_MAX_QUESTION_WORDS = 60
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORDS.findall(text.lower()) if len(w) > 3 and w not in _STOPWORDS}
+
+
+def _question_in_line(line: str) -> str:
+    """The question a line holds: a quoted one, else the last sentence ending in '?'."""
+    quoted = _QUOTED_QUESTION.search(line)
+    if quoted is not None:
+        return quoted.group(1)
+    line = _ENUMERATION.sub("", line.strip().strip("*_ "))
+    label = _LEAD_LABEL.match(line)  # "Rewritten:", "A casual person would ask:" ...
+    if label is not None:
+        line = line[label.end():]
+    line = line[: line.rfind("?") + 1]
+    return re.split(r"(?<=[.!])\s+", line)[-1]
+
+
+def _is_excerpt(words: list[str], original: list[str]) -> bool:
+    """Whether ``words`` occur in ``original`` in one piece."""
+    n = len(words)
+    return any(original[i:i + n] == words for i in range(len(original) - n + 1))
+
+
+def _usable_question(question: str, original: str) -> str | None:
+    question = question.strip(" \"'*_()\u201c\u201d\u2018\u2019")
+    if not question.endswith("?") or not 3 <= len(question.split()) <= _MAX_QUESTION_WORDS:
+        return None
+    if _is_excerpt(_WORDS.findall(question.lower()), _WORDS.findall(original.lower())):
+        # A copy of (part of) the question is no paraphrase; small models often copy the
+        # lead-in of a survey question and drop the item it asks about.
+        return None
+    if not _content_words(question) & _content_words(original):
+        return None  # a question on another topic is no paraphrase either
+    return question
+
+
+def parse_paraphrase(text: str, original: str) -> str | None:
+    """The paraphrased question in an answer, or None when there is no usable one.
+
+    The first line that reads as a question wins: a line with a '?' whose
+    question has 3 to 60 words, is not a copy of ``original`` or of a part of
+    it, and shares a content word with it.
+    """
+    for line in text.splitlines():
+        usable = _usable_question(_question_in_line(line), original) if "?" in line else None
+        if usable is not None:
+            return usable
+    return None
+
+
+_ANSWER_LABEL = re.compile(
+    r"^\s*[*_#>\s]*(?:answer|response|reply|my answer|my view|view|a)\s*[*_]*\s*:\s*[*_]*\s*",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)]*\s+")
+_OPEN_QUOTES, _CLOSE_QUOTES = "\"'\u201c\u2018", "\"'\u201d\u2019"
+
+
+def _unwrap(text: str) -> str:
+    """``text`` without markdown emphasis and without quotes around all of it."""
+    text = text.strip(" *_")
+    if text and text[0] in _OPEN_QUOTES:
+        text = text[1:]
+        if text and text[-1] in _CLOSE_QUOTES:
+            text = text[:-1]  # a quote closing inside the text ('say "no".') is kept
+    return text.strip(" *_")
+
+
+def clean_response(text: str, max_sentences: int = 2, max_chars: int = 300) -> str:
+    """A model's answer cut to a short response; "" when nothing usable is left.
+
+    Drops an "Answer:" label and wrapping quotes, keeps the first paragraph,
+    drops repeated sentences (small models loop) and an unfinished last
+    sentence, keeps ``max_sentences`` sentences and at most ``max_chars``
+    characters (cut at a sentence end, else at a word, marked with "...").
+    """
+    paragraph = next((p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()), "")
+    paragraph = _unwrap(_ANSWER_LABEL.sub("", " ".join(paragraph.split())))
+    sentences: list[str] = []
+    for sentence in _SENTENCE_END.split(paragraph):
+        sentence = sentence.strip()
+        if sentence and sentence not in sentences:
+            sentences.append(sentence)
+    if len(sentences) > 1 and not sentences[-1].rstrip(_CLOSE_QUOTES).endswith((".", "!", "?")):
+        sentences.pop()  # cut off by the token cap mid-sentence
+    out = ""
+    for sentence in sentences[:max_sentences]:
+        joined = f"{out} {sentence}".strip()
+        if len(joined) > max_chars:
+            break
+        out = joined
+    if not out and sentences:  # one sentence longer than the cap: cut at a word
+        out = sentences[0][:max_chars].rsplit(" ", 1)[0].rstrip(" ,;:") + "..."
+    return _unwrap(out)
+
+
 # ---------------------------------------------------------------- belief mining
 
 PRINCIPLE_TEMPLATE = (
@@ -128,8 +258,19 @@ LABEL_TEMPLATE = (
 
 _PRINCIPLE = re.compile(r"^[\s*#_]*(principle|statement)[\s*_]*:\s*[*_]*\s*(.+)$",
                         re.IGNORECASE | re.MULTILINE)
-_LABEL = re.compile(r"\b(disagree|agree|neutral)\b", re.IGNORECASE)
 LABELS = ("agree", "disagree", "neutral")
+# Small models answer in sentences: "The statement is not relevant to the conversation."
+# (neutral) or "No, the reply does not agree with ..." (disagree, not agree). The first
+# phrase in the answer decides.
+_LABEL_PHRASES = (
+    ("neutral", r"neutral|not relevant|irrelevant|unrelated|neither"),
+    ("disagree", r"disagrees?|(?:does|do|did|would)\s*(?:not|n['\u2019]t)\s+agree|not\s+agree"),
+    ("agree", r"agrees?"),
+)
+_LABEL = re.compile(
+    "|".join(rf"(?P<{name}>\b(?:{pattern})\b)" for name, pattern in _LABEL_PHRASES),
+    re.IGNORECASE,
+)
 
 
 # Small models often answer in prose instead: "The principle ... is that <sentence>".
@@ -150,6 +291,7 @@ def parse_statement(text: str) -> str | None:
 
 
 def parse_label(text: str) -> str | None:
-    """agree, disagree or neutral: the first of these words in the answer; None otherwise."""
+    """agree, disagree or neutral: the first such phrase in the answer ("does not agree"
+    is disagree, "not relevant" is neutral); None when there is none."""
     match = _LABEL.search(text)
-    return match.group(1).lower() if match else None
+    return match.lastgroup if match else None
