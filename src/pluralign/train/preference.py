@@ -3,9 +3,12 @@
 The trainer keeps everything TRL brings (accelerate, FSDP/DeepSpeed, peft,
 precomputed reference log-probs, logging backends) and replaces only the loss:
 one policy forward over the concatenated [chosen; rejected] batch gives the
-response log-probs (TRL's fused LM head) and, through a hook on the backbone,
-the hidden states from which the belief distribution at the last prompt
-position and the belief-span NLL are computed for a few positions only.
+response log-probs and the last hidden states, from which the belief
+distribution at the last prompt position and the belief-span NLL are computed
+for a few positions only. By default that forward is
+:mod:`pluralign.train.logprobs`'s (only response positions go through the LM
+head; each pair's shared prefix runs once); with ``compact_logprobs=False`` it
+is TRL's fused head, the hidden states then read by a hook on the backbone.
 The loss itself is :func:`pluralign.train.losses.gdpo_loss` (pure, tested);
 plain DPO is the same trainer with the belief weights at 0.
 
@@ -16,16 +19,26 @@ token ids and target distribution of the prompt and the belief-span lengths.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from pluralign.train.common import GuardedCheckpointsMixin, HiddenStateCapture, check_finite
+from pluralign.train.logprobs import (
+    PairRequest,
+    install_pair_forward,
+    logit_options_in_use,
+    shared_prefix_lengths,
+)
 from pluralign.train.losses import gdpo_loss
 from pluralign.train.metrics import belief_diagnostics, split_by_majority
+
+logger = logging.getLogger(__name__)
 
 #: Dataset columns beside TRL's own that the GDPO collator turns into tensors.
 BELIEF_COLUMNS = (
@@ -67,6 +80,19 @@ class GDPOConfig(DPOConfig):
         default=True,
         metadata={"help": "Leave the belief span out of the DPO log-probs (response only)."},
     )
+    compact_logprobs: bool = field(
+        default=True,
+        metadata={"help": "Project only the scored (response) positions through the LM head, "
+                          "with pluralign's chunked log-softmax; False uses TRL's fused head, "
+                          "which scores every position on CPU. Same loss within float tolerance."},
+    )
+    share_prefix: bool = field(
+        default=True,
+        metadata={"help": "Run each pair's shared prefix (prompt, and for GDPO the chosen belief) "
+                          "once and continue chosen and rejected from its key/value cache. Needs "
+                          "compact_logprobs; off under gradient checkpointing. Same loss within "
+                          "float tolerance."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,6 +104,12 @@ class GDPOConfig(DPOConfig):
             )
         if list(self.loss_type) != ["sigmoid"]:
             raise ValueError(f"GDPOTrainer implements the sigmoid loss only, got {self.loss_type}")
+        if self.share_prefix and not self.compact_logprobs:
+            raise ValueError("share_prefix needs compact_logprobs=True (or set share_prefix=False)")
+        if self.share_prefix and not self.disable_dropout:
+            # One dropout mask on the shared prefix is not two independent ones.
+            raise ValueError("share_prefix needs disable_dropout=True; set share_prefix=False to "
+                             "train with dropout")
 
 
 def pad_rows(rows: list[list[Any]], value: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -118,8 +150,24 @@ class BeliefPreferenceCollator(DataCollatorForPreference):
         return batch
 
 
+class HiddenSource(Protocol):
+    """Last hidden states of a forward and the LM head to project them with."""
+
+    hidden: torch.Tensor | None
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class HiddenStates:
+    """Hidden states handed over by the forward itself (no hook needed)."""
+
+    hidden: torch.Tensor
+    project: Callable[[torch.Tensor], torch.Tensor]
+
+
 def belief_span_logps(
-    capture: HiddenStateCapture,
+    capture: HiddenSource,
     input_ids: torch.Tensor,
     prompt_lens: torch.Tensor,
     span_lens: torch.Tensor,
@@ -163,6 +211,21 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
             )
         super().__init__(*args, **kwargs)
         self._capture = HiddenStateCapture(self.model)
+        self._compact = config.compact_logprobs and self._compact_head_supported()
+        self._share_prefix = self._compact and config.share_prefix
+        if self._share_prefix and config.gradient_checkpointing:
+            logger.warning("share_prefix is off: it needs the key/value cache, which gradient "
+                           "checkpointing disables")
+            self._share_prefix = False
+        if self._compact:
+            install_pair_forward(self._capture.causal_lm)
+
+    def _compact_head_supported(self) -> bool:
+        unsupported = logit_options_in_use(self._capture.causal_lm)
+        if unsupported:
+            logger.warning("compact_logprobs is off: the model's config sets %s, which only TRL's "
+                           "fused head applies", ", ".join(unsupported))
+        return not unsupported
 
     # -- data: rows arrive tokenised with belief offsets; TRL must keep our columns
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, name: str) -> Any:
@@ -190,15 +253,13 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
         belief = {key: inputs.pop(key) for key in BELIEF_BATCH_KEYS}
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        model_kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask")}
-        with self._capture.armed():
-            outputs = model(**model_kwargs, labels=labels, fused_lm_head=True, use_cache=False)
+        outputs, hidden = self._policy_forward(model, inputs, labels)
         seq_len = completion_mask.size(1) - 1
         logps = outputs.log_probs[:, -seq_len:].sum(dim=1)
         policy_chosen_logps, policy_rejected_logps = logps.chunk(2, dim=0)
         ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
         belief_logps, span_logps, span_mask = belief_span_logps(
-            self._capture, inputs["input_ids"], belief["prompt_lens"],
+            hidden, inputs["input_ids"], belief["prompt_lens"],
             belief["chosen_belief_lens"], belief["belief_token_ids"],
         )
         belief_mask = belief["belief_mask"].to(belief_logps.device)
@@ -222,6 +283,19 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
         if return_outputs:
             return loss, outputs
         return loss
+
+    def _policy_forward(self, model: Any, inputs: dict[str, Any], labels: torch.Tensor
+                        ) -> tuple[Any, HiddenSource]:
+        """Per-token log-probs (``outputs.log_probs``) and where the hidden states are read."""
+        model_kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask")}
+        if not self._compact:
+            with self._capture.armed():
+                outputs = model(**model_kwargs, labels=labels, fused_lm_head=True, use_cache=False)
+            return outputs, self._capture
+        shared = (shared_prefix_lengths(inputs["input_ids"], inputs["attention_mask"])
+                  if self._share_prefix else None)
+        outputs = model(**model_kwargs, pair_logprobs=PairRequest(labels, shared))
+        return outputs, HiddenStates(outputs.hidden, self._capture.project)
 
     def _reference_logps(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.precompute_ref_logps:

@@ -1,0 +1,324 @@
+"""Helpers shared by the speed benchmarks: isolated runs, step timing, peak memory, trainers.
+
+How the benchmarks measure (each script's section of BENCHMARKS.md repeats it):
+
+- every measured configuration runs in a fresh Python process
+  (:func:`run_isolated`), so its peak memory is its own;
+- configurations that are compared run interleaved, repeat by repeat, on the
+  same machine in the same invocation (:func:`interleaved`); with ``--lock
+  PATH`` each repeat holds that file's ``flock`` so that other jobs sharing the
+  CPU cannot run in the middle of a comparison;
+- step time: wall time of a Trainer step (``on_step_begin`` to ``on_step_end``:
+  forward, backward, optimiser), after warm-up steps that are not counted;
+- peak memory: the process's resident set size (RSS), sampled every
+  millisecond by a psutil thread during the training steps; reported as the
+  peak and as the peak above the RSS just before the first step (activations,
+  gradients and optimiser state: what the step itself adds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+RESULT_PREFIX = "BENCHMARK-RESULT "
+MB = 2**20
+
+#: A short neutral text repeated to lengthen prompts (prefix-sharing measurements).
+CONTEXT_SENTENCE = ("Background for the question: residents of the region were surveyed about "
+                    "local services, transport, schools, housing and the economy. ")
+
+
+# ----------------------------------------------------------------- command line, processes
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="A short variant (fewer points).")
+    parser.add_argument("--repeats", type=int, default=3, help="Repeats per configuration.")
+    parser.add_argument("--lock", default=os.environ.get("PLURALIGN_CPU_LOCK"),
+                        help="flock this file during each repeat (shared machines).")
+    parser.add_argument("--no-write", action="store_true", help="Print, do not edit BENCHMARKS.md.")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def worker_entry(handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
+    """In a worker process (``--worker SPEC``): run the spec's handler, print its result, exit."""
+    if "--worker" not in sys.argv:
+        return
+    spec = json.loads(sys.argv[sys.argv.index("--worker") + 1])
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_libraries()
+    result = handlers[spec["kind"]](spec)
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    sys.exit(0)
+
+
+def _quiet_libraries() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "trl", "datasets", "accelerate", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
+def run_isolated(script: str | Path, spec: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+    """Run ``script --worker spec`` in a fresh interpreter and return its result dict."""
+    done = subprocess.run([sys.executable, str(script), "--worker", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=timeout)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    raise RuntimeError(f"benchmark worker failed (exit {done.returncode}) for {spec}:\n"
+                       f"{done.stderr[-3000:]}")
+
+
+@contextlib.contextmanager
+def cpu_lock(path: str | None) -> Iterator[None]:
+    """Hold ``flock(path)`` (no-op without a path)."""
+    if not path:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def interleaved(script: str | Path, specs: list[dict[str, Any]], repeats: int,
+                lock: str | None) -> list[list[dict[str, Any]]]:
+    """``results[i][r]``: spec ``i`` in repeat ``r``; every repeat runs all specs in turn."""
+    results: list[list[dict[str, Any]]] = [[] for _ in specs]
+    for repeat in range(repeats):
+        with cpu_lock(lock):
+            for i, spec in enumerate(specs):
+                started = time.perf_counter()
+                load = os.getloadavg()[0]
+                results[i].append({**run_isolated(script, spec), "loadavg_before": load})
+                print(f"  repeat {repeat + 1}/{repeats} {spec.get('label', spec['kind'])}: "
+                      f"{time.perf_counter() - started:.0f} s (load before {load:.2f})",
+                      file=sys.stderr, flush=True)
+    save_raw(script, specs, results)
+    return results
+
+
+def save_raw(script: str | Path, specs: list[dict[str, Any]], results: list[Any]) -> Path:
+    """Keep every run's numbers (``runs/benchmarks/<script>-<time>.json``) for inspection."""
+    folder = Path("runs") / "benchmarks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{Path(script).stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"specs": specs, "results": results}, indent=1))
+    return path
+
+
+def ratio_median(top: list[dict[str, Any]], bottom: list[dict[str, Any]], key: str,
+                 floor: float = 0.0) -> float:
+    """Median over repeats of ``top[r][key] / bottom[r][key]`` (runs of the same repeat)."""
+    import statistics
+
+    return statistics.median(t[key] / max(b[key], floor)
+                             for t, b in zip(top, bottom, strict=True))
+
+
+def key_median(runs: list[dict[str, Any]], key: str) -> float:
+    import statistics
+
+    return statistics.median(r[key] for r in runs)
+
+
+# ----------------------------------------------------------------------- measurement
+
+
+class RssSampler:
+    """Peak resident set size of this process, sampled every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self._process = psutil.Process()
+        self.baseline = self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self.baseline = self.peak = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+
+def step_timer() -> Any:
+    """A TrainerCallback whose ``times`` lists each optimiser step's wall time."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._started = 0.0
+
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            self._started = time.perf_counter()
+
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            self.times.append(time.perf_counter() - self._started)
+
+    return StepTimer()
+
+
+def timed_training(trainer: Any, warmup: int) -> dict[str, Any]:
+    """Train ``trainer`` to its ``max_steps``; step times after ``warmup`` and RSS peaks."""
+    import statistics
+
+    timer = step_timer()
+    trainer.add_callback(timer)
+    with RssSampler() as rss:
+        trainer.train()
+    timed = timer.times[warmup:]
+    return {
+        "step_s": statistics.median(timed), "steps_s": timed,
+        "peak_rss_mb": rss.peak / MB, "step_rss_mb": (rss.peak - rss.baseline) / MB,
+    }
+
+
+# ------------------------------------------------------------------------ data, trainers
+
+
+def demo_pair_records(n: int, prompt_tokens: int = 0, tokenizer: Any = None) -> list[Any]:
+    """``n`` demo training pairs (cycled); ``prompt_tokens > 0`` prepends background text so
+    that every prompt is ``prompt_tokens`` tokens long under ``tokenizer`` (give one then)."""
+    from pluralign.data.demo import demo_records
+
+    pool = demo_records(split="train", seed=0)
+    records = [pool[i % len(pool)] for i in range(n)]
+    if prompt_tokens <= 0:
+        return records
+    context = tokenizer.encode(CONTEXT_SENTENCE * (1 + prompt_tokens // 10),
+                               add_special_tokens=False)
+    out = []
+    for record in records:
+        # One token fewer for the newline that separates the background from the question.
+        need = max(0, prompt_tokens - 1 - len(tokenizer.encode(record.prompt,
+                                                               add_special_tokens=False)))
+        background = tokenizer.decode(context[:need]).rstrip()
+        out.append(dataclasses.replace(record, prompt=f"{background}\n{record.prompt}"))
+    return out
+
+
+def load_lora_model(model: str, lora_r: int) -> tuple[Any, Any]:
+    from pluralign.models import ModelConfig, load_model
+
+    if not lora_r:
+        return load_model(ModelConfig(model=model))
+    return load_model(ModelConfig(model=model, lora_r=lora_r, lora_alpha=2.0 * lora_r))
+
+
+def _train_config(spec: dict[str, Any], out: Path) -> Any:
+    from pluralign.models import ModelConfig
+    from pluralign.train.config import TrainConfig
+
+    return TrainConfig(
+        method=spec.get("method", "gdpo"), train_file="(in memory)", output_dir=str(out),
+        model=ModelConfig(model=spec["model"], lora_r=spec["lora_r"],
+                          lora_alpha=2.0 * spec["lora_r"]),
+        max_steps=spec["steps"], per_device_train_batch_size=spec["batch"],
+        logging_steps=10**6, save_steps=10**6, learning_rate=1e-4, seed=0, beta=0.1,
+        bf16=spec.get("bf16", False), max_length=spec.get("max_length", 1024),
+    )
+
+
+def pluralign_trainer(spec: dict[str, Any], out: Path) -> Any:
+    """pluralign's GDPOTrainer as ``pluralign.train`` builds it, with ``spec['flags']``."""
+    from pluralign.train.api import _belief_args, _Context, _pairing, sequence_format
+    from pluralign.train.dataset import preference_dataset
+    from pluralign.train.preference import GDPOConfig, GDPOTrainer
+
+    config = _train_config(spec, out)
+    model, tokenizer = load_lora_model(spec["model"], spec["lora_r"])
+    records = demo_pair_records(spec["batch"] * spec["steps"], spec.get("prompt_tokens", 0),
+                                tokenizer)
+    ctx = _Context(config, config.method_spec, model, tokenizer, sequence_format(config),
+                   records, [], out)
+    args = GDPOConfig(**{**_belief_args(ctx), **spec.get("flags", {})})
+    pairing = spec.get("pairing") or _pairing(ctx.method)
+    data = preference_dataset(records, tokenizer, ctx.fmt, pairing=pairing)
+    return GDPOTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=data)
+
+
+def trl_trainer(spec: dict[str, Any], out: Path) -> Any:
+    """TRL's own DPOTrainer on the same token ids (DPO pairs), precomputed reference log-probs."""
+    from trl import DPOConfig, DPOTrainer
+
+    from pluralign.train.api import _trl_common, sequence_format
+    from pluralign.train.dataset import preference_dataset
+
+    class PretokenizedDPOTrainer(DPOTrainer):
+        # The rows already hold prompt_ids/chosen_ids/rejected_ids (pluralign's tokenisation),
+        # so both trainers see identical tokens; everything else is TRL's.
+        def _prepare_dataset(self, dataset: Any, *args: Any) -> Any:
+            return dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
+
+    config = _train_config(spec, out)
+    model, tokenizer = load_lora_model(spec["model"], spec["lora_r"])
+    records = demo_pair_records(spec["batch"] * spec["steps"], spec.get("prompt_tokens", 0),
+                                tokenizer)
+    data = preference_dataset(records, tokenizer, sequence_format(config),
+                              pairing=spec.get("pairing", "dpo"))
+    common = _trl_common(config, out, has_eval=False)
+    args = DPOConfig(**common, beta=0.1, precompute_ref_log_probs=True)
+    return PretokenizedDPOTrainer(model=model, args=args, processing_class=tokenizer,
+                                  train_dataset=data)
+
+
+TRAINERS: dict[str, Callable[[dict[str, Any], Path], Any]] = {
+    "pluralign": pluralign_trainer,
+    "trl": trl_trainer,
+}
+
+
+def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Worker: build the spec's trainer, time its steps, report times and memory."""
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = TRAINERS[spec["impl"]](spec, Path(tmp))
+        result = timed_training(trainer, spec.get("warmup", 1))
+        columns = ["prompt_ids", "chosen_ids", "rejected_ids"]
+        rows = list(trainer.train_dataset.select_columns(columns))
+    prompts = sum(len(r["prompt_ids"]) for r in rows)
+    tokens = 2 * prompts + sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
+    result["pairs_per_s"] = spec["batch"] / result["step_s"]
+    result["tokens_per_pair"] = tokens / len(rows)
+    result["prompt_tokens_mean"] = prompts / len(rows)
+    result["threads"] = torch.get_num_threads()
+    return result
