@@ -10,6 +10,8 @@ How the benchmarks measure (each script's section of BENCHMARKS.md repeats it):
   CPU cannot run in the middle of a comparison;
 - step time: wall time of a Trainer step (``on_step_begin`` to ``on_step_end``:
   forward, backward, optimiser), after warm-up steps that are not counted;
+- a repeat in which a run got less than 75% of its threads' CPU time (another
+  process competed for the cores) is run again, at most twice;
 - peak memory: the process's resident set size (RSS), sampled every
   millisecond by a psutil thread during the training steps; reported as the
   peak and as the peak above the RSS just before the first step (activations,
@@ -106,21 +108,55 @@ def cpu_lock(path: str | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: A run that got less than this share of its threads' CPU time shared the cores with another
+#: process (about 0.86-0.97 when alone); its repeat is run again.
+MIN_CPU_SHARE = 0.75
+#: How many times one repeat is run again before its numbers are kept anyway.
+MAX_RETRIES = 2
+
+
 def interleaved(script: str | Path, specs: list[dict[str, Any]], repeats: int,
                 lock: str | None) -> list[list[dict[str, Any]]]:
-    """``results[i][r]``: spec ``i`` in repeat ``r``; every repeat runs all specs in turn."""
+    """``results[i][r]``: spec ``i`` in repeat ``r``; every repeat runs all specs in turn.
+
+    A repeat in which some run got less than :data:`MIN_CPU_SHARE` of the CPU is run
+    again (at most :data:`MAX_RETRIES` times); each result records ``retries``.
+    """
     results: list[list[dict[str, Any]]] = [[] for _ in specs]
     for repeat in range(repeats):
-        with cpu_lock(lock):
-            for i, spec in enumerate(specs):
-                started = time.perf_counter()
-                load = os.getloadavg()[0]
-                results[i].append({**run_isolated(script, spec), "loadavg_before": load})
-                print(f"  repeat {repeat + 1}/{repeats} {spec.get('label', spec['kind'])}: "
-                      f"{time.perf_counter() - started:.0f} s (load before {load:.2f})",
-                      file=sys.stderr, flush=True)
+        for attempt in range(MAX_RETRIES + 1):
+            runs = _one_repeat(script, specs, lock, f"repeat {repeat + 1}/{repeats}")
+            shares = [run.get("cpu_share", 1.0) for run in runs]
+            if min(shares) >= MIN_CPU_SHARE or attempt == MAX_RETRIES:
+                break
+            print(f"  repeat {repeat + 1}: a run got {min(shares):.2f} of the CPU; running it "
+                  "again", file=sys.stderr, flush=True)
+        for i, run in enumerate(runs):
+            results[i].append({**run, "retries": attempt})
     save_raw(script, specs, results)
     return results
+
+
+def retry_note(*result_sets: list[list[dict[str, Any]]]) -> str:
+    """One sentence on repeats redone because another process took CPU time."""
+    redone = sum(runs[r].get("retries", 0) for results in result_sets
+                 for runs in results[:1] for r in range(len(runs)))
+    return (f"Repeats are redone when a run got under {MIN_CPU_SHARE:.0%} of its threads' CPU "
+            f"time (another process on the cores); redone here: {redone}.")
+
+
+def _one_repeat(script: str | Path, specs: list[dict[str, Any]], lock: str | None,
+                name: str) -> list[dict[str, Any]]:
+    runs = []
+    with cpu_lock(lock):
+        for spec in specs:
+            started = time.perf_counter()
+            load = os.getloadavg()[0]
+            runs.append({**run_isolated(script, spec), "loadavg_before": load})
+            print(f"  {name} {spec.get('label', spec['kind'])}: "
+                  f"{time.perf_counter() - started:.0f} s (load before {load:.2f}, CPU share "
+                  f"{runs[-1].get('cpu_share', float('nan')):.2f})", file=sys.stderr, flush=True)
+    return runs
 
 
 def save_raw(script: str | Path, specs: list[dict[str, Any]], results: list[Any]) -> Path:
@@ -198,14 +234,22 @@ def timed_training(trainer: Any, warmup: int) -> dict[str, Any]:
     """Train ``trainer`` to its ``max_steps``; step times after ``warmup`` and RSS peaks."""
     import statistics
 
+    import torch
+
     timer = step_timer()
     trainer.add_callback(timer)
+    process = psutil.Process()
+    cpu_before, wall_before = sum(process.cpu_times()[:2]), time.perf_counter()
     with RssSampler() as rss:
         trainer.train()
+    cpu = sum(process.cpu_times()[:2]) - cpu_before
     timed = timer.times[warmup:]
     return {
         "step_s": statistics.median(timed), "steps_s": timed,
         "peak_rss_mb": rss.peak / MB, "step_rss_mb": (rss.peak - rss.baseline) / MB,
+        # Share of its threads' wall time this process got on the CPU while training: far
+        # below its usual value means another process competed for the cores.
+        "cpu_share": cpu / ((time.perf_counter() - wall_before) * torch.get_num_threads()),
     }
 
 

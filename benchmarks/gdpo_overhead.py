@@ -23,6 +23,7 @@ from _timing import (
     interleaved,
     key_median,
     ratio_median,
+    retry_note,
     train_worker,
     worker_entry,
 )
@@ -74,11 +75,13 @@ def main() -> None:
     table = ["| model | forward | DPO step s | GDPO step s | GDPO time overhead | "
              "DPO peak RSS MB / step adds | GDPO peak RSS MB / step adds | "
              "GDPO peak overhead / of step adds |", "|---|---|---|---|---|---|---|---|"]
+    all_results = []
     for model in args.models:
         model_steps = steps * (3 if model == "tiny" else 1)
         spec_list = specs(model, args.batch, model_steps, warmup)
         results = interleaved(Path(__file__), spec_list, args.repeats, args.lock)
         table.extend(rows_for(model, spec_list, results))
+        all_results.append(results)
         tokens = results[0][0]["tokens_per_pair"]
         threads = results[0][0]["threads"]
     body = (
@@ -94,6 +97,7 @@ def main() -> None:
         "and the overheads are medians of the per-repeat ratios. Peak memory: process RSS "
         "sampled every 1 ms during training (psutil), and how much the steps add above the "
         "RSS before the first step. Target: GDPO at most +3% time and +5% peak memory. "
+        f"{retry_note(*all_results)} "
         f"Machine: {machine_line()}. Run on {time.strftime('%Y-%m-%d')}"
         f"{' (--quick)' if args.quick else ''}.\n\n" + "\n".join(table)
     )

@@ -20,10 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from _report import machine_line, write_section
-from _timing import add_common_args, interleaved, key_median, train_worker, worker_entry
+from _timing import (
+    add_common_args,
+    interleaved,
+    key_median,
+    retry_note,
+    train_worker,
+    worker_entry,
+)
 
 MODEL = "smollm2-135m"
 BUDGET_MB = 24 * 1024
+#: Every sweep's raw results, for the note on repeats redone.
+RETRIES: list[list[list[dict[str, Any]]]] = []
 
 
 def sweep(points: list[dict[str, Any]], steps: int, args: argparse.Namespace) -> list[dict]:
@@ -32,6 +41,7 @@ def sweep(points: list[dict[str, Any]], steps: int, args: argparse.Namespace) ->
     specs = [{**base, **point, "label": f"batch {point['batch']} prompt "
               f"{point['prompt_tokens']}"} for point in points]
     results = interleaved(Path(__file__), specs, args.repeats, args.lock)
+    RETRIES.append(results)
     return [{**point, "step_s": key_median(runs, "step_s"),
              "peak_rss_mb": key_median(runs, "peak_rss_mb"),
              "step_rss_mb": key_median(runs, "step_rss_mb"),
@@ -120,6 +130,7 @@ def main() -> None:
         "process each). Memory: process RSS sampled every 1 ms (psutil); the 24 GB estimates "
         "are for this CPU process (weights, runtime, activations; a GPU run keeps the "
         "runtime off the device but stores about the same activations). "
+        f"{retry_note(*RETRIES)} "
         f"Machine: {machine_line()}. Run on {time.strftime('%Y-%m-%d')}"
         f"{' (--quick)' if args.quick else ''}.\n",
         "**Sequence length** (batch 4 pairs):\n", *length_table(lengths), "",

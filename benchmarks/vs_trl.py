@@ -29,6 +29,7 @@ from _timing import (
     interleaved,
     key_median,
     ratio_median,
+    retry_note,
     run_isolated,
     train_worker,
     worker_entry,
@@ -193,11 +194,12 @@ def main() -> None:
             return
     steps, warmup = (2, 1) if args.quick else (4, 1)
     tables: list[str] = []
-    threads = 0
+    threads, all_results = 0, []
     for setting in settings(args.quick):
         results = interleaved(Path(__file__), specs_of(setting, steps, warmup), args.repeats,
                               args.lock)
         tables.extend(table_of(setting, results))
+        all_results.append(results)
         threads = results[0][0]["threads"]
     body = (
         "## pluralign vs TRL DPOTrainer (`benchmarks/vs_trl.py`)\n\n"
@@ -211,7 +213,8 @@ def main() -> None:
         "alternating within a repeat); ratios are medians of per-repeat ratios. Peak memory: "
         "process RSS sampled every 1 ms (psutil) and what the steps add above the RSS before "
         "training. Long prompts: neutral background text before each demo question, 256 "
-        f"tokens of prompt text. Machine: {machine_line()}. Run on {time.strftime('%Y-%m-%d')}"
+        f"tokens of prompt text. {retry_note(*all_results)} "
+        f"Machine: {machine_line()}. Run on {time.strftime('%Y-%m-%d')}"
         f"{' (--quick)' if args.quick else ''}.\n\n" + "\n".join(tables)
     )
     print(body)

@@ -14,6 +14,7 @@ from pluralign.models.loading import ModelConfig
 from pluralign.train.dataset import preference_rows
 from pluralign.train.logprobs import (
     pair_hidden_states,
+    prefix_sharing_blockers,
     shared_prefix_lengths,
     token_logprobs,
 )
@@ -89,11 +90,12 @@ def test_shared_prefix_hidden_states_equal_the_plain_forward(tiny_lm, pairing):
 
 
 def _trainer(tmp_path, model, tokenizer, name: str, **flags) -> GDPOTrainer:
-    args = GDPOConfig(
+    settings = dict(
         output_dir=str(tmp_path / name), per_device_train_batch_size=6, report_to="none",
         use_cpu=True, max_steps=1, calibration_weight=1.0, belief_nll_weight=1.0, beta=0.1,
-        precompute_ref_log_probs=False, gradient_checkpointing=False, **flags,
+        precompute_ref_log_probs=False, gradient_checkpointing=False,
     )
+    args = GDPOConfig(**{**settings, **flags})
     return GDPOTrainer(model=model, args=args, processing_class=tokenizer,
                        train_dataset=Dataset.from_list(_rows(tokenizer, "gdpo")))
 
@@ -144,3 +146,14 @@ def test_share_prefix_config_checks():
         GDPOConfig(output_dir="unused", use_cpu=True, compact_logprobs=False, share_prefix=True)
     with pytest.raises(ValueError, match="share_prefix needs disable_dropout"):
         GDPOConfig(output_dir="unused", use_cpu=True, disable_dropout=False)
+
+
+def test_prefix_sharing_is_off_where_the_cache_cannot_be_shared(tiny_lm, tmp_path):
+    base, tokenizer = tiny_lm
+    assert prefix_sharing_blockers(base) == []
+    model = apply_lora(copy.deepcopy(base), ModelConfig(model="tiny", lora_r=4))
+    trainer = _trainer(tmp_path, model, tokenizer, "checkpointing", gradient_checkpointing=True)
+    assert trainer._compact and not trainer._share_prefix
+    windowed = copy.deepcopy(base)
+    windowed.config.sliding_window = 16
+    assert prefix_sharing_blockers(windowed) == ["sliding_window=16"]

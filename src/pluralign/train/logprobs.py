@@ -196,6 +196,23 @@ def logit_options_in_use(causal_lm: Any) -> list[str]:
     return [name for name in UNSUPPORTED_LOGIT_OPTIONS if getattr(config, name, None) is not None]
 
 
+def prefix_sharing_blockers(causal_lm: Any) -> list[str]:
+    """Attention settings of ``causal_lm`` under which the shared-prefix cache is not used.
+
+    A sliding window would have to apply to the concatenated prefix and suffix
+    with padding between them; such models run every row whole instead.
+    """
+    config = causal_lm.config.get_text_config()
+    blockers = []
+    if (getattr(config, "sliding_window", None) is not None
+            and getattr(config, "use_sliding_window", True)):
+        blockers.append(f"sliding_window={config.sliding_window}")
+    kinds = set(getattr(config, "layer_types", None) or []) - {"full_attention"}
+    if kinds:
+        blockers.append(f"layer types {sorted(kinds)}")
+    return blockers
+
+
 def install_pair_forward(causal_lm: Any) -> None:
     """Let ``causal_lm(..., pair_logprobs=PairRequest(...))`` return a :class:`PairOutput`.
 

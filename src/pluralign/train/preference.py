@@ -33,6 +33,7 @@ from pluralign.train.logprobs import (
     PairRequest,
     install_pair_forward,
     logit_options_in_use,
+    prefix_sharing_blockers,
     shared_prefix_lengths,
 )
 from pluralign.train.losses import gdpo_loss
@@ -211,21 +212,25 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
             )
         super().__init__(*args, **kwargs)
         self._capture = HiddenStateCapture(self.model)
-        self._compact = config.compact_logprobs and self._compact_head_supported()
-        self._share_prefix = self._compact and config.share_prefix
-        if self._share_prefix and config.gradient_checkpointing:
-            logger.warning("share_prefix is off: it needs the key/value cache, which gradient "
-                           "checkpointing disables")
-            self._share_prefix = False
+        self._compact, self._share_prefix = self._fast_forward_options(config)
         if self._compact:
             install_pair_forward(self._capture.causal_lm)
 
-    def _compact_head_supported(self) -> bool:
-        unsupported = logit_options_in_use(self._capture.causal_lm)
+    def _fast_forward_options(self, config: GDPOConfig) -> tuple[bool, bool]:
+        """(compact head, shared prefix): as configured, less what the model or setup rules out."""
+        causal_lm = self._capture.causal_lm
+        compact, share = config.compact_logprobs, config.share_prefix
+        unsupported = logit_options_in_use(causal_lm) if compact else []
         if unsupported:
-            logger.warning("compact_logprobs is off: the model's config sets %s, which only TRL's "
-                           "fused head applies", ", ".join(unsupported))
-        return not unsupported
+            logger.warning("compact_logprobs and share_prefix are off: the model's config sets "
+                           "%s, which only TRL's fused head applies", ", ".join(unsupported))
+            return False, False
+        blockers = prefix_sharing_blockers(causal_lm) if share else []
+        if share and config.gradient_checkpointing:
+            blockers.append("gradient checkpointing disables the key/value cache")
+        if blockers:
+            logger.warning("share_prefix is off: %s", "; ".join(blockers))
+        return compact, share and compact and not blockers
 
     # -- data: rows arrive tokenised with belief offsets; TRL must keep our columns
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, name: str) -> Any:
