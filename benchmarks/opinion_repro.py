@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from _report import machine_line, write_section
 
 from pluralign.data.builders.opinions import OpinionsConfig, build_opinions
+from pluralign.data.builders.writers import RESPONSE_WRITERS
 from pluralign.data.records import GroupPreferenceExample, write_examples
 from pluralign.eval.evaluate import EvalConfig, evaluate
 from pluralign.llm import LLMConfig
@@ -60,12 +62,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--questions", type=int, default=40, help="GlobalOpinionQA rows per group")
     parser.add_argument("--styles", type=int, default=3, help="paraphrase styles per question")
     parser.add_argument("--pairs", type=int, default=12, help="pairs per question")
+    parser.add_argument("--writer", default="framed", choices=sorted(RESPONSE_WRITERS.names()),
+                        help="response writer of the opinions builder (framed: the bundled "
+                             "model writes the responses, the styles are fixed framings of "
+                             "the question; per-belief: it also paraphrases)")
     parser.add_argument("--sft-steps", type=int, default=40)
     parser.add_argument("--pref-steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--sft-lr", type=float, default=3e-4)
     parser.add_argument("--pref-lr", type=float, default=2e-4)
+    parser.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=False,
+                        help="render prompts with the model's chat template instead of the "
+                             "paper's <Q>{prompt}<A>")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/opinion_repro"))
     parser.add_argument("--source", type=Path, default=SOURCE)
@@ -78,30 +87,46 @@ def parse_args() -> argparse.Namespace:
 
 
 def build_group(group: str, args: argparse.Namespace, out: Path) -> dict[str, Path]:
-    """Build one group's data; split the training questions' pairs by paraphrase style."""
+    """Build one group's data; hold out one paraphrase of each training question."""
     result = build_opinions(OpinionsConfig(
         source=str(args.source), groups=[group], max_questions=args.questions,
         n_styles=args.styles, pairs_per_question=args.pairs, split_by="question",
-        fractions=[0.75, 0.0, 0.25], writer="per-belief", seed=args.seed,
+        fractions=[0.75, 0.0, 0.25], writer=args.writer, seed=args.seed,
         # A re-run (other training settings) reads the written data from this cache.
         llm=LLMConfig(cache_dir=str(args.out / "llm-cache")),
     ))
     print(json.dumps(result.report.to_dict(), indent=1, default=str))
-    train_split = result.splits["train"]
-    styles = sorted({r.style for r in train_split if r.style and r.style != "original"})
-    if len(styles) < 2:
-        raise SystemExit(f"{group}: need >= 2 usable paraphrase styles, got {styles}")
-    held = styles[-1]
+    train_split, held = hold_out_paraphrases(result.splits["train"], args.seed)
     files = {
-        "train": _write(out / "train.jsonl", [r for r in train_split if r.style != held]),
-        "paraphrase": _write(out / "paraphrase.jsonl", [r for r in train_split if r.style == held]),
+        "train": _write(out / "train.jsonl", train_split),
+        "paraphrase": _write(out / "paraphrase.jsonl", held),
         "questions": _write(out / "questions.jsonl", result.splits["test"]),
     }
     counts = {name: sum(1 for _ in path.open()) for name, path in files.items()}
+    prompts = {name: len({json.loads(line)["prompt"] for line in path.open()})
+               for name, path in files.items()}
     (out / "build.json").write_text(json.dumps(
-        {"held_out_style": held, "counts": counts, "report": result.report.to_dict()},
-        indent=2, default=str))
+        {"counts": counts, "prompts": prompts, "held_out_styles": sorted({r.style for r in held}),
+         "report": result.report.to_dict()}, indent=2, default=str))
     return files
+
+
+def hold_out_paraphrases(records: list[GroupPreferenceExample], seed: int
+                         ) -> tuple[list[GroupPreferenceExample], list[GroupPreferenceExample]]:
+    """(train, held out): per question with a paraphrase and another variant to train on,
+    the records of one paraphrase (not the original wording), chosen at random."""
+    rng = random.Random(seed)
+    by_question: dict[str, list[GroupPreferenceExample]] = {}
+    for record in records:
+        by_question.setdefault(record.question_id, []).append(record)
+    held_prompts = set()
+    for question_records in by_question.values():
+        prompts = sorted({r.prompt for r in question_records})
+        paraphrases = sorted({r.prompt for r in question_records if r.style != "original"})
+        if len(prompts) >= 2 and paraphrases:
+            held_prompts.add(rng.choice(paraphrases))
+    return ([r for r in records if r.prompt not in held_prompts],
+            [r for r in records if r.prompt in held_prompts])
 
 
 def _write(path: Path, records: list[GroupPreferenceExample]) -> Path:
@@ -125,6 +150,7 @@ def train_all(files: dict[str, Path], args: argparse.Namespace, out: Path) -> di
             learning_rate=args.sft_lr if sft else args.pref_lr,
             per_device_train_batch_size=args.batch, per_device_eval_batch_size=16,
             eval_steps=10, logging_steps=10, save_steps=10_000, seed=args.seed, beta=0.1,
+            use_chat_template=args.chat_template,
         ))
         finals[method], seconds[method] = result.final_dir, time.perf_counter() - started
     return {"finals": finals, "seconds": seconds}
@@ -174,27 +200,32 @@ def main() -> None:
         files = build_group(group, args, out / "data")
         data_seconds = time.perf_counter() - started
         runs = train_all(files, args, out)
-        for setting, data in (("held-out paraphrases", files["paraphrase"]),
-                              ("held-out questions", files["questions"])):
-            key = "paraphrase" if setting.endswith("paraphrases") else "questions"
+        held = "held-out framings" if args.writer == "framed" else "held-out paraphrases"
+        for setting, key in ((held, "paraphrase"), ("held-out questions", "questions")):
+            data = files[key]
             table += rows_of(short, setting, evaluate_all(runs["finals"], data,
                                                           out / f"eval-{key}", args.seed))
         build = json.loads((out / "data" / "build.json").read_text())
-        notes.append(f"{short}: data {data_seconds / 60:.1f} min ({build['counts']}, held-out "
-                     f"style {build['held_out_style']!r}); training min "
+        notes.append(f"{short}: data {data_seconds / 60:.1f} min (records {build['counts']}, "
+                     f"prompts {build['prompts']}); training min "
                      + ", ".join(f"{m} {s / 60:.1f}" for m, s in runs["seconds"].items())
                      + f"; total {(time.perf_counter() - started) / 60:.1f} min")
         print("\n".join(table + notes))
+    styles = ("fixed framings around the unchanged question (`framed` writer); of each "
+              "training question one framing held out" if args.writer == "framed" else
+              "paraphrase styles; of each training question with a paraphrase, one paraphrase "
+              "held out (a paraphrase must share more content words with its own question "
+              "than with any other, else the original wording is used)")
     body = (
         "## GlobalOpinionQA reproduction (`benchmarks/opinion_repro.py`)\n\n"
         f"Source `../shared/data/globalopinionqa/dev_groups.jsonl`, first {args.questions} rows "
-        f"per group; responses and {args.styles} paraphrase styles written by the bundled "
-        f"SmolLM2-135M-Instruct (per-belief writer), {args.pairs} pairs per question, split by "
-        f"question (75% train / 25% held-out questions); one paraphrase style of the training "
-        f"questions held out. SFT {args.sft_steps} steps (lr {args.sft_lr}), then DPO and GDPO "
-        f"{args.pref_steps} steps from the SFT model (lr {args.pref_lr}, beta 0.1), batch "
-        f"{args.batch}, LoRA r={args.lora_r}, seed {args.seed}. BPC uses the offline embedding "
-        f"judge. Machine: {machine_line()}. Run on {time.strftime('%Y-%m-%d')}.\n\n"
+        f"per group; responses written by the bundled SmolLM2-135M-Instruct (one per belief, "
+        f"writer `{args.writer}`), {args.styles} {styles}; {args.pairs} pairs per question, "
+        f"split by question (75% train / 25% held-out questions). SFT {args.sft_steps} steps "
+        f"(lr {args.sft_lr}), then DPO and GDPO {args.pref_steps} steps from the SFT model (lr "
+        f"{args.pref_lr}, beta 0.1), batch {args.batch}, LoRA r={args.lora_r}, seed "
+        f"{args.seed}. BPC uses the offline embedding judge. Machine: {machine_line()}. Run on "
+        f"{time.strftime('%Y-%m-%d')}.\n\n"
         + "\n".join(table) + "\n\n" + "\n".join(f"- {n}" for n in notes)
     )
     write_section("opinion-repro" + ("-quick" if args.quick else ""), body)

@@ -16,8 +16,13 @@ from data_llm_server import ScriptedServer, scripted_backend
 from openai_stub_server import Reply
 from pluralign.cli.data import data_app
 from pluralign.data.builders import OpinionsConfig, build_opinions, load_option_map
-from pluralign.data.builders.prompts import clean_response, parse_label, parse_paraphrase
-from pluralign.data.builders.writers import RESPONSE_WRITERS
+from pluralign.data.builders.prompts import (
+    clean_response,
+    fits_only_its_question,
+    parse_label,
+    parse_paraphrase,
+)
+from pluralign.data.builders.writers import FRAMINGS, RESPONSE_WRITERS
 
 FAIL_MARK, GARBAGE_MARK, EMPTY_MARK, SAME_MARK = (
     "FAIL-THIS", "GARBAGE-THIS", "EMPTY-THIS", "SAME-THIS")
@@ -60,6 +65,36 @@ LEADER_QUESTION = ("(For each, tell me how much confidence you have in each lead
 ])
 def test_parse_paraphrase(answer, original, expected):
     assert parse_paraphrase(answer, original) == expected
+
+
+CHINESE_ITEMS = ("Generous", "Greedy", "Honest")
+
+
+def _chinese(item: str) -> str:
+    return ("(Now/Thinking about the Chinese people...) Which of these characteristics do you "
+            f"associate with the Chinese people?...{item}...Do you associate this with the "
+            "Chinese people or not?")
+
+
+def test_a_paraphrase_must_fit_its_own_question_best():
+    questions = [_chinese(item) for item in CHINESE_ITEMS] + [
+        "In your opinion, is it acceptable for the American government to monitor "
+        "communications from...American citizens?",
+        "In your opinion, is it acceptable for the American government to monitor "
+        "communications from...Citizens of other countries?"]
+    generous, greedy, _, citizens, foreigners = questions
+    # The bundled model's formal paraphrase of every Chinese-people row: the item is gone.
+    lead_in = "May I ask which of these characteristics do you associate with the Chinese people?"
+    assert parse_paraphrase(lead_in, generous) == lead_in
+    assert not fits_only_its_question(lead_in, generous, questions)
+    kept = "Would you call the Chinese people generous?"
+    assert fits_only_its_question(kept, generous, questions)
+    assert not fits_only_its_question(kept, greedy, questions)
+    # Word pairs tell "American citizens" from "the American government ... citizens".
+    own = "Is it acceptable for the government to monitor American citizens?"
+    assert fits_only_its_question(own, citizens, questions)
+    assert not fits_only_its_question(own, foreigners, questions)
+    assert fits_only_its_question(kept, generous, [generous])  # no other question: fits
 
 
 @pytest.mark.parametrize("answer,expected", [
@@ -105,7 +140,7 @@ def test_parse_label_reads_sentences(answer, label):
 
 def test_writer_field_is_validated():
     assert OpinionsConfig().writer == "per-belief"
-    assert set(RESPONSE_WRITERS) == {"paper", "per-belief"}
+    assert set(RESPONSE_WRITERS) == {"framed", "paper", "per-belief"}
     with pytest.raises(ValueError, match=r'writer: unknown response writer "per_belief"\. '
                                          r'Did you mean "per-belief"'):
         OpinionsConfig(writer="per_belief")
@@ -133,7 +168,10 @@ def responder():
                 return Reply(status=400)
             if GARBAGE_MARK in question or style == "curious":
                 return "Sure! Here is a friendly version for you."  # no question: unusable
-            words = " ".join(question.split()[:8]).rstrip("?.!,;: ")
+            # The mark (first word) and the question's end, where a Pew question names
+            # its item: a paraphrase fitting its own question only.
+            words = question.split()[:1] + question.replace("?", ",").split()[-12:]
+            words = " ".join(words).rstrip("?.!,;: ")
             return f'A {style} person would ask, "So ({style}), {words}?"'
         question, belief = RESPONSE.match(prompt).groups()
         if EMPTY_MARK in question and question.startswith("So (formal)"):
@@ -168,8 +206,9 @@ def goqa_slice(shared_data, tmp_path):
 def _build(path, seed=3, **changes):
     respond = responder()
     with scripted_backend(respond) as (backend, _):
-        config = OpinionsConfig(source=str(path), groups=["United States"], n_styles=3,
-                                pairs_per_question=10, seed=seed, **changes)
+        settings = dict(source=str(path), groups=["United States"], n_styles=3,
+                        pairs_per_question=10, seed=seed)
+        config = OpinionsConfig(**{**settings, **changes})
         return build_opinions(config, backend), respond
 
 
@@ -228,16 +267,22 @@ def test_per_belief_build_is_deterministic_for_a_seed(goqa_slice):
     assert first.report.counts == again.report.counts
 
 
-def test_cli_per_belief_prints_fallbacks(goqa_slice, tmp_path):
-    path, n_mapped = goqa_slice
+def _cli_opinions(path, out, *options: str):
+    """``pluralign data opinions`` on ``path`` (two styles, three pairs) against the scripted
+    server."""
     server = ScriptedServer(responder()).start()
     try:
-        result = CliRunner().invoke(data_app, [
+        return CliRunner().invoke(data_app, [
             "opinions", "--source", str(path), "-g", "United States", "--styles", "2",
             "--pairs-per-question", "3", "--llm-backend", "openai", "--llm-model", "stub",
-            "--base-url", server.url, "--api-key-env", "", "--out", str(tmp_path / "us")])
+            "--base-url", server.url, "--api-key-env", "", "--out", str(out), *options])
     finally:
         server.stop()
+
+
+def test_cli_per_belief_prints_fallbacks(goqa_slice, tmp_path):
+    path, n_mapped = goqa_slice
+    result = _cli_opinions(path, tmp_path / "us")
     assert result.exit_code == 0, result.output
     assert f"wrote {n_mapped * 3} records" in result.output
     # Two styles (casual, formal): only the FAIL and GARBAGE rows fall back.
@@ -248,3 +293,37 @@ def test_cli_per_belief_prints_fallbacks(goqa_slice, tmp_path):
     bad = CliRunner().invoke(data_app, ["opinions", "--source", str(path), "--writer", "nope",
                                         "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and 'unknown response writer "nope"' in bad.output
+
+
+def test_framed_writer_keeps_the_question_and_shares_its_responses(goqa_slice):
+    path, n_mapped = goqa_slice
+    result, _ = _build(path, writer="framed", n_styles=2)
+    counts = result.report.counts
+    assert "paraphrase requests" not in counts  # no paraphrase is asked for
+    examples = [e for split in result.splits.values() for e in split]
+    n_beliefs = {e.metadata["question"]: len(e.beliefs) for e in examples}
+    assert len(n_beliefs) == n_mapped == counts["questions kept"]
+    assert counts["response requests"] == sum(n_beliefs.values())
+    assert result.report.details["response writer"]["framings"] == {
+        style: FRAMINGS[style] for style in ("casual", "formal")}
+    responses: dict[tuple[str, int], set[str]] = {}
+    for e in examples:
+        assert e.prompt == FRAMINGS[e.style].format(question=e.metadata["question"])
+        responses.setdefault((e.metadata["question"], e.chosen_belief), set()).add(
+            e.chosen_response)
+        belief = e.belief(e.chosen_belief).description
+        assert e.chosen_response == f"I think {belief}. That is my view."
+    assert {e.style for e in examples} == {"casual", "formal"}
+    assert all(len(texts) == 1 for texts in responses.values())  # one answer per belief
+    with pytest.raises(ValueError, match="n_styles: the framed writer has 6 styles"):
+        OpinionsConfig(writer="framed", n_styles=7)
+
+
+def test_cli_framed_writer_writes_its_card(goqa_slice, tmp_path):
+    path, n_mapped = goqa_slice
+    result = _cli_opinions(path, tmp_path / "us", "--writer", "framed")
+    assert result.exit_code == 0, result.output
+    assert f"wrote {n_mapped * 3} records" in result.output
+    card = (tmp_path / "us" / "README.md").read_text(encoding="utf-8")
+    assert "framed writer (one short response request per belief" in card
+    assert FRAMINGS["formal"] in card  # the framings are on the card, verbatim

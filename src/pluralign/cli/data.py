@@ -43,6 +43,8 @@ WRITER_NOTES = {
                   "question, style 'original', and are counted below",
     "paper": "the GDPO paper's appendix-A prompt, all styles and answers of a question in "
              "one request",
+    "framed": "one short response request per belief to the question itself; the styles are "
+              "fixed conversational framings around the unchanged question",
 }
 
 
@@ -104,11 +106,13 @@ def opinions_command(
     option_map: Annotated[str | None, typer.Option("--option-map", help="JSON option -> class "
                                                    "map (default: pluralign's own).")] = None,
     writer: Annotated[str, typer.Option(help="Who writes questions and responses: per-belief "
-                                        "(short requests, works with the bundled 135M model) "
-                                        "or paper (GDPO appendix-A prompt, capable models "
-                                        "only).")] = "per-belief",
+                                        "(short requests, works with the bundled 135M model), "
+                                        "framed (responses only; fixed framings around the "
+                                        "unchanged question, for models too small to "
+                                        "paraphrase) or paper (GDPO appendix-A prompt, "
+                                        "capable models only).")] = "per-belief",
     n_styles: Annotated[int, typer.Option("--styles", min=1, help="Styles per question "
-                                          "(per-belief: at most 6).")] = 3,
+                                          "(per-belief, framed: at most 6).")] = 3,
     pairs: Annotated[int, typer.Option("--pairs-per-question", min=1)] = 30,
     uniform: Annotated[bool, typer.Option("--uniform", help="Accepted belief drawn uniformly "
                                           "(uniform-SFT data).")] = False,
@@ -121,14 +125,18 @@ def opinions_command(
     """Build opinion QA pairs from GlobalOpinionQA with an LLM.
 
     The default per-belief writer sends short requests (a paraphrase per style, a response
-    per style and belief) that the bundled SmolLM2-135M can answer; --writer paper sends
-    the GDPO paper's appendix-A prompt, which needs a capable model.
+    per style and belief) that the bundled SmolLM2-135M can answer; --writer framed asks
+    only for the responses and frames the unchanged question in fixed styles (the bundled
+    model's paraphrases are rarely usable); --writer paper sends the GDPO paper's
+    appendix-A prompt, which needs a capable model.
 
     Examples:
 
         pluralign data opinions --source dev_groups.jsonl -g Japan --max-questions 20 -o data/jp
 
         pluralign data opinions -g "United States" --writer paper --llm-backend openai -o data/us
+
+        pluralign data opinions --source dev_groups.jsonl -g Pakistan --writer framed -o data/pk
 
         pluralign data opinions --source dev_groups.jsonl -g Pakistan --uniform -o data/pk-u
     """

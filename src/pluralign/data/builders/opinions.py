@@ -213,12 +213,17 @@ class OpinionsConfig(YamlConfig):
                           "paraphrase it cannot use is replaced by the question itself (style "
                           "'original', counted). paper: the GDPO paper's appendix-A prompt, "
                           "all styles and answers of a question in one request, for capable "
-                          "models only (the bundled model never follows its layout)."},
+                          "models only (the bundled model never follows its layout). framed: "
+                          "one response per belief to the question itself, the styles are "
+                          "fixed conversational framings around the unchanged question (when "
+                          "the model is too small to paraphrase: the bundled model's "
+                          "paraphrases keep the question in about 1 of 10 requests)."},
     )
     n_styles: int = field(
         default=3,
-        metadata={"help": "Paraphrase styles asked per question (per-belief: at most 6, "
-                          "casual, formal, curious, direct, friendly, polite in this order)."},
+        metadata={"help": "Paraphrase styles asked per question (per-belief and framed: at "
+                          "most 6, casual, formal, curious, direct, friendly, polite in this "
+                          "order)."},
     )
     pairs_per_question: int = field(
         default=30, metadata={"help": "Pairs drawn per question and group."}

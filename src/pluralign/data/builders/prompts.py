@@ -14,6 +14,7 @@ parsers return None or "" for an answer they cannot use, never a made-up one.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -170,6 +171,26 @@ def _usable_question(question: str, original: str) -> str | None:
     if not _content_words(question) & _content_words(original):
         return None  # a question on another topic is no paraphrase either
     return question
+
+
+def _overlap_terms(text: str) -> set[str | tuple[str, str]]:
+    """Content words and word pairs: pairs tell "American citizens" from "American government"."""
+    words = _WORDS.findall(text.lower())
+    return _content_words(text) | set(itertools.pairwise(words))
+
+
+def fits_only_its_question(paraphrase: str, original: str, others: Sequence[str]) -> bool:
+    """Whether ``paraphrase`` shares more content words and word pairs with ``original``
+    than with any of ``others`` (the other questions of the build).
+
+    Small models keep a survey question's lead-in and drop its item ("Which of these
+    characteristics do you associate with the Chinese people?" for the Generous,
+    Greedy, ... rows): such a question asks something else, and rows with
+    different answer distributions would share one prompt.
+    """
+    terms = _overlap_terms(paraphrase)
+    own = len(terms & _overlap_terms(original))
+    return all(len(terms & _overlap_terms(other)) < own for other in others if other != original)
 
 
 def parse_paraphrase(text: str, original: str) -> str | None:

@@ -33,6 +33,7 @@ from pluralign.data.builders.prompts import (
     PARAPHRASE_TEMPLATE,
     ParsedStyle,
     clean_response,
+    fits_only_its_question,
     opinion_prompt,
     parse_paraphrase,
     parse_styles,
@@ -140,18 +141,14 @@ def _paraphrases(
                 for row, _ in jobs for style in styles]
     results = iter(complete_in_chunks(backend, requests, "opinions: paraphrases"))
     _zero(report, "paraphrase requests", "paraphrase llm failures", "paraphrase parse failures",
+          "paraphrases fitting another question as well",
           "paraphrase fallbacks (original question used)", "duplicate paraphrases merged")
+    questions = sorted({row.question for row, _ in jobs})
     out = []
     for row, _ in jobs:
         variants: list[tuple[str, str]] = []
         for style in styles:
-            result = next(results)
-            report.counts["paraphrase requests"] += 1
-            question = None
-            if not result.ok or result.text is None:
-                report.counts["paraphrase llm failures"] += 1
-            elif (question := parse_paraphrase(result.text, row.question)) is None:
-                report.counts["paraphrase parse failures"] += 1
+            question = _paraphrase_of(next(results), row.question, questions, report)
             if question is None:
                 report.counts["paraphrase fallbacks (original question used)"] += 1
                 style, question = ORIGINAL_STYLE, row.question
@@ -162,6 +159,23 @@ def _paraphrases(
             variants.append((style, question))
         out.append(variants)
     return out
+
+
+def _paraphrase_of(result: ChatResult, original: str, questions: Sequence[str],
+                   report: BuildReport) -> str | None:
+    """The usable paraphrase in ``result``, or None (counted by the reason)."""
+    report.counts["paraphrase requests"] += 1
+    if not result.ok or result.text is None:
+        report.counts["paraphrase llm failures"] += 1
+        return None
+    question = parse_paraphrase(result.text, original)
+    if question is None:
+        report.counts["paraphrase parse failures"] += 1
+        return None
+    if not fits_only_its_question(question, original, questions):
+        report.counts["paraphrases fitting another question as well"] += 1
+        return None
+    return question
 
 
 def _responses(
@@ -225,6 +239,42 @@ def write_per_belief(
     return _responses(backend, jobs, variants, params, report)
 
 
+# ------------------------------------------------------------------ framed
+
+#: The "framed" writer's styles: the survey question word for word inside a conversational
+#: frame. A model too small to paraphrase (the bundled SmolLM2-135M drops the item a Pew
+#: question asks about, or copies the question) still yields distinct prompts per question.
+FRAMINGS = {
+    "casual": "Hey, random question for you. {question}",
+    "formal": "I would appreciate your view on the following survey question. {question}",
+    "curious": "I've been wondering about this lately. {question} What do you think?",
+    "direct": "{question} Give me your answer.",
+    "friendly": "Hi! I'd love to hear your opinion on something. {question}",
+    "polite": "If you don't mind me asking: {question}",
+}
+
+
+def write_framed(
+    backend: LLMBackend, jobs: list[Job], config: OpinionsConfig, report: BuildReport
+) -> list[list[ParsedStyle]]:
+    """A response per belief to the question itself; the styles are framings of it.
+
+    Every framing of a question shares the responses (they answer the same question).
+    """
+    temperature, max_tokens = RESPONSE_WRITERS.get("framed").settings(config)
+    params = {"temperature": temperature, "max_tokens": max_tokens, "seed": config.seed}
+    styles = PARAPHRASE_STYLES[: config.n_styles]
+    report.details["response writer"] = {
+        "writer": "framed", "temperature": temperature, "max_tokens": max_tokens,
+        "framings": {style: FRAMINGS[style] for style in styles},
+        "response prompt": BELIEF_RESPONSE_TEMPLATE}
+    answered = _responses(backend, jobs, [[(ORIGINAL_STYLE, row.question)] for row, _ in jobs],
+                          params, report)
+    return [[ParsedStyle(style, FRAMINGS[style].format(question=row.question),
+                         dict(usable[0].answers)) for style in styles] if usable else []
+            for (row, _), usable in zip(jobs, answered, strict=True)]
+
+
 RESPONSE_WRITERS.register("paper", ResponseWriter(
     "paper", write_paper, temperature=1.0, max_tokens=1024,
     help="GDPO appendix-A prompt: all styles and answers of a question in one request "
@@ -234,3 +284,7 @@ RESPONSE_WRITERS.register("per-belief", ResponseWriter(
     max_styles=len(PARAPHRASE_STYLES),
     help="Short requests a small model can answer: one paraphrase per style, one response "
          "per (style, belief); unusable paraphrases fall back to the original question."))
+RESPONSE_WRITERS.register("framed", ResponseWriter(
+    "framed", write_framed, temperature=0.0, max_tokens=80, max_styles=len(FRAMINGS),
+    help="One response per belief to the question itself; the styles are fixed framings "
+         "around the unchanged question (for writers too small to paraphrase)."))
