@@ -125,9 +125,9 @@ def demo_command(
     SFT of the bundled SmolLM2-135M (LoRA) on pluralign's demo opinion set, then
     DPO and GDPO from the SFT model, then evaluation of all three on held-out
     paraphrases (JSD, CBC, BPC with the offline embedding judge, RS), the
-    reference lines and a report with plots. About 15 minutes on 2 CPU cores;
-    --quick takes about 3. Any DemoRunConfig field can be overridden as
-    `--field value`.
+    reference lines and a report with plots. About 6 minutes on 2 idle CPU cores
+    (under 15 while another job shares them); --quick takes about 3. Any
+    DemoRunConfig field can be overridden as `--field value`.
 
     Examples:
 
