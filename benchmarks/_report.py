@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import statistics
+import time
 from pathlib import Path
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -35,3 +36,16 @@ def write_section(name: str, body: str) -> Path:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text}\n{block}\n"
     BENCHMARKS_MD.write_text(text)
     return BENCHMARKS_MD
+
+
+def run_stamp(quick: bool) -> str:
+    """The sentence that ends a section's description: machine, date, --quick."""
+    return (f"Machine: {machine_line()}. Run on {time.strftime('%Y-%m-%d')}"
+            f"{' (--quick)' if quick else ''}.")
+
+
+def publish(name: str, body: str, *, write: bool) -> None:
+    """Print ``body`` and, when ``write``, put it in its section of BENCHMARKS.md."""
+    print(body)
+    if write:
+        write_section(name, body)

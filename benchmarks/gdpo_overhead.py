@@ -14,10 +14,9 @@ Usage: .venv/bin/python benchmarks/gdpo_overhead.py [--quick] [--repeats 3] [--l
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from _report import machine_line, write_section
+from _report import publish, run_stamp
 from _timing import (
     add_common_args,
     interleaved,
@@ -98,12 +97,9 @@ def main() -> None:
         "sampled every 1 ms during training (psutil), and how much the steps add above the "
         "RSS before the first step. Target: GDPO at most +3% time and +5% peak memory. "
         f"{retry_note(*all_results)} "
-        f"Machine: {machine_line()}. Run on {time.strftime('%Y-%m-%d')}"
-        f"{' (--quick)' if args.quick else ''}.\n\n" + "\n".join(table)
+        f"{run_stamp(args.quick)}\n\n" + "\n".join(table)
     )
-    print(body)
-    if not args.no_write:
-        write_section("gdpo-overhead", body)
+    publish("gdpo-overhead", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _report import machine_line, write_section
+from _report import publish, run_stamp
 from _timing import (
     TRAINERS,
     add_common_args,
@@ -173,8 +173,8 @@ def profile_section(lock: str | None) -> str:
     return (
         "## Where a step's time goes (`benchmarks/vs_trl.py --profile`)\n\n"
         f"One profiled step (torch.profiler, CPU self time per category; the step after one "
-        f"warm-up step) of {MODEL} + LoRA r=8, batch 8 demo pairs, fp32. Machine: "
-        f"{machine_line()}. Run on {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(rows)
+        f"warm-up step) of {MODEL} + LoRA r=8, batch 8 demo pairs, fp32. "
+        f"{run_stamp(False)}\n\n" + "\n".join(rows)
     )
 
 
@@ -186,10 +186,7 @@ def main() -> None:
     parser.add_argument("--profile-only", action="store_true", help="Only profile one step.")
     args = parser.parse_args()
     if args.profile or args.profile_only:
-        body = profile_section(args.lock)
-        print(body)
-        if not args.no_write:
-            write_section("step-profile", body)
+        publish("step-profile", profile_section(args.lock), write=not args.no_write)
         if args.profile_only:
             return
     steps, warmup = (2, 1) if args.quick else (4, 1)
@@ -214,12 +211,9 @@ def main() -> None:
         "process RSS sampled every 1 ms (psutil) and what the steps add above the RSS before "
         "training. Long prompts: neutral background text before each demo question, 256 "
         f"tokens of prompt text. {retry_note(*all_results)} "
-        f"Machine: {machine_line()}. Run on {time.strftime('%Y-%m-%d')}"
-        f"{' (--quick)' if args.quick else ''}.\n\n" + "\n".join(tables)
+        f"{run_stamp(args.quick)}\n\n" + "\n".join(tables)
     )
-    print(body)
-    if not args.no_write:
-        write_section("vs-trl", body)
+    publish("vs-trl", body, write=not args.no_write)
 
 
 if __name__ == "__main__":
