@@ -10,7 +10,7 @@ from pluralign.demo import DemoRunConfig, StageClock, run_demo
 def test_demo_pipeline_runs_end_to_end_on_the_tiny_model(tmp_path):
     config = DemoRunConfig(
         # 13 questions: the first 12 have five beliefs, the 13th four (a ragged dataset).
-        output_dir=str(tmp_path / "demo"), model="tiny", questions=13, pairs_per_question=1,
+        output_dir=str(tmp_path / "demo"), model="tiny", questions=13, pairs_per_question=4,
         sft_steps=1, preference_steps=1, batch_size=2, eval_every=1, samples=1,
         max_new_tokens=4, lora_r=2,
     )
@@ -24,6 +24,10 @@ def test_demo_pipeline_runs_end_to_end_on_the_tiny_model(tmp_path):
     assert set(result.reference_lines) >= {"majority", "reverse", "uniform"}
     assert result.report.is_file()
     assert [line[:5] for line in lines] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    # Measured stage times, printed by the CLI beside the table.
+    assert list(result.stage_seconds) == ["data", "sft", "dpo", "gdpo", "evaluate"]
+    assert all(s > 0 for s in result.stage_seconds.values())
+    assert sum(result.stage_seconds.values()) <= result.seconds
     assert DemoRunConfig.load(tmp_path / "demo" / "config.yaml") == config
 
 
@@ -38,6 +42,7 @@ def test_stage_clock_rescales_the_estimate_with_measured_speed(monkeypatch):
     now[0] = 60.0  # stage a (1 unit) took a minute, so 5 units are left at 1 min/unit
     clock.finish()
     clock.start(1, "b", "second")
+    assert clock.seconds == {"a": 60.0}
     assert "estimating" in lines[0]
     assert "about 5.0 min left" in lines[1]
 

@@ -86,11 +86,18 @@ def test_metric_values_equal_a_recomputation_from_predictions(result):
                     for g in gens)
         assert metrics["cbc"]["value"] == pytest.approx(agree / len(gens))
         verdicts = [g["verdict"] for g in gens]
-        judged = verdicts.count("yes") + verdicts.count("no")
+        # Every generation counts, empty and unparsed responses as "empty" (not expressed).
+        judged = verdicts.count("yes") + verdicts.count("no") + verdicts.count("empty")
         assert metrics["bpc"]["n"] == judged
+        assert verdicts.count("empty") == sum(
+            (not g["parsed"]) or not g["response"].strip() for g in gens)
         if judged:
             assert metrics["bpc"]["value"] == pytest.approx(verdicts.count("yes") / judged)
         sims = [g["rs"] for g in gens if g["rs"] is not None]
+        # They score 0 where their belief has a reference response (None: nothing to compare).
+        silent = [g for g in gens if (not g["parsed"]) or not g["response"].strip()]
+        assert all(g["rs"] in (0.0, None) for g in silent)
+        assert metrics["rs"]["counts"]["empty"] == len(silent)
         assert metrics["rs"]["n"] == len(sims)
         if sims:
             assert metrics["rs"]["value"] == pytest.approx(np.mean(sims))
@@ -145,7 +152,7 @@ def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="models"):
         evaluate(EvalConfig(data=str(tmp_path / "x.jsonl")))
     with pytest.raises(ValueError, match="n_samples"):
-        EvalConfig(models=["tiny"], data="x", n_samples=0)
+        EvalConfig(models=["tiny"], data="x", n_samples=-1)
 
 
 def test_prompts_without_any_belief_sample_are_counted_not_filled_in():

@@ -133,7 +133,7 @@ def test_cbc_validates_inputs():
 # ----------------------------------------------------------------------- BPC
 
 
-def test_bpc_excludes_failures_from_denominator():
+def test_bpc_excludes_judge_failures_from_denominator():
     verdicts = ["yes", "no", "yes", "parse_failure", "api_error", "api_error", "Yes "]
     result = bpc(verdicts)
     assert result.value == pytest.approx(3 / 4)
@@ -141,12 +141,22 @@ def test_bpc_excludes_failures_from_denominator():
     assert result.counts == {
         "yes": 3,
         "no": 1,
+        "empty": 0,
         "parse_failure": 1,
         "api_error": 2,
         "judged": 4,
         "total": 7,
     }
     assert (result.ci_low, result.ci_high) == pytest.approx(wilson_interval(3, 4))
+
+
+def test_bpc_counts_empty_and_unparsed_responses_as_not_expressing_the_belief():
+    # The paper's 1/N over every generation: (yes, empty, empty) is 1/3, not 1/1.
+    result = bpc(["yes", "empty", "empty"])
+    assert result.value == pytest.approx(1 / 3)
+    assert result.n == 3
+    assert result.counts["empty"] == 2
+    assert bpc(["empty", "empty"]).value == 0.0
 
 
 def test_bpc_api_errors_and_parse_failures_never_increase_it():

@@ -192,3 +192,21 @@ def test_adapter_trained_on_top_of_an_adapter_reloads(tmp_path):
     reloaded.eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, second(**batch).logits)
+
+
+def test_lora_on_the_top_layers_only(tiny_lm):
+    import copy
+
+    from pluralign.models import ModelConfig, apply_lora
+
+    model, _tokenizer = tiny_lm
+    wrapped = apply_lora(copy.deepcopy(model), ModelConfig(
+        model="tiny", lora_r=4, lora_target_modules=["all-linear"], lora_top_layers=1))
+    trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad]
+    assert trainable and all(".layers.1." in n for n in trainable)
+    # Every linear layer of the top layer gets an adapter, as "all-linear" means.
+    assert {n.split(".layers.1.")[1].split(".lora")[0] for n in trainable} == {
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
+    with pytest.raises(ValueError, match="lora_top_layers"):
+        ModelConfig(model="tiny", lora_r=4, lora_top_layers=-1)

@@ -94,7 +94,8 @@ def test_load_all_registers_builtin_model_keywords():
     assert load_all() == []
     assert {"smollm2-135m", "tiny"} <= set(MODELS.names())
     assert set(ALL_REGISTRIES) == {"methods", "metrics", "judges", "builders", "models",
-                                   "llm-backends", "reference-lines"}
+                                   "llm-backends", "reference-lines", "sequence-formats"}
+    assert set(ALL_REGISTRIES["sequence-formats"].names()) == {"separated", "paper"}
     assert set(ALL_REGISTRIES["methods"].names()) == {
         "sft", "uniform-sft", "dpo", "gdpo", "gdpo-calibration", "gdpo-conditioned", "kto",
         "gdpo-kto"}

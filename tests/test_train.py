@@ -61,9 +61,12 @@ def test_every_method_trains_two_steps_and_reloads(method, toy_files, tmp_path, 
     trained = result.trainer.model
     torch.testing.assert_close(logits_of(reloaded, tokenizer), logits_of(trained, tokenizer))
     base_logits = logits_of(base_model, tokenizer)
-    assert not torch.allclose(logits_of(reloaded, tokenizer), base_logits, atol=1e-4)
+    vocab = base_logits.size(-1)
+    # The default format adds one token (the belief separator) to the vocabulary.
+    assert logits_of(reloaded, tokenizer).size(-1) == vocab + 1
+    assert not torch.allclose(logits_of(reloaded, tokenizer)[..., :vocab], base_logits, atol=1e-4)
     with reloaded.disable_adapter():  # the LoRA reference is the untouched base model
-        torch.testing.assert_close(logits_of(reloaded, tokenizer), base_logits)
+        torch.testing.assert_close(logits_of(reloaded, tokenizer)[..., :vocab], base_logits)
 
 
 def test_gdpo_metrics_hook_reading_equals_prompt_forward(toy_files, tmp_path):
@@ -111,7 +114,8 @@ def test_full_finetuning_keeps_an_explicit_frozen_reference(toy_files, tmp_path,
     assert reference is not None and reference is not result.trainer.model
     for (name, ref_param), base_param in zip(reference.named_parameters(),
                                              base_model.parameters(), strict=True):
-        assert torch.equal(ref_param, base_param), name
+        # Beyond the base vocabulary: the separator's row, added at the mean of the others.
+        assert torch.equal(ref_param[: base_param.size(0)], base_param), name
     policy = dict(result.trainer.model.named_parameters())
     assert not torch.equal(policy["model.layers.0.mlp.up_proj.weight"],
                            base_model.model.layers[0].mlp.up_proj.weight)
@@ -139,7 +143,10 @@ def test_pluralign_train_is_callable(toy_files, tmp_path):
     result = pluralign.train(make_config(toy_files, tmp_path, "sft", max_steps=1))
     assert result.global_step == 1
     fmt = json.loads((result.final_dir / "pluralign_format.json").read_text())
-    assert fmt == {"method": "sft", "belief_format": "digit", "use_chat_template": False}
+    assert fmt == {"method": "sft", "sequence_format": "separated", "belief_format": "digit",
+                   "use_chat_template": False, "separator": "<|belief|>", "add_bos": False,
+                   "prompt_template": "<Q>{prompt}<A>", "description_template": "<{description}>",
+                   "system_prompt": None}
 
 
 def test_console_logs_off_keeps_the_bar_and_the_metrics_file(toy_files, tmp_path, capsys):

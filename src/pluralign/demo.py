@@ -17,28 +17,39 @@ from pathlib import Path
 from typing import Any
 
 from pluralign.config import YamlConfig
+from pluralign.train.recipe import RECIPE, Recipe
 
 STAGES = ("data", "sft", "dpo", "gdpo", "evaluate")
 
 
 @dataclass
 class DemoRunConfig(YamlConfig):
-    """Settings of `pluralign demo` (the defaults fit in 15 minutes on 2 CPU cores)."""
+    """Settings of `pluralign demo` (the defaults fit in 15 minutes on 2 CPU cores).
+
+    Training follows :data:`pluralign.train.recipe.RECIPE`, the recipe chosen by
+    the sweep on the development groups; only the step counts are sized to the
+    demo's time budget.
+    """
 
     output_dir: str = field(default="runs/demo", metadata={"help": "Where runs and report go."})
     model: str = field(default="smollm2-135m", metadata={"help": "Base model reference."})
     group: str = field(default="Northvale", metadata={"help": "Demo group whose beliefs to learn."})
     questions: int = field(default=24, metadata={"help": "Demo questions used (of 48)."})
     pairs_per_question: int = field(default=8, metadata={"help": "Training pairs per question."})
-    sft_steps: int = field(default=36, metadata={"help": "SFT optimiser steps."})
-    preference_steps: int = field(default=36, metadata={"help": "DPO and GDPO steps each."})
-    batch_size: int = field(default=8, metadata={"help": "Pairs per step."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    sft_learning_rate: float = field(default=3e-4, metadata={"help": "SFT learning rate."})
+    sft_steps: int = field(default=RECIPE.sft_steps, metadata={"help": "SFT optimiser steps."})
+    preference_steps: int = field(
+        default=RECIPE.preference_steps, metadata={"help": "DPO and GDPO steps each."})
+    batch_size: int = field(default=RECIPE.batch_size, metadata={"help": "Pairs per step."})
+    lora_r: int = field(default=RECIPE.lora_r, metadata={"help": "LoRA rank."})
+    sft_learning_rate: float = field(
+        default=RECIPE.sft_learning_rate, metadata={"help": "SFT learning rate."})
     preference_learning_rate: float = field(
-        default=1e-4, metadata={"help": "DPO/GDPO learning rate."}
-    )
-    eval_every: int = field(default=12, metadata={"help": "Evaluate during training every N."})
+        default=RECIPE.preference_learning_rate, metadata={"help": "DPO/GDPO learning rate."})
+    beta: float = field(default=RECIPE.beta, metadata={"help": "DPO/GDPO beta."})
+    eval_every: int = field(
+        default=RECIPE.eval_every,
+        metadata={"help": "Evaluate on the validation split (carved from the training "
+                          "records) every N steps; the best evaluation's weights are kept."})
     samples: int = field(default=2, metadata={"help": "Belief-first generations per question."})
     max_new_tokens: int = field(default=40, metadata={"help": "Tokens per generated answer."})
     seed: int = field(default=0, metadata={"help": "Seed of data, LoRA init and sampling."})
@@ -48,15 +59,25 @@ class DemoRunConfig(YamlConfig):
                      "batch_size", "lora_r", "eval_every", "samples", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.beta <= 0:
+            raise ValueError(f"beta: must be > 0, got {self.beta}")
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoRunConfig:
-        """A run of about 3 minutes: fewer questions and steps, same pipeline."""
+        """A run of under 3 minutes: fewer questions and steps, same pipeline."""
         settings = dict(questions=12, pairs_per_question=4, sft_steps=10, preference_steps=12,
-                        batch_size=6, eval_every=6, samples=1, max_new_tokens=24,
-                        sft_learning_rate=5e-4, preference_learning_rate=3e-4)
+                        batch_size=6, eval_every=6, samples=1, max_new_tokens=24)
         settings.update(overrides)
         return cls(**settings)
+
+    def recipe(self) -> Recipe:
+        """The shared recipe with this run's steps, rates, rank and beta."""
+        return RECIPE.replace(
+            sft_steps=self.sft_steps, preference_steps=self.preference_steps,
+            batch_size=self.batch_size, lora_r=self.lora_r,
+            sft_learning_rate=self.sft_learning_rate,
+            preference_learning_rate=self.preference_learning_rate, beta=self.beta,
+            eval_every=self.eval_every)
 
 
 @dataclass
@@ -68,6 +89,7 @@ class DemoResult:
     rows: list[dict[str, Any]]
     reference_lines: dict[str, float]
     seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)  #: measured, per stage
 
 
 class StageClock:
@@ -81,6 +103,7 @@ class StageClock:
         self.costs, self.echo = costs, echo
         self.started = time.perf_counter()
         self.done_units = 0.0
+        self.seconds: dict[str, float] = {}  #: measured wall time of each finished stage
 
     def start(self, index: int, stage: str, what: str) -> None:
         elapsed = time.perf_counter() - self.started
@@ -91,10 +114,11 @@ class StageClock:
             estimate = "estimating time left after this stage"
         self.echo(f"[{index + 1}/{len(self.costs)}] {what} ({elapsed / 60:.1f} min so far, "
                   f"{estimate})")
-        self._current = stage
+        self._current, self._stage_started = stage, time.perf_counter()
 
     def finish(self) -> None:
         self.done_units += self.costs[self._current]
+        self.seconds[self._current] = time.perf_counter() - self._stage_started
 
 
 def _write_data(config: DemoRunConfig, out: Path) -> tuple[Path, Path]:
@@ -115,23 +139,15 @@ def _train(config: DemoRunConfig, method: str, start: str, files: tuple[Path, Pa
            out: Path) -> Path:
     import shutil
 
-    from pluralign.models import ModelConfig
     from pluralign.train.api import train
-    from pluralign.train.config import TrainConfig
 
-    sft = method == "sft"
     run_dir = out / method
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo always starts fresh
-    result = train(TrainConfig(
-        method=method, train_file=str(files[0]), eval_file=str(files[1]),
-        output_dir=str(run_dir),
-        model=ModelConfig(model=start, lora_r=config.lora_r, lora_alpha=2.0 * config.lora_r),
-        max_steps=config.sft_steps if sft else config.preference_steps,
-        learning_rate=config.sft_learning_rate if sft else config.preference_learning_rate,
-        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=16,
-        eval_steps=config.eval_every, logging_steps=config.eval_every,
-        save_steps=10_000, seed=config.seed, beta=0.1,
-    ), console_logs=False)
+    # The held-out file is only watched for the report's curves; the weights kept are
+    # chosen on the validation split carved from the training records.
+    result = train(config.recipe().train_config(
+        method, start=start, train_file=str(files[0]), eval_file=str(files[1]),
+        output_dir=str(run_dir), seed=config.seed), console_logs=False)
     return result.final_dir
 
 
@@ -161,7 +177,7 @@ def summary_rows(out: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
     for label, entry in data["models"].items():
         metrics = entry["metrics"]
         row = {"method": label}
-        for name in ("jsd", "cbc", "bpc", "rs"):
+        for name in ("jsd", "cbc", "bpc", "rs", "marker_start"):
             row[name] = metrics.get(name, {}).get("value")
         row["minority_margin"] = _final_minority_margin(out / label)
         rows.append(row)
@@ -193,4 +209,5 @@ def run_demo(config: DemoRunConfig, echo: Callable[[str], None] = print) -> Demo
     clock.finish()
     rows, lines = summary_rows(out)
     report = Path(result.files.get("report_html", out / "eval" / "report.html"))
-    return DemoResult(out, report, rows, lines, time.perf_counter() - clock.started)
+    return DemoResult(out, report, rows, lines, time.perf_counter() - clock.started,
+                      dict(clock.seconds))

@@ -32,6 +32,7 @@ BUILTIN_MODULES: list[str] = [
     "pluralign.llm.config",
     "pluralign.data.builders",
     "pluralign.data.demo",
+    "pluralign.train.tokenize",
 ]
 
 
@@ -148,6 +149,7 @@ BUILDERS: Registry[Callable[..., Any]] = Registry("data builder")
 MODELS: Registry[Any] = Registry("model keyword")
 LLM_BACKENDS: Registry[Callable[..., Any]] = Registry("llm backend")
 REFERENCE_LINES: Registry[Callable[..., Any]] = Registry("reference line")
+SEQUENCE_FORMATS: Registry[Any] = Registry("sequence format")
 
 #: The registries that `pluralign ls` shows, in display order.
 ALL_REGISTRIES: dict[str, Registry[Any]] = {
@@ -158,6 +160,7 @@ ALL_REGISTRIES: dict[str, Registry[Any]] = {
     "models": MODELS,
     "llm-backends": LLM_BACKENDS,
     "reference-lines": REFERENCE_LINES,
+    "sequence-formats": SEQUENCE_FORMATS,
 }
 
 

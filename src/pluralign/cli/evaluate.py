@@ -31,7 +31,8 @@ def eval_command(
     judge: Annotated[str | None, typer.Option(
         help="BPC judge: embedding (offline, default), llm or rating.")] = None,
     n: Annotated[int | None, typer.Option(
-        "--n", min=1, help="Belief-first generations per prompt (default 4).")] = None,
+        "--n", min=0, help="Belief-first generations per prompt (default 4; 0 reads the belief "
+        "distributions only).")] = None,
     belief_samples: Annotated[int | None, typer.Option(
         min=0, help="First-token samples per prompt for the sampled estimate (default 64).")
     ] = None,

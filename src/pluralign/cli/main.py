@@ -117,7 +117,7 @@ def ls_command(
 def demo_command(
     ctx: typer.Context,
     quick: Annotated[
-        bool, typer.Option("--quick", help="A ~3 minute run: fewer questions and steps.")
+        bool, typer.Option("--quick", help="A ~3 minute smoke run: fewer questions and steps.")
     ] = False,
 ) -> None:
     """Run the end-to-end demo on the bundled model and data (no network needed).
@@ -125,9 +125,10 @@ def demo_command(
     SFT of the bundled SmolLM2-135M (LoRA) on pluralign's demo opinion set, then
     DPO and GDPO from the SFT model, then evaluation of all three on held-out
     paraphrases (JSD, CBC, BPC with the offline embedding judge, RS), the
-    reference lines and a report with plots. About 6 minutes on 2 idle CPU cores
-    (under 15 while another job shares them); --quick takes about 3. Any
-    DemoRunConfig field can be overridden as `--field value`.
+    reference lines and a report with plots, then the measured time of each
+    stage. 14.6 minutes on 2 idle CPU cores (2026-12-02); --quick took 3.1 and
+    is a smoke run, too short for its numbers to mean much. Any DemoRunConfig
+    field can be overridden as `--field value`.
 
     Examples:
 
@@ -162,16 +163,20 @@ def _print_demo(result: object) -> None:
     def cell(value: object) -> str:
         return "–" if value is None else f"{value:.3f}"
 
-    table = Table("method", "JSD ↓", "CBC ↑", "BPC ↑", "RS ↑", "minority margin",
-                  title="pluralign demo (held-out paraphrases)")
+    table = Table("method", "JSD ↓", "CBC ↑", "BPC ↑", "RS ↑", "marker starts ↓",
+                  "minority margin", title="pluralign demo (held-out paraphrases)")
     for row in result.rows:  # type: ignore[attr-defined]
-        table.add_row(row["method"], *(cell(row[k]) for k in
-                                       ("jsd", "cbc", "bpc", "rs", "minority_margin")))
+        table.add_row(row["method"], *(cell(row.get(k)) for k in
+                                       ("jsd", "cbc", "bpc", "rs", "marker_start",
+                                        "minority_margin")))
     lines = result.reference_lines  # type: ignore[attr-defined]
     console = Console()
     console.print(table)
     console.print("reference lines (JSD): " + ", ".join(
         f"{name} {value:.3f}" for name, value in lines.items()))
+    stages = result.stage_seconds  # type: ignore[attr-defined]
+    console.print("stage times: " + ", ".join(f"{name} {seconds:.0f} s"
+                                              for name, seconds in stages.items()))
     console.print(f"report: {result.report}  ({result.seconds / 60:.1f} min)")  # type: ignore[attr-defined]
 
 

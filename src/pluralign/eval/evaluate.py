@@ -23,7 +23,7 @@ import numpy as np
 
 from pluralign.config import YamlConfig
 from pluralign.data.records import Belief, GroupPreferenceExample, read_examples
-from pluralign.eval.generate import Generation, SamplingOptions
+from pluralign.eval.generate import Generation, SamplingOptions, starts_with_marker
 from pluralign.eval.judges import JudgeItem
 from pluralign.eval.metrics import (
     MetricResult,
@@ -31,6 +31,7 @@ from pluralign.eval.metrics import (
     cbc,
     jsd,
     mean_with_interval,
+    proportion_with_interval,
     response_similarity,
 )
 from pluralign.eval.reference import reference_lines
@@ -72,7 +73,8 @@ class EvalConfig(YamlConfig):
         "help": "Sentence-transformers folder for RS and the embedding judge (default: the "
                 "bundled all-MiniLM-L6-v2)."})
     n_samples: int = field(default=4, metadata={
-        "help": "Belief-first generations per prompt (CBC, BPC, RS)."})
+        "help": "Belief-first generations per prompt (CBC, BPC, RS); 0 reads the belief "
+                "distributions only (JSD)."})
     belief_samples: int = field(default=64, metadata={
         "help": "First-token samples per prompt for the sampled belief estimate (0: skip)."})
     temperature: float = field(default=1.0, metadata={
@@ -84,6 +86,9 @@ class EvalConfig(YamlConfig):
     max_prompts: int | None = field(default=None, metadata={
         "help": "Evaluate only the first N distinct prompts (None: all)."})
     batch_size: int = field(default=16, metadata={"help": "Prompts per forward pass."})
+    generation_batch_size: int = field(default=64, metadata={
+        "help": "Rows per generate call. Each decoding step reads every weight once whatever "
+                "the batch, so on a CPU a larger batch is much cheaper per row."})
     device: str = field(default="auto", metadata={"help": "Device of the models (auto, cpu...)."})
     ref_model: str | None = field(default=None, metadata={
         "help": "Reference model (e.g. runs/sft/final) for reward margins; None skips them."})
@@ -107,7 +112,10 @@ class EvalConfig(YamlConfig):
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
-        for name in ("n_samples", "batch_size", "max_new_tokens"):
+        if self.n_samples < 0:
+            raise ValueError(f"n_samples: must be >= 0 (0: belief distributions only), got "
+                             f"{self.n_samples}")
+        for name in ("batch_size", "generation_batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.belief_samples < 0 or self.kshot < 0:
@@ -177,6 +185,9 @@ class PromptPrediction:
     sampled_counts: list[int] | None = None
     off_belief: int | None = None
     generations: list[Generation] = field(default_factory=list)
+    #: Mean full-vocabulary mass on belief markers right after each belief's description
+    #: (a format leak when high); None where not measured (API baselines).
+    after_description_mass: float | None = None
     verdicts: list[str] = field(default_factory=list)
     similarities: list[float | None] = field(default_factory=list)
     api_errors: int = 0
@@ -196,7 +207,8 @@ class PromptPrediction:
             "beliefs": [{"class_id": b.class_id, "description": b.description} for b in g.beliefs],
             "target": g.target, "predicted": self.predicted, "jsd": jsd_value, "mass": self.mass,
             "sampled": self.sampled, "sampled_counts": self.sampled_counts,
-            "off_belief": self.off_belief, "generations": generations,
+            "off_belief": self.off_belief,
+            "after_description_mass": self.after_description_mass, "generations": generations,
         }
 
 
@@ -204,27 +216,43 @@ class PromptPrediction:
 
 
 def judge_predictions(predictions: Sequence[PromptPrediction], judge: Any) -> None:
-    """Fill ``verdicts`` of every generation with one call of the judge."""
-    items = [
-        JudgeItem(question=p.group.prompt, class_id=g.class_id,
-                  belief=p.group.description(g.class_id), response=g.response,
-                  references=p.group.references)
-        for p in predictions for g in p.generations
-    ]
-    verdicts = judge.judge(items) if items else []
-    it = iter(verdicts)
+    """Fill ``verdicts`` of every generation with one call of the judge.
+
+    Empty, whitespace-only and unparsed responses express no belief: they get
+    the verdict "empty" without being sent to the judge, and BPC counts them.
+    """
+    slots, items = [], []
     for p in predictions:
-        p.verdicts = [next(it) for _ in p.generations]
+        p.verdicts = ["empty"] * len(p.generations)
+        for j, g in enumerate(p.generations):
+            if g.expresses_nothing:
+                continue
+            slots.append((p, j))
+            items.append(JudgeItem(question=p.group.prompt, class_id=g.class_id,
+                                   belief=p.group.description(g.class_id), response=g.response,
+                                   references=p.group.references))
+    verdicts = judge.judge(items) if items else []
+    for (p, j), verdict in zip(slots, verdicts, strict=True):
+        p.verdicts[j] = verdict
 
 
 def similarity_predictions(predictions: Sequence[PromptPrediction], embedder: Any = None) -> None:
-    """Fill ``similarities``: RS of each response against the reference of its belief."""
+    """Fill ``similarities``: RS of each response against the reference of its belief.
+
+    An empty, whitespace-only or unparsed response scores 0 (it says nothing
+    like the reference); only a belief without any reference response is left
+    unscored (None).
+    """
     slots, generated, references = [], [], []
     for p in predictions:
         p.similarities = [None] * len(p.generations)
         for j, g in enumerate(p.generations):
             reference = p.group.reference_for(g.class_id)
-            if reference is not None and g.response.strip():
+            if reference is None:
+                continue
+            if g.expresses_nothing:
+                p.similarities[j] = 0.0
+            else:
                 slots.append((p, j))
                 generated.append(g.response)
                 references.append(reference)
@@ -263,14 +291,41 @@ def score_predictions(predictions: Sequence[PromptPrediction], *, seed: int = 0
         metrics["jsd_sampled"] = _jsd_where_read(
             "jsd_sampled", [p.sampled for p in predictions], targets, seed)
     gens = [g for p in predictions for g in p.generations]
+    if gens:  # n_samples=0 reads belief distributions only
+        metrics.update(_generation_metrics(predictions, gens, seed))
+    masses = [p.after_description_mass for p in predictions
+              if p.after_description_mass is not None]
+    if masses:
+        mean, low, high = mean_with_interval(masses, seed=seed)
+        metrics["marker_mass_after_description"] = MetricResult(
+            "marker_mass_after_description", mean, len(masses), low, high,
+            {"prompts": len(masses)}, np.asarray(masses))
+    return metrics
+
+
+def _generation_metrics(predictions: Sequence[PromptPrediction], gens: Sequence[Generation],
+                        seed: int) -> dict[str, MetricResult]:
+    """CBC, BPC, RS and the share of responses that open with a marker."""
+    metrics: dict[str, MetricResult] = {}
     metrics["cbc"] = cbc([g.class_id for g in gens], [g.description_class for g in gens])
     metrics["bpc"] = bpc([v for p in predictions for v in p.verdicts])
     sims = [s for p in predictions for s in p.similarities if s is not None]
     mean, low, high = mean_with_interval(sims, seed=seed)
     missing = sum(s is None for p in predictions for s in p.similarities)
+    empty = sum(g.expresses_nothing for g in gens)
     metrics["rs"] = MetricResult("rs", mean, len(sims), low, high,
-                                 {"pairs": len(sims), "skipped": missing}, np.asarray(sims))
+                                 {"pairs": len(sims), "skipped": missing, "empty": empty},
+                                 np.asarray(sims))
+    metrics["marker_start"] = marker_start_share(gens)
     return metrics
+
+
+def marker_start_share(generations: Sequence[Generation]) -> MetricResult:
+    """Share of generations whose response opens with another belief marker (a leak)."""
+    starts = sum(starts_with_marker(g.response) for g in generations)
+    value, low, high = proportion_with_interval(starts, len(generations))
+    return MetricResult("marker_start", value, len(generations), low, high,
+                        {"marker_starts": starts, "generations": len(generations)})
 
 
 # ----------------------------------------------------------------------- models
@@ -352,19 +407,61 @@ def predict_local(model: Any, tokenizer: Any, groups: Sequence[PromptGroup], fmt
             # A greedy run still gets a sampled estimate at T=1 (at T=0 it would be one-hot).
             temperature=config.temperature or 1.0, seed=config.seed,
             batch_size=config.batch_size)
-    generations = generate_beliefs_first(
-        model, tokenizer, [g.prompt for g in groups], [g.beliefs for g in groups], fmt=fmt,
-        n=config.n_samples, options=config.sampling(), batch_size=config.batch_size,
-        progress=config.progress)
+    generations: list[list[Generation]] = [[] for _ in groups]
+    if config.n_samples:
+        generations = generate_beliefs_first(
+            model, tokenizer, [g.prompt for g in groups], [g.beliefs for g in groups], fmt=fmt,
+            n=config.n_samples, options=config.sampling(),
+            batch_size=config.generation_batch_size, progress=config.progress)
+    after = (marker_mass_after_descriptions(model, tokenizer, groups, fmt,
+                                            batch_size=config.batch_size)
+             if fmt.description_template is not None else [None] * len(groups))
     return [
         PromptPrediction(
             group=g, predicted=reading.probs[i], mass=reading.mass[i],
             sampled=estimate.probs[i] if estimate else None,
             sampled_counts=estimate.counts[i] if estimate else None,
             off_belief=estimate.off_belief[i] if estimate else None,
-            generations=generations[i])
+            generations=generations[i], after_description_mass=after[i])
         for i, g in enumerate(groups)
     ]
+
+
+def marker_mass_after_descriptions(model: Any, tokenizer: Any, groups: Sequence[PromptGroup],
+                                   fmt: Any, *, batch_size: int = 16) -> list[float]:
+    """Per prompt, the mean over its beliefs of the next-token mass on any belief marker
+    (or the separator) right after ``prompt + marker + description``.
+
+    A clean model puts almost none there (a response follows); a model trained
+    on a format whose belief slot follows the token that also closes the
+    description puts much of it there, and writes ``4<Yes>4<Yes>...``.
+    """
+    from pluralign.eval.beliefs import belief_distributions
+    from pluralign.train.tokenize import (
+        belief_marker_ids,
+        build_sequence,
+        encode_prompt,
+        separator_id,
+    )
+
+    rows, markers, owners = [], [], []
+    for i, g in enumerate(groups):
+        prompt_ids = encode_prompt(tokenizer, g.prompt, fmt)
+        ids = belief_marker_ids(tokenizer, list(g.class_ids), fmt.marker)
+        separator = separator_id(tokenizer, fmt)
+        watched = ids if separator is None else [*ids, separator]
+        for b in g.beliefs:
+            sequence = build_sequence(tokenizer, prompt_ids, b.class_id, b.description, "", fmt)
+            rows.append(sequence["input_ids"][: sequence["belief_span"][1]])
+            markers.append(watched)
+            owners.append(i)
+    reading = belief_distributions(model, rows, markers, pad_token_id=tokenizer.pad_token_id,
+                                   batch_size=batch_size)
+    sums, counts = [0.0] * len(groups), [0] * len(groups)
+    for owner, mass in zip(owners, reading.mass, strict=True):
+        sums[owner] += mass
+        counts[owner] += 1
+    return [total / n for total, n in zip(sums, counts, strict=True)]
 
 
 def _margins(model: Any, tokenizer: Any, fmt: Any, method: str | None,
@@ -389,6 +486,9 @@ def evaluate_model(ref: str, label: str, groups: Sequence[PromptGroup],
     from pluralign.models import load_model
 
     model, tokenizer = load_model(ref, device=config.device)
+    if hasattr(model, "merge_and_unload"):
+        # Inference only: folding LoRA into the weights removes its extra ops at every step.
+        model = model.merge_and_unload()
     fmt = load_sequence_format(ref)
     method = read_format_info(ref).get("method")
     predictions = predict_local(model, tokenizer, groups, fmt, config)

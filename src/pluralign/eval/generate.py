@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from pluralign.data.records import Belief
 from pluralign.train.tokenize import (
+    FORMAT_FILE,
     OPINION_FORMAT,
     MarkerMode,
     SequenceFormat,
@@ -41,9 +42,6 @@ from pluralign.train.tokenize import (
     belief_marker_ids,
     encode_prompt,
 )
-
-#: Name of the file a trained run writes into ``final/`` (see ``pluralign.train.api``).
-FORMAT_FILE = "pluralign_format.json"
 
 _DIGIT_MARKER = re.compile(r"\s*(\d+)")
 _SPECIAL_MARKER = re.compile(r"\s*<\|belief_(\d+)\|>")
@@ -78,16 +76,35 @@ class ParsedGeneration:
 
 @dataclass(frozen=True)
 class Generation:
-    """One belief-first generation and what was parsed from it."""
+    """One belief-first generation and what was parsed from it.
+
+    ``parsed`` is false when the class or, in a format with descriptions, the
+    ``<description>`` could not be read: such a response expresses no belief.
+    """
 
     text: str
     class_id: int | None
     description: str | None
     response: str
     description_class: int | None
+    parsed: bool = True
+
+    @property
+    def expresses_nothing(self) -> bool:
+        """Empty, whitespace-only or unparsed: BPC and RS count it as no belief expressed."""
+        return not self.parsed or not self.response.strip()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def starts_with_marker(response: str, marker: MarkerMode = "digit") -> bool:
+    """Whether a response opens with another belief marker (``4<Yes>...``, ``<|belief_4|>``)
+    or the separator: the leak of a format whose belief slot follows a common token."""
+    text = response.lstrip()
+    if marker == "special" or text.startswith("<|belief"):
+        return bool(_SPECIAL_MARKER.match(text)) or text.startswith("<|belief|>")
+    return bool(_DIGIT_MARKER.match(text))
 
 
 # ----------------------------------------------------------------------- parsing
@@ -148,17 +165,15 @@ def description_class(description: str | None, beliefs: Sequence[Belief]) -> int
 
 
 def load_sequence_format(model_ref: str | Path) -> SequenceFormat:
-    """The sequence format a trained model used (``pluralign_format.json``), else the paper's."""
+    """The sequence format a trained model used (``pluralign_format.json``), else the paper's.
+
+    A model that pluralign did not train has no separator token in its
+    tokenizer, so it is prompted in the paper's format.
+    """
     path = Path(model_ref)
     if not (path / FORMAT_FILE).is_file():
         return OPINION_FORMAT
-    info = json.loads((path / FORMAT_FILE).read_text())
-    return SequenceFormat(
-        marker=info.get("belief_format", "digit"),
-        chat_template=bool(info.get("use_chat_template", False)),
-        prompt_template=OPINION_FORMAT.prompt_template,
-        description_template=OPINION_FORMAT.description_template,
-    )
+    return SequenceFormat.from_info(json.loads((path / FORMAT_FILE).read_text()))
 
 
 def read_format_info(model_ref: str | Path) -> dict[str, Any]:
@@ -215,7 +230,11 @@ def _pick(
 def _continue(
     model: Any, tokenizer: Any, rows: list[list[int]], options: SamplingOptions
 ) -> list[str]:
-    """Decode the continuation of each row (description + response)."""
+    """Decode the continuation of each row (description + response) up to its eos.
+
+    Special tokens are kept in the text: skipping them would hide a belief
+    marker or separator that a model repeats inside its response.
+    """
     ids, mask = _left_pad(rows, tokenizer.pad_token_id)
     kwargs: dict[str, Any] = {"max_new_tokens": options.max_new_tokens}
     if options.temperature > 0:
@@ -227,7 +246,14 @@ def _continue(
         input_ids=ids.to(device), attention_mask=mask.to(device),
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs,
     )
-    return tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+    return [decode_until_eos(tokenizer, row) for row in out[:, ids.shape[1]:].tolist()]
+
+
+def decode_until_eos(tokenizer: Any, token_ids: Sequence[int]) -> str:
+    """Text of ``token_ids`` before the first eos (or pad), special tokens kept."""
+    stops = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    end = next((i for i, t in enumerate(token_ids) if t in stops), len(token_ids))
+    return tokenizer.decode(list(token_ids[:end]), skip_special_tokens=False)
 
 
 @torch.no_grad()
@@ -278,6 +304,7 @@ def generate_beliefs_first(
             text=text, class_id=parsed.class_id, description=parsed.description,
             response=parsed.response,
             description_class=description_class(parsed.description, belief_sets[owner]),
+            parsed=parsed.description is not None or not has_description,
         ))
     return results
 

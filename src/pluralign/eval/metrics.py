@@ -27,8 +27,9 @@ from numpy.typing import ArrayLike
 
 from pluralign.registry import METRICS
 
-#: Verdicts a BPC judge may return; only "yes" and "no" enter the share.
-VERDICTS: tuple[str, ...] = ("yes", "no", "parse_failure", "api_error")
+#: Verdicts of BPC: a judge's "yes"/"no" (or its failures "parse_failure"/"api_error"),
+#: and "empty" for a response that is empty, whitespace-only or unparsed (never judged).
+VERDICTS: tuple[str, ...] = ("yes", "no", "empty", "parse_failure", "api_error")
 
 #: Default number of bootstrap resamples and the seed that makes them repeatable.
 N_RESAMPLES = 2000
@@ -299,13 +300,16 @@ def _verdict(value: Any, index: int) -> str:
 
 @METRICS.register("bpc")
 def bpc(verdicts: Sequence[Any], *, confidence: float = 0.95) -> MetricResult:
-    """Belief-prediction consistency: share of "yes" among validly judged generations."""
+    """Belief-prediction consistency over every generation (the paper's 1/N): the share of
+    "yes"; empty, whitespace-only and unparsed responses ("empty") count as not expressing
+    the belief. Only the judge's own failures are left out."""
     counts = dict.fromkeys(VERDICTS, 0)
     for i, value in enumerate(verdicts):
         counts[_verdict(value, i)] += 1
-    # Parse failures and API errors say nothing about the response: they are
-    # left out of the denominator and never counted as agreement.
-    judged = counts["yes"] + counts["no"]
+    # A judge's parse failures and API errors say nothing about the response: they are
+    # left out of the denominator and never counted as agreement. An empty or unparsed
+    # response is the model's failure and stays in it.
+    judged = counts["yes"] + counts["no"] + counts["empty"]
     counts["judged"] = judged
     counts["total"] = len(verdicts)
     value, low, high = proportion_with_interval(counts["yes"], judged, confidence)

@@ -161,7 +161,8 @@ def _api_generation(text: str | None, group: PromptGroup, include_class: bool) -
     if class_id is not None and class_id not in group.class_ids:
         class_id = None
     return Generation(text=text or "", class_id=class_id, description=parsed.description,
-                      response=parsed.response, description_class=mapped)
+                      response=parsed.response, description_class=mapped,
+                      parsed=class_id is not None and parsed.description is not None)
 
 
 def kshot_api(

@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 
 #: Columns of the methods table: (metric key, header).
 COLUMNS = (("jsd", "JSD ↓"), ("jsd_sampled", "JSD sampled ↓"), ("cbc", "CBC ↑"),
-           ("bpc", "BPC ↑"), ("rs", "RS ↑"))
+           ("bpc", "BPC ↑"), ("rs", "RS ↑"), ("marker_start", "marker starts ↓"))
 
 #: metrics.jsonl keys drawn as training curves: every key a run logged, one panel per group.
 CURVE_PANELS = (
-    ("JSD to p* over training", ("eval_belief/jsd",)),
+    ("JSD to p* over training", ("eval_belief/jsd", "heldout_belief/jsd")),
     ("reward margins over training", ("eval_rewards/margins_majority",
                                       "eval_rewards/margins_minority",
                                       "rewards/margins_majority", "rewards/margins_minority")),

@@ -8,6 +8,7 @@ from pluralign.models.loading import (
     apply_lora,
     count_parameters,
     load_model,
+    resize_token_embeddings,
 )
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "count_parameters",
     "find_bundled_gguf",
     "load_model",
+    "resize_token_embeddings",
 ]
 
 # Importing the keyword module registers "smollm2-135m" and "tiny".

@@ -82,6 +82,13 @@ class ModelConfig(YamlConfig):
             "layer except the output head."
         },
     )
+    lora_top_layers: int = field(
+        default=0,
+        metadata={
+            "help": "LoRA on the last N transformer layers only (0: every layer). Gradients "
+            "then stop below them, so a training step costs less."
+        },
+    )
     lora_modules_to_save: list[str] = field(
         default_factory=list,
         metadata={
@@ -99,6 +106,9 @@ class ModelConfig(YamlConfig):
             raise ValueError(f"lora_alpha: must be > 0, got {self.lora_alpha}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_top_layers < 0:
+            raise ValueError(f"lora_top_layers: must be >= 0 (0: every layer), got "
+                             f"{self.lora_top_layers}")
         if self.lora_r and not self.lora_target_modules:
             raise ValueError("lora_target_modules: LoRA needs at least one target module")
 
@@ -193,6 +203,31 @@ def load_pretrained_folder(path: Path | str, config: ModelConfig) -> tuple[Any, 
     return model, tokenizer
 
 
+def resize_token_embeddings(model: Any, size: int) -> None:
+    """Grow ``model``'s token embeddings to ``size`` rows; each new row is the mean of the old.
+
+    The mean is exact and deterministic (transformers' own mean resizing adds
+    random noise), so a LoRA run that added a token whose embedding it does not
+    train (the ``<|belief|>`` separator) reloads with bit-identical rows without
+    saving the embedding matrix. Never shrinks (a vocabulary padded beyond the
+    tokenizer stays as it is).
+    """
+    import torch
+
+    old = model.get_input_embeddings().weight.shape[0]
+    if size <= old:
+        return
+    model.resize_token_embeddings(size, mean_resizing=False)
+    with torch.no_grad():
+        embeddings = model.get_input_embeddings().weight
+        embeddings[old:] = embeddings[:old].mean(dim=0)
+        output = model.get_output_embeddings()
+        if output is not None and output.weight.data_ptr() != embeddings.data_ptr():
+            output.weight[old:] = output.weight[:old].mean(dim=0)
+            if getattr(output, "bias", None) is not None:
+                output.bias[old:] = output.bias[:old].mean()
+
+
 def _load_adapter(path: Path, config: ModelConfig) -> tuple[Any, Any]:
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -209,8 +244,7 @@ def _load_adapter(path: Path, config: ModelConfig) -> tuple[Any, Any]:
         base = base.merge_and_unload()
     if (path / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        if len(tokenizer) != base.get_input_embeddings().weight.shape[0]:
-            base.resize_token_embeddings(len(tokenizer))
+        resize_token_embeddings(base, len(tokenizer))
     model = PeftModel.from_pretrained(base, str(path), is_trainable=bool(config.lora_r))
     return model, tokenizer
 
@@ -238,13 +272,36 @@ def _load_hub(ref: str, config: ModelConfig) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def _linear_module_names(model: Any) -> list[str]:
+    """Leaf names of every linear layer except the output head (what "all-linear" means)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not head})
+
+
+def _top_layers(model: Any, count: int) -> list[int] | None:
+    """Indices of the last ``count`` transformer layers (None: all of them)."""
+    if not count:
+        return None
+    total = getattr(model.config, "num_hidden_layers", None)
+    if not total:
+        raise ModelLoadError(f"lora_top_layers: {type(model).__name__} does not say how many "
+                             "layers it has (config.num_hidden_layers)")
+    if count > total:
+        raise ModelLoadError(f"lora_top_layers: {count} > the model's {total} layers")
+    return list(range(total - count, total))
+
+
 def apply_lora(model: Any, config: ModelConfig) -> Any:
     """Wrap ``model`` with peft LoRA adapters as ``config`` describes."""
     from peft import LoraConfig, get_peft_model
 
     targets: list[str] | str = config.lora_target_modules
     if targets == ["all-linear"]:
-        targets = "all-linear"
+        # peft takes "all-linear" only without a layer subset: name the linear layers then.
+        targets = _linear_module_names(model) if config.lora_top_layers else "all-linear"
     lora = LoraConfig(
         task_type="CAUSAL_LM",
         r=config.lora_r,
@@ -252,6 +309,7 @@ def apply_lora(model: Any, config: ModelConfig) -> Any:
         lora_dropout=config.lora_dropout,
         target_modules=targets,
         modules_to_save=config.lora_modules_to_save or None,
+        layers_to_transform=_top_layers(model, config.lora_top_layers),
     )
     try:
         wrapped = get_peft_model(model, lora)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import shutil
@@ -17,14 +18,18 @@ from pluralign.runs import prepare_run_dir
 from pluralign.train.common import last_complete_checkpoint, process_state
 from pluralign.train.config import TrainConfig
 from pluralign.train.dataset import belief_eval_inputs, preference_dataset, sft_dataset
+from pluralign.train.framing import frame_prompts
 from pluralign.train.methods import Method
 from pluralign.train.metrics import METRICS_FILE, BeliefEvalCallback, MetricsJsonlCallback
-from pluralign.train.tokenize import OPINION_FORMAT, SequenceFormat, add_belief_tokens
+from pluralign.train.selection import BestStateCallback, carve_validation
+from pluralign.train.tokenize import (
+    FORMAT_FILE,
+    SequenceFormat,
+    add_format_tokens,
+    named_format,
+)
 
 logger = logging.getLogger(__name__)
-
-#: Written into final/ so evaluation and generation use the same sequence format.
-FORMAT_FILE = "pluralign_format.json"
 
 
 @dataclass
@@ -36,6 +41,8 @@ class TrainResult:
     global_step: int
     metrics_file: Path
     trainer: Any = None  #: the TRL trainer, for inspection (its model is the trained policy)
+    #: The step whose weights final/ holds when a validation split selected them (else None).
+    selected_step: int | None = None
 
 
 @dataclass
@@ -51,11 +58,10 @@ class _Context:
 
 
 def sequence_format(config: TrainConfig) -> SequenceFormat:
-    return SequenceFormat(
-        marker=config.belief_format, chat_template=config.use_chat_template,
-        prompt_template=OPINION_FORMAT.prompt_template,
-        description_template=OPINION_FORMAT.description_template,
-    )
+    """The named format of ``config`` with its marker and chat-template choices."""
+    return dataclasses.replace(named_format(config.sequence_format),
+                               marker=config.belief_format,
+                               chat_template=config.use_chat_template)
 
 
 def _load_records(path: str | None, limit: int | None) -> list[GroupPreferenceExample]:
@@ -76,8 +82,8 @@ def _load_policy(config: TrainConfig) -> tuple[Any, Any]:
         # Starting from a LoRA run (e.g. DPO from the SFT adapter): fold it into the weights,
         # so that the new adapters train on top and the reference is the SFT model.
         model = model.merge_and_unload()
-    if config.belief_format == "special":
-        add_belief_tokens(tokenizer, model)
+    fmt = sequence_format(config)
+    add_format_tokens(tokenizer, model, fmt)
     if config.model.lora_r:
         lora = copy.deepcopy(config.model)
         if config.belief_format == "special" and not lora.lora_modules_to_save:
@@ -279,23 +285,61 @@ def train(config: TrainConfig, *, console_logs: bool = True) -> TrainResult:
         prepare_run_dir(output_dir, config)
     set_seed(config.seed)
     train_records = _load_records(config.train_file, config.max_train_examples)
-    eval_records = _load_records(config.eval_file, config.max_eval_examples)
+    heldout_records = _load_records(config.eval_file, config.max_eval_examples)
+    validation_records: list[GroupPreferenceExample] = []
+    if config.validation_fraction:
+        carve = carve_validation(train_records, config.validation_fraction, config.seed)
+        train_records, validation_records = carve.train, carve.validation
+        logger.info("validation split: %d of the training records (held out by %s)",
+                    len(validation_records), carve.by)
+    if config.frame_prompts:
+        train_records = frame_prompts(train_records, config.seed)
     model, tokenizer = _load_policy(config)
+    # The trainer evaluates (loss, margins) on the validation split when there is one.
     ctx = _Context(config, method, model, tokenizer, sequence_format(config), train_records,
-                   eval_records, output_dir)
+                   validation_records or heldout_records, output_dir)
     trainer = TRAINER_FAMILIES[method.family](ctx)
     trainer.add_callback(MetricsJsonlCallback(output_dir))
     if not console_logs:
         _silence_log_printing(trainer)
-    if eval_records:
-        trainer.add_callback(BeliefEvalCallback(
-            belief_eval_inputs(eval_records, tokenizer, ctx.fmt), output_dir,
-            pad_token_id=tokenizer.pad_token_id, batch_size=config.per_device_eval_batch_size,
-        ))
+    _add_evaluation_callbacks(trainer, ctx, heldout_records if validation_records else [])
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if eval_records:
+    if ctx.eval_records and _needs_final_evaluation(trainer, config):
         trainer.evaluate()
     return _save_final(trainer, tokenizer, ctx)
+
+
+def _needs_final_evaluation(trainer: Any, config: TrainConfig) -> bool:
+    """Whether the last logged evaluation misses the weights that final/ will hold: the
+    last step was not evaluated, or the selection restored an earlier evaluation's."""
+    step = trainer.state.global_step
+    selector = _selector(trainer)
+    restored = selector is not None and selector.best_step not in (None, step)
+    return step % config.eval_steps != 0 or restored
+
+
+def _selector(trainer: Any) -> BestStateCallback | None:
+    return next((c for c in trainer.callback_handler.callbacks
+                 if isinstance(c, BestStateCallback)), None)
+
+
+def _add_evaluation_callbacks(trainer: Any, ctx: _Context,
+                              heldout: list[GroupPreferenceExample]) -> None:
+    """Belief JSD on the trainer's eval records (and on ``heldout`` beside a validation
+    split, for the curves only), then checkpoint selection on the validation split."""
+    config, tokenizer = ctx.config, ctx.tokenizer
+    belief = None
+    for records, prefix in ((ctx.eval_records, "eval_belief"), (heldout, "heldout_belief")):
+        if records:
+            callback = BeliefEvalCallback(
+                belief_eval_inputs(records, tokenizer, ctx.fmt), ctx.output_dir,
+                pad_token_id=tokenizer.pad_token_id,
+                batch_size=config.per_device_eval_batch_size, prefix=prefix)
+            trainer.add_callback(callback)
+            belief = belief or callback
+    metric = config.selection_metric()
+    if metric is not None:
+        trainer.add_callback(BestStateCallback(metric, ctx.output_dir / METRICS_FILE, belief))
 
 
 def _silence_log_printing(trainer: Any) -> None:
@@ -322,11 +366,13 @@ def _save_final(trainer: Any, tokenizer: Any, ctx: _Context) -> TrainResult:
     if main:
         tokenizer.save_pretrained(staging)
         (staging / FORMAT_FILE).write_text(json.dumps({
-            "method": ctx.method.name, "belief_format": ctx.config.belief_format,
-            "use_chat_template": ctx.config.use_chat_template,
+            "method": ctx.method.name, "sequence_format": ctx.config.sequence_format,
+            **ctx.fmt.to_info(),
         }, indent=2))
         shutil.rmtree(final, ignore_errors=True)
         staging.replace(final)
     trainer.accelerator.wait_for_everyone()
+    selector = _selector(trainer)
     return TrainResult(ctx.output_dir, final, trainer.state.global_step,
-                       ctx.output_dir / METRICS_FILE, trainer)
+                       ctx.output_dir / METRICS_FILE, trainer,
+                       selector.best_step if selector is not None else None)

@@ -7,8 +7,10 @@ from typing import Literal
 
 from pluralign.config import YamlConfig
 from pluralign.models import ModelConfig
-from pluralign.registry import UnknownNameError
+from pluralign.registry import UnknownNameError, did_you_mean
 from pluralign.train.methods import Method, get_method
+from pluralign.train.selection import SELECTION_METRICS
+from pluralign.train.tokenize import named_format
 
 
 def _lora_default() -> ModelConfig:
@@ -38,6 +40,14 @@ class TrainConfig(YamlConfig):
         default_factory=_lora_default,
         metadata={"help": "Model to train (model.model, model.lora_r, ...); start DPO/GDPO "
                           "from an SFT run's final/ folder as the paper does."},
+    )
+    sequence_format: str = field(
+        default="separated",
+        metadata={"help": "Sequence format (`pluralign ls sequence-formats`): separated "
+                          "(default; a dedicated <|belief|> token ends the prompt and occurs "
+                          "nowhere else) or paper (the paper's exact <Q>{prompt}<A>{class}"
+                          "<{description}>{response}, whose '>' before the belief slot also "
+                          "closes every description, so trained models repeat markers)."},
     )
     belief_format: Literal["digit", "special"] = field(
         default="digit",
@@ -90,6 +100,25 @@ class TrainConfig(YamlConfig):
         metadata={"help": "Compute reference log-probs once before training (no reference "
                           "forward per step)."},
     )
+    validation_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Share of the training prompts carved off as a validation split for "
+                          "checkpoint selection: one held-out wording of some trained questions "
+                          "where questions have several, else held-out records (0: none)."},
+    )
+    select_best_by: str = field(
+        default="auto",
+        metadata={"help": "Which validation evaluation picks the weights saved to final/: "
+                          "eval_belief/jsd, eval_loss, last (no selection), or auto (belief JSD "
+                          "for methods with belief terms, the validation loss otherwise; last "
+                          "without a validation split). Never selects on eval_file."},
+    )
+    frame_prompts: bool = field(
+        default=False,
+        metadata={"help": "Wrap each training prompt in one of a few fixed generic frames "
+                          "(seeded; validation and eval prompts untouched), so the belief "
+                          "reading follows the question rather than one wording of it."},
+    )
     eval_steps: int = field(default=50, metadata={"help": "Evaluate every N steps."})
     eval_on_start: bool = field(
         default=True, metadata={"help": "Also evaluate before the first step (curve origin)."}
@@ -129,6 +158,10 @@ class TrainConfig(YamlConfig):
             get_method(self.method)
         except UnknownNameError as exc:
             raise ValueError(f"method: {exc}") from None
+        try:
+            named_format(self.sequence_format)
+        except UnknownNameError as exc:
+            raise ValueError(f"sequence_format: {exc}") from None
         if self.beta <= 0:
             raise ValueError(f"beta: must be > 0, got {self.beta}")
         if self.learning_rate <= 0:
@@ -138,6 +171,18 @@ class TrainConfig(YamlConfig):
                      "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction: must be in [0, 1), got "
+                             f"{self.validation_fraction}")
+        known = ("auto", "last", *SELECTION_METRICS)
+        if self.select_best_by not in known:
+            raise ValueError(f"select_best_by: unknown {self.select_best_by!r}."
+                             f"{did_you_mean(self.select_best_by, known)} Known: "
+                             f"{', '.join(known)}")
+        if self.select_best_by not in ("auto", "last") and not self.validation_fraction:
+            raise ValueError(f"select_best_by: {self.select_best_by} needs a validation split "
+                             "(validation_fraction > 0); selection never uses eval_file, which "
+                             "may hold the prompts you report on")
         for name in ("calibration_weight", "belief_nll_weight", "preference_weight"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -146,6 +191,14 @@ class TrainConfig(YamlConfig):
     @property
     def method_spec(self) -> Method:
         return get_method(self.method)
+
+    def selection_metric(self) -> str | None:
+        """The metric that selects the saved weights, or None (keep the last step's)."""
+        if self.select_best_by == "last" or not self.validation_fraction:
+            return None
+        if self.select_best_by == "auto":
+            return "eval_belief/jsd" if self.method_spec.uses_belief_terms else "eval_loss"
+        return self.select_best_by
 
     def weights(self) -> tuple[float, float, float]:
         """(calibration, belief NLL, preference): the method's, with this config's overrides."""

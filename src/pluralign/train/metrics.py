@@ -90,12 +90,14 @@ class BeliefEvalCallback(TrainerCallback):
 
     Method-agnostic (one prompt-only forward per batch of prompts), so SFT, DPO,
     GDPO and KTO runs report the same ``eval_belief/jsd`` and
-    ``eval_belief/mass`` in ``metrics.jsonl``.
+    ``eval_belief/mass`` in ``metrics.jsonl`` (``prefix`` replaces ``eval_belief``,
+    e.g. ``heldout_belief`` for the eval file beside a validation split).
     """
 
     def __init__(self, inputs: dict[str, list[Any]], output_dir: str | Path, *,
-                 pad_token_id: int, batch_size: int = 16) -> None:
+                 pad_token_id: int, batch_size: int = 16, prefix: str = "eval_belief") -> None:
         self.inputs = inputs
+        self.prefix = prefix
         self.path = Path(output_dir) / METRICS_FILE
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
@@ -124,6 +126,6 @@ class BeliefEvalCallback(TrainerCallback):
             for predicted, target in zip(reading.probs, self.inputs["target_probs"], strict=True)
         ]
         return {
-            "eval_belief/jsd": sum(jsd) / len(jsd),
-            "eval_belief/mass": sum(reading.mass) / len(reading.mass),
+            f"{self.prefix}/jsd": sum(jsd) / len(jsd),
+            f"{self.prefix}/mass": sum(reading.mass) / len(reading.mass),
         }

@@ -7,12 +7,21 @@ sequence is built. They are never recovered afterwards by searching for a
 token such as ``>``: BPE merges (``>"``, ``>.``) and review text (``<br />``)
 make such searches fail (the bug of the GDPO reference code).
 
-Prompt formats (:class:`SequenceFormat`):
+Prompt formats (:class:`SequenceFormat`, registered by name in
+:data:`pluralign.registry.SEQUENCE_FORMATS`):
 
-* the paper's plain format: ``<Q>{prompt}<A>{class}<{description}>{response}<eos>``;
+* ``separated`` (the default): ``<Q>{prompt}<A><|belief|>{class}<{description}>{response}<eos>``.
+  The dedicated separator token ``<|belief|>`` (added to the tokenizer by
+  :func:`add_format_tokens`) ends every prompt, so the token before the belief
+  slot occurs nowhere else in a sequence;
+* ``paper``: the paper's exact ``<Q>{prompt}<A>{class}<{description}>{response}<eos>``.
+  Its prompt ends in ``>``, and so does every description: the calibration
+  terms teach "a belief marker follows ``>``", and trained models write another
+  marker after the description (``4<Yes>4<Yes>...``). Kept for reproductions;
 * the review format: ``{prompt}{rating}{review}<eos>`` (``description_template=None``);
-* chat: the prompt rendered with the tokenizer's chat template
-  (``add_generation_prompt=True``), then marker, description and response.
+* chat (``chat_template=True``, combines with either): the prompt rendered with
+  the tokenizer's chat template (``add_generation_prompt=True``), then the
+  separator if any, marker, description and response.
 
 Belief markers: ``"digit"`` uses the class id as text (``"3"``; one token in
 GPT-2 and SmolLM2); ``"special"`` uses dedicated added tokens ``<|belief_3|>``
@@ -31,6 +40,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from pluralign.registry import SEQUENCE_FORMATS
 
 if TYPE_CHECKING:
     from pluralign.data.records import GroupPreferenceExample
@@ -65,6 +76,10 @@ class SequenceFormat:
     system_prompt: str | None = None
     add_bos: bool = False
     max_length: int | None = None
+    #: One token appended after the prompt (None: none); it must occur nowhere
+    #: else in a sequence, so that "a belief marker follows it" is learnt for
+    #: the belief slot only.
+    separator: str | None = None
 
     def __post_init__(self) -> None:
         if self.marker not in ("digit", "special"):
@@ -77,14 +92,71 @@ class SequenceFormat:
             raise ValueError("description_template must contain {description} (or be None)")
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+        if self.separator is not None and not self.separator.strip():
+            raise ValueError(f"separator must be a non-blank token text or None, got "
+                             f"{self.separator!r}")
+
+    def to_info(self) -> dict[str, Any]:
+        """What a run folder records (``pluralign_format.json``) to rebuild this format."""
+        return {
+            "belief_format": self.marker, "use_chat_template": self.chat_template,
+            "prompt_template": self.prompt_template,
+            "description_template": self.description_template,
+            "system_prompt": self.system_prompt, "add_bos": self.add_bos,
+            "separator": self.separator,
+        }
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> SequenceFormat:
+        """The format a run folder recorded; keys it lacks keep the paper's values.
+
+        Runs written before the separator existed have no ``separator`` key:
+        they were trained on the paper's format, which is what they get.
+        """
+        paper = cls()
+        return cls(
+            marker=info.get("belief_format", paper.marker),
+            chat_template=bool(info.get("use_chat_template", paper.chat_template)),
+            prompt_template=info.get("prompt_template", paper.prompt_template),
+            description_template=info.get("description_template", paper.description_template),
+            system_prompt=info.get("system_prompt", paper.system_prompt),
+            add_bos=bool(info.get("add_bos", paper.add_bos)),
+            separator=info.get("separator", paper.separator),
+        )
 
 
-#: The paper's opinion-QA format: ``<Q>{prompt}<A>{class}<{description}>{response}<eos>``.
-OPINION_FORMAT = SequenceFormat()
+#: The separator token of the default format (an added special token).
+BELIEF_SEPARATOR = "<|belief|>"
+
+#: The paper's exact opinion-QA format: ``<Q>{prompt}<A>{class}<{description}>{response}<eos>``.
+PAPER_FORMAT = SequenceFormat()
+#: Alias of :data:`PAPER_FORMAT` (the name used before the separated format existed).
+OPINION_FORMAT = PAPER_FORMAT
+#: The default: the paper's format with ``<|belief|>`` between the prompt and the belief.
+SEPARATED_FORMAT = SequenceFormat(separator=BELIEF_SEPARATOR)
+DEFAULT_FORMAT = SEPARATED_FORMAT
 #: The paper's review format: ``{prompt}{rating}{review}<eos>`` (no description).
 REVIEW_FORMAT = SequenceFormat(prompt_template="{prompt}", description_template=None)
 #: Chat-template prompt followed by ``{class}<{description}>{response}<eos>``.
 CHAT_FORMAT = SequenceFormat(chat_template=True)
+
+#: File a trained run writes into ``final/``: its method and :meth:`SequenceFormat.to_info`,
+#: so that evaluation and generation build the sequences training used.
+FORMAT_FILE = "pluralign_format.json"
+
+SEQUENCE_FORMATS.register(
+    "separated", SEPARATED_FORMAT,
+    help="<Q>{prompt}<A><|belief|>{class}<{description}>{response}: a dedicated separator token "
+         "before the belief slot, which occurs nowhere else (default).")
+SEQUENCE_FORMATS.register(
+    "paper", PAPER_FORMAT,
+    help="The GDPO paper's exact <Q>{prompt}<A>{class}<{description}>{response}; its '>' also "
+         "closes every description, and trained models repeat markers after it.")
+
+
+def named_format(name: str) -> SequenceFormat:
+    """The format registered as ``name`` (``separated``, ``paper``)."""
+    return SEQUENCE_FORMATS.get(name)
 
 
 class TokenizedSequence(TypedDict):
@@ -138,18 +210,45 @@ def add_belief_tokens(
     grows (a model whose vocabulary is padded beyond the tokenizer is left as
     it is). Returns the token ids in ``class_ids`` order.
     """
+    _add_special_tokens(tokenizer, model, [belief_marker(c, "special") for c in class_ids])
+    return [belief_marker_id(tokenizer, c, "special") for c in class_ids]
+
+
+def _add_special_tokens(tokenizer: Any, model: Any | None, texts: Sequence[str]) -> None:
     from tokenizers import AddedToken
 
-    markers = [belief_marker(c, "special") for c in class_ids]
+    from pluralign.models import resize_token_embeddings
+
     # normalized=False: the text must match exactly, with no prefix-space handling.
     tokenizer.add_tokens(
-        [AddedToken(m, special=True, normalized=False) for m in markers], special_tokens=True
+        [AddedToken(t, special=True, normalized=False) for t in texts], special_tokens=True
     )
     if model is not None:
-        embedding_rows = model.get_input_embeddings().weight.shape[0]
-        if len(tokenizer) > embedding_rows:
-            model.resize_token_embeddings(len(tokenizer))
-    return [belief_marker_id(tokenizer, c, "special") for c in class_ids]
+        resize_token_embeddings(model, len(tokenizer))
+
+
+def add_format_tokens(tokenizer: Any, model: Any | None, fmt: SequenceFormat) -> None:
+    """Add the tokens ``fmt`` needs (its separator, special markers) to ``tokenizer`` and
+    ``model``'s embeddings. Idempotent; the new embedding rows start at the mean of the
+    others (see :func:`pluralign.models.resize_token_embeddings`)."""
+    if fmt.separator is not None:
+        _add_special_tokens(tokenizer, model, [fmt.separator])
+    if fmt.marker == "special":
+        add_belief_tokens(tokenizer, model)
+
+
+def separator_id(tokenizer: Any, fmt: SequenceFormat) -> int | None:
+    """Token id of ``fmt``'s separator (None when it has none); it must be one token."""
+    if fmt.separator is None:
+        return None
+    ids = tokenizer(fmt.separator, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise BeliefMarkerError(
+            f"separator {fmt.separator!r} is {len(ids)} tokens in {type(tokenizer).__name__}, "
+            "not one; call pluralign.train.tokenize.add_format_tokens(tokenizer, model, fmt) "
+            "first (models trained by pluralign save their tokenizer with it)"
+        )
+    return ids[0]
 
 
 def belief_marker_id(tokenizer: Any, class_id: int, mode: MarkerMode = "digit") -> int:
@@ -186,7 +285,8 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 
 
 def encode_prompt(tokenizer: Any, prompt: str, fmt: SequenceFormat = OPINION_FORMAT) -> list[int]:
-    """Token ids of the prompt part (through ``<A>`` or the chat generation prompt)."""
+    """Token ids of the prompt part: through ``<A>`` or the chat generation prompt, then
+    the separator when ``fmt`` has one (the belief marker comes next)."""
     if fmt.chat_template:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(
@@ -205,7 +305,8 @@ def encode_prompt(tokenizer: Any, prompt: str, fmt: SequenceFormat = OPINION_FOR
         if tokenizer.bos_token_id is None:
             raise ValueError(f"{type(tokenizer).__name__} has no bos token; use add_bos=False")
         ids = [tokenizer.bos_token_id, *ids]
-    return ids
+    separator = separator_id(tokenizer, fmt)
+    return ids if separator is None else [*ids, separator]
 
 
 def _eos_id(tokenizer: Any) -> int:

@@ -1,0 +1,191 @@
+"""GlobalOpinionQA pieces shared by `opinion_repro.py` and `recipe_sweep.py`.
+
+Data: the shared GlobalOpinionQA dev file, responses written by the bundled
+SmolLM2-135M (`framed` writer: fixed framings around the unchanged question),
+split by question; of each training question one framing is held out (the
+paper's setting) and never trained on. Training: SFT, then DPO and GDPO from
+the SFT model, with the recipe of `pluralign.train.recipe`; each stage keeps
+the weights that did best on a validation split carved from the training
+questions (another framing of some of them), never on a reported prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pluralign.data.builders.opinions import OpinionsConfig, build_opinions
+from pluralign.data.records import GroupPreferenceExample, write_examples
+from pluralign.eval.evaluate import EvalConfig, evaluate
+from pluralign.llm import LLMConfig
+from pluralign.train.api import train
+from pluralign.train.recipe import Recipe
+
+SOURCE = Path(__file__).resolve().parents[1].parent / "shared/data/globalopinionqa/dev_groups.jsonl"
+SHORT = {"United States": "US", "Pakistan": "PK", "S. Africa": "SA"}
+METHODS = ("sft", "dpo", "gdpo")
+
+
+@dataclass
+class DataSpec:
+    """How a group's data is built (the same for every seed and every recipe)."""
+
+    questions: int = 40
+    styles: int = 3
+    pairs: int = 12
+    writer: str = "framed"
+    source: Path = SOURCE
+    cache_dir: Path = Path("runs/opinion_repro/llm-cache")
+
+
+def build_group(group: str, spec: DataSpec, out: Path) -> dict[str, Path]:
+    """Build one group's data (seed 0, cached LLM answers); files train / paraphrase /
+    questions. Rebuilt only when missing."""
+    files = {name: out / f"{name}.jsonl" for name in ("train", "paraphrase", "questions")}
+    if all(path.is_file() for path in files.values()):
+        return files
+    result = build_opinions(OpinionsConfig(
+        source=str(spec.source), groups=[group], max_questions=spec.questions,
+        n_styles=spec.styles, pairs_per_question=spec.pairs, split_by="question",
+        fractions=[0.75, 0.0, 0.25], writer=spec.writer, seed=0,
+        llm=LLMConfig(cache_dir=str(spec.cache_dir)),
+    ))
+    train_split, held = hold_out_paraphrases(result.splits["train"], seed=0)
+    for name, records in (("train", train_split), ("paraphrase", held),
+                          ("questions", result.splits["test"])):
+        if not records:
+            raise SystemExit(f"{group}: no records for the {name} split; raise --questions")
+        write_examples(files[name], records)
+    counts = {name: sum(1 for _ in path.open()) for name, path in files.items()}
+    prompts = {name: len({json.loads(line)["prompt"] for line in path.open()})
+               for name, path in files.items()}
+    (out / "build.json").write_text(json.dumps(
+        {"counts": counts, "prompts": prompts, "report": result.report.to_dict()},
+        indent=2, default=str))
+    return files
+
+
+def hold_out_paraphrases(records: list[GroupPreferenceExample], seed: int
+                         ) -> tuple[list[GroupPreferenceExample], list[GroupPreferenceExample]]:
+    """(train, held out): per question with a paraphrase and another variant to train on,
+    the records of one paraphrase (not the original wording), chosen at random."""
+    rng = random.Random(seed)
+    by_question: dict[str, list[GroupPreferenceExample]] = {}
+    for record in records:
+        by_question.setdefault(record.question_id, []).append(record)
+    held_prompts = set()
+    for question_records in by_question.values():
+        prompts = sorted({r.prompt for r in question_records})
+        paraphrases = sorted({r.prompt for r in question_records if r.style != "original"})
+        if len(prompts) >= 2 and paraphrases:
+            held_prompts.add(rng.choice(paraphrases))
+    return ([r for r in records if r.prompt not in held_prompts],
+            [r for r in records if r.prompt in held_prompts])
+
+
+@dataclass
+class SeedRun:
+    """One seed's three models and what their training chose."""
+
+    finals: dict[str, Path]
+    seconds: dict[str, float]
+    selected_steps: dict[str, int | None]
+    validation_jsd: dict[str, float | None] = field(default_factory=dict)
+
+
+def train_methods(files: dict[str, Path], recipe: Recipe, seed: int, out: Path,
+                  methods: tuple[str, ...] = METHODS) -> SeedRun:
+    """SFT from the bundled model, then every other method from the SFT model."""
+    run = SeedRun({}, {}, {})
+    for method in methods:
+        start = "smollm2-135m" if method == "sft" else str(run.finals["sft"])
+        started = time.perf_counter()
+        result = train(recipe.train_config(
+            method, start=start, train_file=str(files["train"]), output_dir=str(out / method),
+            seed=seed), console_logs=False)
+        run.finals[method] = result.final_dir
+        run.seconds[method] = time.perf_counter() - started
+        run.selected_steps[method] = result.selected_step
+        run.validation_jsd[method] = best_validation_jsd(out / method, result.selected_step)
+    return run
+
+
+def best_validation_jsd(run_dir: Path, step: int | None) -> float | None:
+    """Validation belief JSD at the selected step (the last evaluation without selection)."""
+    from pluralign.train.metrics import read_metrics
+
+    values = [(r["step"], r["eval_belief/jsd"]) for r in read_metrics(run_dir)
+              if "eval_belief/jsd" in r]
+    if not values:
+        return None
+    chosen = [v for s, v in values if s == step] if step is not None else []
+    return chosen[0] if chosen else values[-1][1]
+
+
+def evaluate_models(finals: dict[str, Path], data: Path, out: Path, seed: int,
+                    n_samples: int) -> dict[str, Any]:
+    """eval.json of ``finals`` on ``data`` plus per-prompt rows (predictions.jsonl)."""
+    evaluate(EvalConfig(
+        models=[str(finals[m]) for m in finals], data=str(data), out=str(out),
+        judge="embedding", n_samples=n_samples, max_new_tokens=40, seed=seed,
+        belief_samples=0, progress=False,
+    ))
+    summary = json.loads((out / "eval.json").read_text())
+    summary["rows"] = [json.loads(line) for line in (out / "predictions.jsonl").open()]
+    return summary
+
+
+def per_prompt_values(rows: list[dict[str, Any]], model: str, metric: str) -> dict[str, float]:
+    """One value per prompt: JSD, or the mean of CBC / BPC / RS / marker starts over the
+    prompt's generations (BPC and RS over every generation, empty ones as failures)."""
+    from pluralign.eval.generate import starts_with_marker
+
+    out = {}
+    for row in rows:
+        if row["model"] != model:
+            continue
+        gens = row["generations"]
+        if metric == "jsd":
+            value = row["jsd"]
+        elif not gens:
+            continue
+        elif metric == "cbc":
+            value = np.mean([g["class_id"] is not None and g["class_id"] == g["description_class"]
+                             for g in gens])
+        elif metric == "bpc":
+            value = np.mean([g["verdict"] == "yes" for g in gens])
+        elif metric == "rs":
+            scored = [g["rs"] for g in gens if g["rs"] is not None]
+            if not scored:
+                continue
+            value = float(np.mean(scored))
+        elif metric == "marker_start":
+            value = np.mean([starts_with_marker(g["response"]) for g in gens])
+        else:
+            raise ValueError(metric)
+        if value is not None:
+            out[row["prompt"]] = float(value)
+    return out
+
+
+def seed_prompt_interval(values: list[dict[str, float]], *, resamples: int = 2000,
+                         seed: int = 0) -> tuple[float, float, float]:
+    """Mean over seeds and prompts with a 95% two-level bootstrap interval (seeds, then
+    prompts resampled with replacement)."""
+    rng = np.random.default_rng(seed)
+    per_seed = [np.asarray(list(v.values())) for v in values if v]
+    if not per_seed:
+        return (float("nan"),) * 3
+    mean = float(np.mean([x.mean() for x in per_seed]))
+    means = np.empty(resamples)
+    for i in range(resamples):
+        picked = [per_seed[j] for j in rng.integers(0, len(per_seed), len(per_seed))]
+        means[i] = np.mean([x[rng.integers(0, x.size, x.size)].mean() for x in picked])
+    low, high = np.quantile(means, [0.025, 0.975])
+    return mean, float(low), float(high)

@@ -1,0 +1,92 @@
+"""The training recipe of the demo and the GlobalOpinionQA reproduction.
+
+SFT, then DPO and GDPO from the SFT model, all with LoRA. The settings come
+from exploration on the demo data (BENCHMARKS.md, "Demo recipe exploration");
+``benchmarks/recipe_sweep.py`` is the sweep that chooses them on the
+development groups only (GlobalOpinionQA United States, Pakistan, S. Africa),
+by belief JSD on a validation split carved from the training questions.
+Nothing is tuned per group. Steps are the one setting a caller sizes to its
+time budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from pluralign.models import ModelConfig
+from pluralign.train.config import TrainConfig
+from pluralign.train.methods import get_method
+
+
+def bf16_is_fast() -> bool:
+    """Whether bfloat16 autocast speeds training up here: a GPU that supports it, or a CPU
+    with native bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Settings of the SFT -> DPO / GDPO pipeline (LoRA on the bundled model)."""
+
+    sft_steps: int = 60
+    sft_learning_rate: float = 2e-3
+    preference_steps: int = 60
+    preference_learning_rate: float = 5e-4
+    batch_size: int = 8
+    lora_r: int = 16
+    lora_top_layers: int = 0
+    lora_target_modules: tuple[str, ...] = ("all-linear",)
+    beta: float = 0.5
+    calibration_weight: float | None = None  #: None: the method's (1 for GDPO)
+    belief_nll_weight: float | None = None
+    validation_fraction: float = 0.1
+    frame_prompts: bool = True
+    eval_every: int = 20
+    warmup_steps: int = 5
+
+    def model_config(self, start: str) -> ModelConfig:
+        # Dropout off: a LoRA dropout copies every activation and slows a CPU step by a
+        # quarter; the DPO/GDPO trainers switch it off anyway.
+        return ModelConfig(model=start, lora_r=self.lora_r, lora_alpha=2.0 * max(self.lora_r, 1),
+                           lora_dropout=0.0, lora_top_layers=self.lora_top_layers,
+                           lora_target_modules=list(self.lora_target_modules))
+
+    def train_config(self, method: str, *, start: str, train_file: str, output_dir: str,
+                     seed: int, eval_file: str | None = None, **overrides: Any) -> TrainConfig:
+        """The :class:`TrainConfig` of one stage (``sft`` or a preference method)."""
+        sft = method in ("sft", "uniform-sft")
+        settings: dict[str, Any] = dict(
+            method=method, train_file=train_file, eval_file=eval_file, output_dir=output_dir,
+            model=self.model_config(start),
+            max_steps=self.sft_steps if sft else self.preference_steps,
+            learning_rate=self.sft_learning_rate if sft else self.preference_learning_rate,
+            lr_scheduler_type="linear", warmup_steps=self.warmup_steps,
+            per_device_train_batch_size=self.batch_size, per_device_eval_batch_size=16,
+            eval_steps=self.eval_every, logging_steps=self.eval_every, save_steps=10_000,
+            seed=seed, beta=self.beta, bf16=bf16_is_fast(),
+            validation_fraction=self.validation_fraction, eval_on_start=False,
+            frame_prompts=self.frame_prompts,
+        )
+        if get_method(method).uses_belief_terms:  # DPO keeps its belief weights at 0
+            settings.update(calibration_weight=self.calibration_weight,
+                            belief_nll_weight=self.belief_nll_weight)
+        settings.update(overrides)
+        return TrainConfig(**settings)
+
+    def replace(self, **changes: Any) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+
+#: The recipe the demo and the reproduction use.
+RECIPE = Recipe()

@@ -1,0 +1,30 @@
+"""The shared training recipe of the demo and the reproduction."""
+
+from __future__ import annotations
+
+from pluralign.train.recipe import RECIPE
+
+
+def test_recipe_builds_each_stage_with_its_own_steps_and_rates():
+    recipe = RECIPE.replace(sft_steps=7, preference_steps=9, calibration_weight=3.0)
+    sft = recipe.train_config("sft", start="smollm2-135m", train_file="t.jsonl",
+                              output_dir="runs/sft", seed=4)
+    gdpo = recipe.train_config("gdpo", start="runs/sft/final", train_file="t.jsonl",
+                               output_dir="runs/gdpo", seed=4)
+    dpo = recipe.train_config("dpo", start="runs/sft/final", train_file="t.jsonl",
+                              output_dir="runs/dpo", seed=4)
+    assert (sft.max_steps, sft.learning_rate) == (7, recipe.sft_learning_rate)
+    assert (gdpo.max_steps, gdpo.learning_rate) == (9, recipe.preference_learning_rate)
+    assert gdpo.weights()[0] == 3.0
+    assert dpo.weights() == (0.0, 0.0, 1.0)  # the recipe's belief weights never touch DPO
+    assert gdpo.model.lora_r == recipe.lora_r and gdpo.model.lora_dropout == 0.0
+    assert gdpo.validation_fraction == recipe.validation_fraction > 0
+    assert gdpo.selection_metric() == "eval_belief/jsd"
+    assert sft.selection_metric() == dpo.selection_metric() == "eval_loss"
+    assert sft.seed == gdpo.seed == 4
+
+
+def test_a_full_fine_tuning_recipe_builds_without_lora():
+    full = RECIPE.replace(lora_r=0).train_config("gdpo", start="runs/sft/final",
+                                                  train_file="t.jsonl", output_dir="o", seed=0)
+    assert full.model.lora_r == 0
