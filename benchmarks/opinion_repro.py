@@ -4,7 +4,7 @@ For each group (country): build the data from the shared GlobalOpinionQA dev
 file with the bundled SmolLM2-135M as the response writer (split by question;
 one framing of each training question held out), then for each seed train
 SFT, then DPO and GDPO from the SFT model, with the recipe of
-`pluralign.train.recipe` (chosen by `recipe_sweep.py` on validation splits).
+`pluralign.train.recipe` (its docstring says where the settings come from).
 Every model is evaluated
 
 * on the held-out framings of the training questions (the paper's setting):
