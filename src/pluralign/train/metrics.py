@@ -69,9 +69,14 @@ class MetricsJsonlCallback(TrainerCallback):
             if self._last is not None and now > self._last[0]:
                 record["tokens_per_second"] = (tokens - self._last[1]) / (now - self._last[0])
             self._last = (now, tokens)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_metrics_record(self.path, record)
+
+
+def append_metrics_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to a run's ``metrics.jsonl`` (its folder created if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 def _is_number(value: Any) -> bool:
@@ -111,8 +116,7 @@ class BeliefEvalCallback(TrainerCallback):
                   **self.measure(model)}
         self.history.append(record)
         if state.is_world_process_zero:
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_metrics_record(self.path, record)
 
     def measure(self, model: Any) -> dict[str, float]:
         from pluralign.eval.beliefs import belief_distributions

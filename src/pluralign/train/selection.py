@@ -20,7 +20,6 @@ writing a checkpoint to disk at every evaluation.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -31,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainerCallback
+
+from pluralign.train.metrics import append_metrics_record
 
 if TYPE_CHECKING:
     from pluralign.data.records import GroupPreferenceExample
@@ -150,6 +151,5 @@ class BestStateCallback(TrainerCallback):
             record = {"step": state.global_step, "time": time.time(),
                       "selected_step": self.best_step, "selected_by": self.metric,
                       "selected_value": self.best_value}
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_metrics_record(self.path, record)
         self._state = None
