@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pluralign.config import YamlConfig
+from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.train.recipe import RECIPE, Recipe
 
 STAGES = ("data", "sft", "dpo", "gdpo", "evaluate")
@@ -55,6 +55,7 @@ class DemoRunConfig(YamlConfig):
     seed: int = field(default=0, metadata={"help": "Seed of data, LoRA init and sampling."})
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         for name in ("questions", "pairs_per_question", "sft_steps", "preference_steps",
                      "batch_size", "lora_r", "eval_every", "samples", "max_new_tokens"):
             if getattr(self, name) < 1:
@@ -137,17 +138,15 @@ def _write_data(config: DemoRunConfig, out: Path) -> tuple[Path, Path]:
 
 def _train(config: DemoRunConfig, method: str, start: str, files: tuple[Path, Path],
            out: Path) -> Path:
-    import shutil
-
     from pluralign.train.api import train
 
     run_dir = out / method
-    shutil.rmtree(run_dir, ignore_errors=True)  # the demo always starts fresh
     # The held-out file is only watched for the report's curves; the weights kept are
     # chosen on the validation split carved from the training records.
     result = train(config.recipe().train_config(
         method, start=start, train_file=str(files[0]), eval_file=str(files[1]),
-        output_dir=str(run_dir), seed=config.seed), console_logs=False)
+        output_dir=str(run_dir), seed=config.seed, overwrite=True),  # the demo starts fresh
+        console_logs=False)
     return result.final_dir
 
 
@@ -185,9 +184,25 @@ def summary_rows(out: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
     return rows, lines
 
 
+def _check_demo_folder(out: Path) -> None:
+    """Refuse a non-empty folder that is not an earlier demo's: the demo rewrites its
+    data/, runs and eval/ there, and must never do so over a user's files."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {out} is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        DemoRunConfig.load(out / "config.yaml")
+    except Exception:
+        raise ValueError(
+            f"output_dir {out} is not empty and holds no earlier demo (no demo config.yaml); "
+            "choose a new or empty folder") from None
+
+
 def run_demo(config: DemoRunConfig, echo: Callable[[str], None] = print) -> DemoResult:
     """Run the whole demo and return its table and report path."""
     out = Path(config.output_dir)
+    _check_demo_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "config.yaml")
     pref = config.preference_steps * 2.2  # a preference step costs about 2 SFT steps

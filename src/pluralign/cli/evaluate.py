@@ -62,6 +62,9 @@ def eval_command(
     judge_base_url: Annotated[str | None, typer.Option(
         help="llm judge: OpenAI-compatible server URL.")] = None,
     device: Annotated[str | None, typer.Option(help="Device (auto, cpu, cuda:0).")] = None,
+    trust_remote_code: Annotated[bool | None, typer.Option(
+        "--trust-remote-code", help="Allow a model folder's own modelling code (auto_map) to "
+        "run; off by default, and such a model then fails to load.")] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="EvalConfig YAML file; options given here override it.")] = None,
 ) -> None:
@@ -95,6 +98,7 @@ def eval_command(
         "ref_model": ref_model, "beta": beta, "kshot": kshot, "kshot_model": kshot_model,
         "kshot_base_url": kshot_base_url, "judge_model": judge_model,
         "judge_base_url": judge_base_url, "device": device,
+        "trust_remote_code": trust_remote_code,
     }
     try:
         cfg = EvalConfig.load(config, {k: v for k, v in given.items() if v is not None})
@@ -196,6 +200,9 @@ def generate_command(
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens after the marker.")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
     device: Annotated[str, typer.Option(help="Device (auto, cpu, cuda:0).")] = "auto",
+    trust_remote_code: Annotated[bool, typer.Option(
+        "--trust-remote-code", help="Allow a model folder's own modelling code (auto_map) to "
+        "run; off by default, and such a model then fails to load.")] = False,
 ) -> None:
     """Answer a question belief first: print the belief and the response.
 
@@ -222,7 +229,7 @@ def generate_command(
 
     try:
         question, belief_list, target_p = _question(prompt, beliefs, target, data, index)
-        lm, tokenizer = load_model(model, device=device)
+        lm, tokenizer = load_model(model, device=device, trust_remote_code=trust_remote_code)
         fmt = load_sequence_format(model)
         markers = belief_marker_ids(tokenizer, [b.class_id for b in belief_list], fmt.marker)
     except (ModelLoadError, FileNotFoundError, ValueError) as exc:

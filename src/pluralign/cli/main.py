@@ -146,7 +146,12 @@ def demo_command(
         config = load_config(DemoRunConfig, None, {**base.to_dict(), **_overrides(ctx.args)})
     except ConfigError as exc:
         raise fail(str(exc)) from exc
-    result = run_demo(config, echo=lambda line: typer.secho(line, fg=typer.colors.CYAN))
+    from pluralign.train.common import TrainingDiverged
+
+    try:
+        result = run_demo(config, echo=lambda line: typer.secho(line, fg=typer.colors.CYAN))
+    except (ValueError, TrainingDiverged) as exc:  # a refused folder, a diverged stage
+        raise fail(str(exc)) from exc
     _print_demo(result)
 
 

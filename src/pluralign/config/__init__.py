@@ -11,6 +11,7 @@ from pluralign.config.core import (
     missing_help,
     parse_overrides,
     read_yaml,
+    reject_non_finite,
     save_config,
     to_plain,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "missing_help",
     "parse_overrides",
     "read_yaml",
+    "reject_non_finite",
     "save_config",
     "to_plain",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -77,9 +78,12 @@ def _coerce_scalar(value: Any, tp: type, where: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):  # YAML's .nan / .inf parse as floats; no setting wants one
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (list, dict, tuple)):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -181,6 +185,15 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 # ----------------------------------------------------------------------- building
+
+
+def reject_non_finite(config: Any) -> None:
+    """Raise ``ValueError`` naming the first float field of ``config`` that is NaN or infinite
+    (the Python API's counterpart of the YAML/CLI check; call it from ``__post_init__``)."""
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{item.name}: must be a finite number, got {value}")
 
 
 def config_fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:

@@ -294,6 +294,15 @@ def iter_examples(
 
     Raises :class:`RecordFileError` (file:line: field) on the first bad line.
     """
+    for _, example in iter_numbered_examples(path, renormalize=renormalize):
+        yield example
+
+
+def iter_numbered_examples(
+    path: str | Path, *, renormalize: bool = False
+) -> Iterator[tuple[int, GroupPreferenceExample]]:
+    """``(line number, record)`` for each record of a JSONL file, so that later checks (a
+    record too long for training, say) can name the line; see :func:`iter_examples`."""
     path = Path(path)
     with _open_text(path, "r") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -304,7 +313,7 @@ def iter_examples(
             except json.JSONDecodeError as error:
                 raise RecordFileError(path, line_number, None, f"invalid JSON: {error}") from None
             try:
-                yield GroupPreferenceExample.from_dict(data, renormalize=renormalize)
+                yield line_number, GroupPreferenceExample.from_dict(data, renormalize=renormalize)
             except RecordError as error:
                 raise RecordFileError(path, line_number, error.field, error.reason) from None
             except TypeError as error:  # e.g. a field of the wrong shape reaching __init__

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pluralign.config import YamlConfig
+from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.data.records import Belief, GroupPreferenceExample, read_examples
 from pluralign.eval.generate import Generation, SamplingOptions, starts_with_marker
 from pluralign.eval.judges import JudgeItem
@@ -90,6 +90,9 @@ class EvalConfig(YamlConfig):
         "help": "Rows per generate call. Each decoding step reads every weight once whatever "
                 "the batch, so on a CPU a larger batch is much cheaper per row."})
     device: str = field(default="auto", metadata={"help": "Device of the models (auto, cpu...)."})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "Allow a model folder's own modelling code (auto_map) to run; off: such a "
+                "model fails to load."})
     ref_model: str | None = field(default=None, metadata={
         "help": "Reference model (e.g. runs/sft/final) for reward margins; None skips them."})
     pairing: Literal["auto", "gdpo", "dpo"] = field(default="auto", metadata={
@@ -112,6 +115,7 @@ class EvalConfig(YamlConfig):
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if self.n_samples < 0:
             raise ValueError(f"n_samples: must be >= 0 (0: belief distributions only), got "
                              f"{self.n_samples}")
@@ -470,7 +474,8 @@ def _margins(model: Any, tokenizer: Any, fmt: Any, method: str | None,
     from pluralign.models import load_model
 
     assert config.ref_model is not None
-    ref_model, _ = load_model(config.ref_model, device=config.device)
+    ref_model, _ = load_model(config.ref_model, device=config.device,
+                              trust_remote_code=config.trust_remote_code)
     pairing = pairing_for_method(method) if config.pairing == "auto" else config.pairing
     subset = list(records)[: config.max_pairs] if config.max_pairs else list(records)
     return reward_margins(model, ref_model, tokenizer, subset, fmt=fmt, pairing=pairing,
@@ -485,7 +490,8 @@ def evaluate_model(ref: str, label: str, groups: Sequence[PromptGroup],
     from pluralign.eval.generate import load_sequence_format, read_format_info
     from pluralign.models import load_model
 
-    model, tokenizer = load_model(ref, device=config.device)
+    model, tokenizer = load_model(ref, device=config.device,
+                                  trust_remote_code=config.trust_remote_code)
     if hasattr(model, "merge_and_unload"):
         # Inference only: folding LoRA into the weights removes its extra ops at every step.
         model = model.merge_and_unload()

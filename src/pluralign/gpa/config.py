@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pluralign.config import YamlConfig
+from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.llm import LLMConfig
 
 
@@ -156,6 +156,7 @@ class GPAConfig(YamlConfig):
     seed: int = field(default=0, metadata={"help": "Seed of splits, pair order and judging."})
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         for name in ("max_turns", "max_chars", "cue_chars", "label_chars",
                      "min_conversations", "max_rubric_items",
                      "top_k", "prompts_per_group", "answer_max_tokens", "ft_pairs_per_group",

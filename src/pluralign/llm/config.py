@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pluralign.config import YamlConfig
+from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.llm.base import LLMBackend
 from pluralign.llm.hf import HFBackend
 from pluralign.llm.openai_compat import DEFAULT_API_KEY_ENV, OpenAIBackend
@@ -93,6 +93,7 @@ class LLMConfig(YamlConfig):
     )
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if not self.backend.strip():
             raise ValueError("backend: a backend kind is required (hf or openai)")
         if not self.model.strip():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pluralign.config import YamlConfig
+from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.registry import MODELS, did_you_mean
 
 if TYPE_CHECKING:
@@ -65,7 +65,9 @@ class ModelConfig(YamlConfig):
         metadata={"help": "Hugging Face cache folder for Hub ids (default: the HF cache)."},
     )
     trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow custom modelling code from the Hub."}
+        default=False,
+        metadata={"help": "Allow a model's own modelling code (auto_map) to run, from the Hub "
+                          "or a local folder. Off: such a model fails to load instead."}
     )
     seed: int = field(
         default=0, metadata={"help": "Seed for randomly initialised models (the tiny model)."}
@@ -98,6 +100,7 @@ class ModelConfig(YamlConfig):
     )
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if not self.model or not self.model.strip():
             raise ValueError("model: a model reference is required")
         if self.lora_r < 0:
@@ -198,8 +201,21 @@ def _load_local(path: Path, config: ModelConfig) -> tuple[Any, Any]:
 def load_pretrained_folder(path: Path | str, config: ModelConfig) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(config.dtype))
+    # Explicit, never the transformers default: left unset, transformers asks on stdin
+    # whether a folder's own modelling code may run, and a piped "y" would run it.
+    trust = config.trust_remote_code
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(config.dtype),
+                                                     trust_remote_code=trust)
+    except ValueError as exc:
+        if trust or "trust_remote_code" not in str(exc):
+            raise
+        raise ModelLoadError(
+            f"{path}: config.json needs the folder's own modelling code (auto_map), which "
+            "pluralign does not run unless asked; pass --trust-remote-code (Python: "
+            "trust_remote_code=True, YAML: model.trust_remote_code) if you trust this folder"
+        ) from None
     return model, tokenizer
 
 
@@ -243,7 +259,8 @@ def _load_adapter(path: Path, config: ModelConfig) -> tuple[Any, Any]:
         # as training did, so this adapter sits on the weights it was trained against.
         base = base.merge_and_unload()
     if (path / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(path), trust_remote_code=config.trust_remote_code)
         resize_token_embeddings(base, len(tokenizer))
     model = PeftModel.from_pretrained(base, str(path), is_trainable=bool(config.lora_r))
     return model, tokenizer

@@ -14,13 +14,14 @@ from typing import Any
 
 from pluralign.data.records import GroupPreferenceExample, read_examples
 from pluralign.models import apply_lora, load_model
-from pluralign.runs import prepare_run_dir
-from pluralign.train.common import last_complete_checkpoint, process_state
+from pluralign.train.common import check_finite_tensors, process_state
 from pluralign.train.config import TrainConfig
 from pluralign.train.dataset import belief_eval_inputs, preference_dataset, sft_dataset
-from pluralign.train.framing import frame_prompts
+from pluralign.train.framing import PROMPT_FRAMES, frame_prompts
+from pluralign.train.lengths import load_fitting_records, record_length_reports
 from pluralign.train.methods import Method
 from pluralign.train.metrics import METRICS_FILE, BeliefEvalCallback, MetricsJsonlCallback
+from pluralign.train.run_start import claimed_run_folder
 from pluralign.train.selection import BestStateCallback, carve_validation
 from pluralign.train.tokenize import (
     FORMAT_FILE,
@@ -71,6 +72,26 @@ def _load_records(path: str | None, limit: int | None) -> list[GroupPreferenceEx
     if not records:
         raise ValueError(f"{path} holds no records")
     return records[:limit] if limit is not None else records
+
+
+def _fitting_records(config: TrainConfig, tokenizer: Any, output_dir: Path,
+                     ) -> tuple[list[GroupPreferenceExample], list[GroupPreferenceExample]]:
+    """Training and eval records that fit in max_length (see :mod:`pluralign.train.lengths`);
+    what was left out is recorded in run.json."""
+    fmt = sequence_format(config)
+    frames = PROMPT_FRAMES if config.frame_prompts else ("{prompt}",)
+    train_records, report = load_fitting_records(
+        config.train_file, tokenizer, fmt, max_length=config.max_length,
+        policy=config.too_long, frames=frames, limit=config.max_train_examples)
+    reports, heldout_records = [report], []
+    if config.eval_file:
+        heldout_records, eval_report = load_fitting_records(
+            config.eval_file, tokenizer, fmt, max_length=config.max_length,
+            policy=config.too_long, limit=config.max_eval_examples)
+        reports.append(eval_report)
+    if process_state().is_main_process:
+        record_length_reports(output_dir, reports)
+    return train_records, heldout_records
 
 
 def _load_policy(config: TrainConfig) -> tuple[Any, Any]:
@@ -208,7 +229,7 @@ def _build_kto(ctx: _Context) -> Any:
 
 
 def _shared(ctx: _Context, name: str, dataset: Any) -> Any:
-    """Keep a tokenised dataset under the run folder (``data/<name>``).
+    """Keep a tokenised dataset under the run folder (``tokenized/<name>``).
 
     Every process then reads the same files, and the reference log-probs that
     TRL caches beside them are found by all ranks of a multi-process run (an
@@ -216,7 +237,7 @@ def _shared(ctx: _Context, name: str, dataset: Any) -> Any:
     """
     from datasets import load_from_disk
 
-    folder = ctx.output_dir / "data" / name
+    folder = ctx.output_dir / "tokenized" / name
     state = process_state()
     with state.main_process_first():
         if state.is_main_process:
@@ -241,51 +262,35 @@ TRAINER_FAMILIES: dict[str, Callable[[_Context], Any]] = {
 }
 
 
-def _resume_point(config: TrainConfig, output_dir: Path) -> Path | None:
-    # Under `accelerate launch` the main process sets incomplete checkpoints aside first.
-    with process_state().main_process_first():
-        checkpoint = last_complete_checkpoint(output_dir)
-    if checkpoint is not None and not config.resume:
-        raise ValueError(
-            f"{output_dir} already holds {checkpoint.name}; pass --resume to continue that run "
-            "or choose another output_dir"
-        )
-    if checkpoint is not None and process_state().is_main_process:
-        step = int(checkpoint.name.split("-")[1])
-        _truncate_metrics(output_dir / METRICS_FILE, step)
-    return checkpoint
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after the checkpoint we resume from (they will be logged again)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def train(config: TrainConfig, *, console_logs: bool = True) -> TrainResult:
     """Run ``config`` end to end and return where its outputs are.
 
     ``console_logs=False`` keeps the progress bar but stops printing every
     logged metrics dict (they still go to ``metrics.jsonl``); the demo uses it.
+    The output folder is claimed and locked first (:mod:`pluralign.run_folder`).
     """
-    from transformers import set_seed
-
     method = config.method_spec
     if method.family not in TRAINER_FAMILIES:
         raise ValueError(f"method {method.name!r} has family {method.family!r}, which no trainer "
                          f"handles yet (known: {', '.join(TRAINER_FAMILIES)})")
     if not config.train_file:
         raise ValueError("train_file: a JSONL file of training records is required")
+    with claimed_run_folder(config) as start:
+        return _train_in_folder(config, start.checkpoint, console_logs)
+
+
+def _train_in_folder(config: TrainConfig, resume_from: Path | None,
+                     console_logs: bool) -> TrainResult:
+    from transformers import set_seed
+
+    method = config.method_spec
     output_dir = Path(config.output_dir)
-    resume_from = _resume_point(config, output_dir)
-    if process_state().is_main_process:
-        prepare_run_dir(output_dir, config)
     set_seed(config.seed)
-    train_records = _load_records(config.train_file, config.max_train_examples)
-    heldout_records = _load_records(config.eval_file, config.max_eval_examples)
+    # Read once before the model loads, so that a bad line fails in a second.
+    _load_records(config.train_file, config.max_train_examples)
+    _load_records(config.eval_file, config.max_eval_examples)
+    model, tokenizer = _load_policy(config)
+    train_records, heldout_records = _fitting_records(config, tokenizer, output_dir)
     validation_records: list[GroupPreferenceExample] = []
     if config.validation_fraction:
         carve = carve_validation(train_records, config.validation_fraction, config.seed)
@@ -294,7 +299,6 @@ def train(config: TrainConfig, *, console_logs: bool = True) -> TrainResult:
                     len(validation_records), carve.by)
     if config.frame_prompts:
         train_records = frame_prompts(train_records, config.seed)
-    model, tokenizer = _load_policy(config)
     # The trainer evaluates (loss, margins) on the validation split when there is one.
     ctx = _Context(config, method, model, tokenizer, sequence_format(config), train_records,
                    validation_records or heldout_records, output_dir)
@@ -359,12 +363,16 @@ def _save_final(trainer: Any, tokenizer: Any, ctx: _Context) -> TrainResult:
     final = ctx.output_dir / "final"
     staging = ctx.output_dir / "final.partial"
     main = trainer.accelerator.is_main_process
+    check_finite_tensors(trainer.model, trainer.state.global_step, gradients=False,
+                         before="writing final/")
     if main:
         shutil.rmtree(staging, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))  # every rank takes part; rank 0 writes
     if main:
         tokenizer.save_pretrained(staging)
+        trainer.model_card_dir = staging
+        trainer.create_model_card(model_name=ctx.output_dir.name)
         (staging / FORMAT_FILE).write_text(json.dumps({
             "method": ctx.method.name, "sequence_format": ctx.config.sequence_format,
             **ctx.fmt.to_info(),

@@ -4,10 +4,10 @@
   the policy forward. TRL's fused LM head never builds full logits, so the
   belief distribution at the last prompt position is recomputed from that
   hidden state and the LM head for a handful of positions (no extra forward).
-- :class:`GuardedCheckpointsMixin`: a non-finite loss stops the run with a
-  clear message before any optimiser step or save, and every checkpoint gets
-  a ``COMPLETE`` marker written last, so ``--resume`` never picks a half-saved
-  checkpoint.
+- :class:`GuardedCheckpointsMixin`: a non-finite loss, gradient or weight
+  stops the run with a clear message before the optimiser step or save that
+  would use it, and every checkpoint gets a ``COMPLETE`` marker written last,
+  so ``--resume`` never picks a half-saved (or non-finite) checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run stops without saving a model."""
+    """The loss, a gradient or a weight became NaN or infinite; the run stops without
+    saving a model."""
 
 
 def unwrap_to_causal_lm(model: Any) -> Any:
@@ -94,6 +96,44 @@ def check_finite(loss: torch.Tensor, step: int, terms: dict[str, torch.Tensor]) 
     )
 
 
+def nonfinite_tensors(model: Any, *, gradients: bool) -> list[str]:
+    """Names of the parameters (or, with ``gradients``, of the gradients of the trainable
+    parameters) that hold a NaN or an infinity."""
+    bad = []
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            tensor = param.grad if gradients else param
+            if tensor is not None and not bool(torch.isfinite(tensor).all()):
+                bad.append(name)
+    return bad
+
+
+def check_finite_tensors(model: Any, step: int, *, gradients: bool, before: str) -> None:
+    """Raise :class:`TrainingDiverged` if ``model`` has a non-finite gradient or weight."""
+    bad = nonfinite_tensors(model, gradients=gradients)
+    if not bad:
+        return
+    what = "gradients" if gradients else "weights"
+    shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    raise TrainingDiverged(
+        f"non-finite {what} at step {step} ({shown}), found before {before}. The run stopped "
+        "without saving this state; the last good checkpoint (if any) is intact. Lower the "
+        "learning rate, set max_grad_norm, or use float32."
+    )
+
+
+class FiniteGradientsCallback(TrainerCallback):
+    """Stop before an optimiser step whose gradients hold a NaN or an infinity: a finite
+    loss can still back-propagate to non-finite gradients, and one step with them makes
+    every weight NaN."""
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if args.fp16:  # the fp16 grad scaler skips such steps itself, by design
+            return
+        check_finite_tensors(kwargs["model"], state.global_step + 1, gradients=True,
+                             before="the optimiser step")
+
+
 def checkpoint_is_complete(path: Path) -> bool:
     return (path / COMPLETE_MARKER).is_file() and (path / "trainer_state.json").is_file()
 
@@ -140,7 +180,27 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
 class GuardedCheckpointsMixin:
     """Mix into a ``transformers.Trainer`` subclass (before the trainer class)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self.add_callback(FiniteGradientsCallback())  # type: ignore[attr-defined]
+
+    #: Where TRL's model card goes; None skips it. TRL writes README.md into output_dir at
+    #: every checkpoint, over any file of that name there; pluralign puts it in final/.
+    model_card_dir: Path | None = None
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        if self.model_card_dir is None:
+            return
+        run_args = self.args  # type: ignore[attr-defined]
+        output_dir, run_args.output_dir = run_args.output_dir, str(self.model_card_dir)
+        try:
+            super().create_model_card(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            run_args.output_dir = output_dir
+
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        check_finite_tensors(self.model, self.state.global_step,  # type: ignore[attr-defined]
+                             gradients=False, before="saving a checkpoint")
         super()._save_checkpoint(model, trial)  # type: ignore[misc]
         if self.args.should_save:  # type: ignore[attr-defined]
             folder = Path(self._get_output_dir(trial=trial)) / (  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pluralign.config import YamlConfig
+from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.models import ModelConfig
 from pluralign.registry import UnknownNameError, did_you_mean
 from pluralign.train.methods import Method, get_method
@@ -95,6 +95,11 @@ class TrainConfig(YamlConfig):
         default=1, metadata={"help": "Micro-batches accumulated per optimiser step."}
     )
     max_length: int = field(default=512, metadata={"help": "Longest sequence in tokens."})
+    too_long: str = field(
+        default="error",
+        metadata={"help": "A record longer than max_length (prompt + belief + response): "
+                          "error (name its file and line) or drop (leave it out, counted on the "
+                          "console and in run.json). No record is ever trained on cut."})
     precompute_ref_log_probs: bool = field(
         default=True,
         metadata={"help": "Compute reference log-probs once before training (no reference "
@@ -138,7 +143,16 @@ class TrainConfig(YamlConfig):
         metadata={"help": "Extra logging backends: tensorboard, wandb (metrics.jsonl always)."},
     )
     resume: bool = field(
-        default=False, metadata={"help": "Continue from the last complete checkpoint."}
+        default=False,
+        metadata={"help": "Continue from the last complete checkpoint in output_dir (with the "
+                          "run's own settings; only steps and logging/eval/save intervals may "
+                          "change)."}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace an earlier run's outputs in output_dir, or write into a "
+                          "non-empty folder pluralign did not create (its files are never "
+                          "deleted or rewritten)."}
     )
     max_train_examples: int | None = field(
         default=None, metadata={"help": "Use only the first N training records."}
@@ -154,6 +168,7 @@ class TrainConfig(YamlConfig):
     )
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         try:
             get_method(self.method)
         except UnknownNameError as exc:
@@ -171,6 +186,8 @@ class TrainConfig(YamlConfig):
                      "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.too_long not in ("error", "drop"):
+            raise ValueError(f"too_long: must be error or drop, got {self.too_long!r}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction: must be in [0, 1), got "
                              f"{self.validation_fraction}")

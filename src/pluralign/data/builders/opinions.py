@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pluralign.config import YamlConfig
+from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.data.builders.cards import BuildReport, BuildResult
 from pluralign.data.builders.option_rules import load_option_map
 from pluralign.data.builders.prompts import ParsedStyle
@@ -260,6 +260,7 @@ class OpinionsConfig(YamlConfig):
     )
 
     def __post_init__(self) -> None:
+        reject_non_finite(self)
         if self.split_by not in SPLIT_METHODS:
             raise ValueError(f"split_by: must be one of {SPLIT_METHODS}, got {self.split_by!r}")
         try:

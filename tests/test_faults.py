@@ -1,0 +1,277 @@
+"""Fault injection: each probe of issue 15 run against the product, with the outcome asserted.
+
+A hostile but realistic user: folders that hold other files, runs that diverge,
+records too long for ``max_length``, two runs in one folder, resumes with
+changed settings, model folders that carry their own code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pluralign.cli.main import app
+
+runner = CliRunner()
+
+
+def _cli(*args: str, stdin: str | None = None):
+    return runner.invoke(app, list(args), input=stdin)
+
+
+# ------------------------------------------------------------- 6: a folder's own code
+
+
+@pytest.fixture
+def folder_with_code(tmp_path, tiny_lm) -> tuple[Path, Path]:
+    """A saved tiny model whose config.json points auto_map at code that leaves a file."""
+    model, tokenizer = tiny_lm
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    sentinel = tmp_path / "code-ran"
+    (folder / "custom.py").write_text(
+        f"from pathlib import Path\nPath({str(sentinel)!r}).write_text('ran')\n"
+        "from transformers import LlamaConfig, LlamaForCausalLM\n"
+        "class CustomConfig(LlamaConfig):\n    model_type = 'pluralign-probe'\n"
+        "class CustomModel(LlamaForCausalLM):\n    config_class = CustomConfig\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "pluralign-probe"  # unknown to transformers: only the code knows it
+    config["auto_map"] = {"AutoConfig": "custom.CustomConfig",
+                          "AutoModelForCausalLM": "custom.CustomModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder, sentinel
+
+
+def test_a_local_folders_code_does_not_run_even_when_stdin_says_yes(folder_with_code):
+    folder, sentinel = folder_with_code
+    result = _cli("generate", "-m", str(folder), "--max-new-tokens", "2", "Cats?", stdin="y\ny\n")
+    assert result.exit_code == 2, result.output  # the CLI's usage-error code
+    assert "--trust-remote-code" in result.output and str(folder) in result.output
+    assert "Traceback" not in result.output
+    assert not sentinel.exists()
+
+
+def test_trust_remote_code_is_an_explicit_opt_in(folder_with_code):
+    from pluralign.models import ModelLoadError, load_model
+
+    folder, sentinel = folder_with_code
+    with pytest.raises(ModelLoadError, match="auto_map"):
+        load_model(str(folder))
+    assert not sentinel.exists()
+    model, _ = load_model(str(folder), trust_remote_code=True)
+    assert sentinel.read_text() == "ran"
+    assert type(model).__name__ == "CustomModel"
+
+
+# ------------------------------------------------------ 11: non-finite config values
+
+
+@pytest.mark.parametrize("line", ["learning_rate: .nan", "learning_rate: .inf", "beta: .nan"])
+def test_non_finite_yaml_values_are_refused_at_their_line(tmp_path, line):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"method: gdpo\ntrain_file: train.jsonl\n{line}\n")
+    result = _cli("train", str(config), "--output_dir", str(tmp_path / "out"))
+    assert result.exit_code != 0
+    field = line.split(":")[0]
+    assert f"{config}:3 (field '{field}'): expected a finite number" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_values_are_refused_from_python_and_the_command_line():
+    from pluralign.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="beta: must be a finite number, got nan"):
+        TrainConfig(method="gdpo", beta=float("nan"))
+    result = _cli("train", "--method", "gdpo", "--train_file", "x.jsonl", "--learning_rate", "inf")
+    assert result.exit_code != 0 and "learning_rate" in result.output and "finite" in result.output
+
+
+# ---------------------------------------------------------- 2: non-finite gradients
+
+
+@pytest.fixture(scope="module")
+def toy_train(tmp_path_factory) -> Path:
+    from pluralign.data.records import write_examples
+    from pluralign.data.toy import conflicting_opinions
+
+    path = tmp_path_factory.mktemp("toy") / "train.jsonl"
+    write_examples(path, conflicting_opinions(4, 4, seed=0))
+    return path
+
+
+def _train_cli(train_file: Path, out: Path, *extra: str):
+    return _cli("train", "--method", "gdpo", "--train_file", str(train_file),
+                "--output_dir", str(out), "--model.model", "tiny", "--model.device", "cpu",
+                "--per_device_train_batch_size", "4", "--validation_fraction", "0", *extra)
+
+
+def _all_finite(folder: Path) -> bool:
+    import torch
+    from safetensors.torch import load_file
+
+    files = list(folder.glob("*.safetensors"))
+    assert files, f"no weights in {folder}"
+    return all(bool(torch.isfinite(t).all()) for f in files for t in load_file(f).values())
+
+
+def test_nan_gradients_with_a_finite_loss_stop_the_run_before_any_nan_save(toy_train, tmp_path):
+    out = tmp_path / "run"
+    result = _train_cli(toy_train, out, "--learning_rate", "1e8", "--max_steps", "3",
+                        "--save_steps", "1")
+    assert result.exit_code != 0
+    assert "non-finite gradients at step 2" in result.output, result.output
+    assert not (out / "final").exists()
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    assert [c.name for c in checkpoints] == ["checkpoint-1"]
+    assert _all_finite(checkpoints[0])
+
+
+# ------------------------------------- 1, 4, 7: the run folder, its lock, stale metrics
+
+
+def _steps(out: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+            if "loss" in json.loads(line)]
+
+
+def test_a_non_empty_folder_pluralign_did_not_create_is_refused_untouched(toy_train, tmp_path):
+    out = tmp_path / "data" / "us"
+    out.mkdir(parents=True)
+    (out / "train.jsonl").write_text(toy_train.read_text())
+    (out / "README.md").write_text("my dataset card\n")
+    result = _train_cli(toy_train, out, "--max_steps", "1")
+    assert result.exit_code != 0
+    assert f"output_dir {out} is not empty" in result.output and "--overwrite" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "train.jsonl"]
+
+
+def test_overwrite_writes_beside_the_users_files_and_never_over_them(toy_train, tmp_path):
+    out = tmp_path / "mine"
+    (out / "data").mkdir(parents=True)
+    mine = {out / "data" / "train.jsonl": toy_train.read_text(), out / "README.md": "card\n",
+            out / "notes.txt": "keep me\n"}
+    for path, text in mine.items():
+        path.write_text(text)
+    result = _train_cli(toy_train, out, "--max_steps", "1", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert all(path.read_text() == text for path, text in mine.items())
+    assert (out / "final").is_dir() and (out / "data" / "train.jsonl").is_file()
+    # A user file with a name a run writes is a refusal even under --overwrite.
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    (clash / "metrics.jsonl").write_text("{}\n")
+    result = _train_cli(toy_train, clash, "--max_steps", "1", "--overwrite")
+    assert result.exit_code != 0 and "metrics.jsonl" in result.output
+    assert (clash / "metrics.jsonl").read_text() == "{}\n"
+
+
+def test_a_finished_run_needs_resume_or_overwrite_and_overwrite_starts_clean(toy_train, tmp_path):
+    out = tmp_path / "run"
+    assert _train_cli(toy_train, out, "--max_steps", "2", "--logging_steps", "1").exit_code == 0
+    again = _train_cli(toy_train, out, "--max_steps", "1", "--logging_steps", "1")
+    assert again.exit_code != 0 and "already holds a run" in again.output
+    assert _steps(out) == [1, 2]
+    over = _train_cli(toy_train, out, "--max_steps", "1", "--logging_steps", "1", "--overwrite")
+    assert over.exit_code == 0, over.output
+    assert _steps(out) == [1]
+    assert not list(out.glob("checkpoint-2"))
+
+
+def test_a_run_that_died_before_its_first_checkpoint_restarts_with_clean_metrics(
+        toy_train, tmp_path, caplog):
+    from pluralign.runs import prepare_run_dir
+    from pluralign.train.config import TrainConfig
+
+    out = tmp_path / "run"
+    prepare_run_dir(out, TrainConfig(method="gdpo"))  # what a killed run leaves: its run files
+    (out / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "loss": 0.7}) + "\n" for s in (1, 2, 3)))
+    with caplog.at_level("WARNING", logger="pluralign"):
+        result = _train_cli(toy_train, out, "--max_steps", "2", "--logging_steps", "1",
+                            "--resume")
+    assert result.exit_code == 0, result.output
+    assert "holds no complete checkpoint; starting fresh" in caplog.text
+    assert _steps(out) == [1, 2]
+
+
+def test_a_second_run_into_a_folder_in_use_fails_at_once(toy_train, tmp_path):
+    from pluralign.run_folder import lock_run_folder
+
+    out = tmp_path / "run"
+    held = lock_run_folder(out)  # another live run holds the folder
+    try:
+        result = _train_cli(toy_train, out, "--max_steps", "1")
+    finally:
+        held.release()
+    assert result.exit_code != 0 and "is in use by another run (pid" in result.output
+    assert not (out / "metrics.jsonl").exists() and not (out / "config.yaml").exists()
+    assert _train_cli(toy_train, out, "--max_steps", "1").exit_code == 0
+
+
+# ------------------------------------------------------ 5: resume with changed settings
+
+
+def test_resume_refuses_a_changed_learning_rate_and_accepts_more_steps(toy_train, tmp_path):
+    out = tmp_path / "run"
+    assert _train_cli(toy_train, out, "--max_steps", "2", "--save_steps", "1").exit_code == 0
+    changed = _train_cli(toy_train, out, "--max_steps", "3", "--learning_rate", "1e-5",
+                         "--resume")
+    assert changed.exit_code != 0
+    assert "learning_rate: 5e-05 -> 1e-05" in changed.output, changed.output
+    config = (out / "config.yaml").read_text()
+    assert "learning_rate: 5.0e-05" in config or "learning_rate: 5e-05" in config
+    longer = _train_cli(toy_train, out, "--max_steps", "3", "--save_steps", "1", "--resume")
+    assert longer.exit_code == 0, longer.output
+    assert "trained 3 steps" in longer.output
+
+
+# ------------------------------------------------------------ 3: records too long
+
+
+@pytest.fixture(scope="module")
+def train_with_a_long_record(toy_train, tmp_path_factory) -> Path:
+    """The toy records with line 3's prompt made longer than max_length 512."""
+    lines = toy_train.read_text().splitlines()
+    record = json.loads(lines[2])
+    record["prompt"] = "Please consider this carefully. " * 120 + record["prompt"]
+    lines[2] = json.dumps(record)
+    path = tmp_path_factory.mktemp("long") / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_record_longer_than_max_length_is_an_error_naming_file_and_line(
+        train_with_a_long_record, tmp_path):
+    result = _train_cli(train_with_a_long_record, tmp_path / "run", "--max_steps", "1")
+    assert result.exit_code != 0
+    assert f"{train_with_a_long_record}:3: prompt + belief + response are" in result.output
+    assert "max_length is 512" in result.output and "--too_long drop" in result.output
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_too_long_drop_leaves_the_record_out_and_counts_it(train_with_a_long_record, tmp_path):
+    out = tmp_path / "run"
+    result = _train_cli(train_with_a_long_record, out, "--max_steps", "1", "--too_long", "drop")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "run.json").read_text())["too_long"][0]
+    assert report["dropped"] == 1 and report["dropped_lines"] == [3]
+    assert report["longest_tokens"] > 512
+
+
+def test_a_non_finite_weight_is_named_before_any_save(fresh_tiny_lm):
+    import torch
+
+    from pluralign.train.common import TrainingDiverged, check_finite_tensors
+
+    model, _ = fresh_tiny_lm
+    check_finite_tensors(model, 3, gradients=False, before="writing final/")  # all finite
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("inf")
+    with pytest.raises(TrainingDiverged, match=r"non-finite weights at step 3 "
+                       r"\(model\.layers\.1\.mlp\.down_proj\.weight\), found before writing"):
+        check_finite_tensors(model, 3, gradients=False, before="writing final/")
