@@ -275,3 +275,71 @@ def test_a_non_finite_weight_is_named_before_any_save(fresh_tiny_lm):
     with pytest.raises(TrainingDiverged, match=r"non-finite weights at step 3 "
                        r"\(model\.layers\.1\.mlp\.down_proj\.weight\), found before writing"):
         check_finite_tensors(model, 3, gradients=False, before="writing final/")
+
+
+# ------------------------------------------------------------------ 13: odd files
+
+
+def test_a_non_utf8_line_is_named_by_validate_and_by_training(toy_train, tmp_path):
+    lines = toy_train.read_bytes().splitlines(keepends=True)
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b"".join([lines[0], lines[1].replace(b"a", b"\xe9", 1), *lines[2:]]))
+    result = _cli("data", "validate", str(bad))
+    assert result.exit_code == 1
+    assert f"{bad}:2: not UTF-8 text (byte 0xe9" in result.output, result.output
+    assert "Traceback" not in result.output
+    train = _train_cli(bad, tmp_path / "run", "--max_steps", "1")
+    assert train.exit_code != 0 and f"{bad}:2: not UTF-8 text" in train.output
+
+
+def test_empty_files_are_refused_by_validate_and_eval(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    result = _cli("data", "validate", str(empty))
+    assert result.exit_code == 1 and f"{empty}: holds no records" in result.output
+    result = _cli("eval", "-m", "tiny", "-d", str(empty), "-o", str(tmp_path / "eval"))
+    assert result.exit_code != 0 and f"{empty}: holds no records" in result.output
+    assert "Traceback" not in result.output
+
+
+# ------------------------------------------- 9, 13: the LLM behind `pluralign data`
+
+
+def _opinions(shared_data: Path, out: Path, *extra: str):
+    return _cli("data", "opinions", "--source",
+                str(shared_data / "globalopinionqa" / "dev_groups.jsonl"), "-g", "Pakistan",
+                "--max-questions", "1", "--writer", "framed", "--styles", "1",
+                "--pairs-per-question", "2", "--out", str(out), *extra)
+
+
+def test_a_misspelt_backend_and_a_missing_api_key_are_one_line_errors(
+        shared_data, tmp_path, monkeypatch):
+    result = _opinions(shared_data, tmp_path / "a", "--llm-backend", "opnai")
+    assert result.exit_code == 2 and "backend: unknown 'opnai'" in result.output
+    assert 'did you mean "openai"' in result.output.lower() and "Traceback" not in result.output
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = _opinions(shared_data, tmp_path / "b", "--llm-backend", "openai",
+                       "--llm-model", "m", "--base-url", "http://127.0.0.1:9/v1")
+    assert result.exit_code == 2 and "OPENAI_API_KEY, which is not set" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_hanging_server_is_given_up_after_the_timeout_and_retries_asked_for(
+        shared_data, tmp_path):
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # accepts connections (the kernel does) and never answers
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    started = time.perf_counter()
+    try:
+        result = _opinions(shared_data, tmp_path / "pk", "--llm-backend", "openai",
+                           "--llm-model", "m", "--base-url", url, "--api-key-env", "",
+                           "--llm-timeout", "0.5", "--llm-retries", "0")
+    finally:
+        listener.close()
+    assert time.perf_counter() - started < 60
+    assert result.exit_code == 2 and "no records were built" in result.output
+    assert "llm failures" in result.output

@@ -34,6 +34,10 @@ BaseUrl = Annotated[str | None, typer.Option("--base-url", help="openai: server 
 KeyEnv = Annotated[str | None, typer.Option("--api-key-env", help="openai: NAME of the "
                                             "environment variable holding the API key.")]
 Cache = Annotated[str | None, typer.Option("--llm-cache", help="Folder of the LLM answer cache.")]
+Timeout = Annotated[float, typer.Option("--llm-timeout", min=0.1, help="openai: seconds before "
+                                        "a request is given up (then retried).")]
+Retries = Annotated[int, typer.Option("--llm-retries", min=0, help="openai: retries of a request "
+                                      "after a timeout or transient error (0: none).")]
 
 
 #: What each opinions writer did, for the dataset card.
@@ -53,11 +57,20 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix (one line, no traceback): bad values, missing files,
+    an LLM that cannot be set up (no API key). Imported late: `--help` stays fast."""
+    from pluralign.llm import LLMError
+
+    return (ValueError, FileNotFoundError, LLMError)
+
+
 def _llm(backend: str, model: str | None, base_url: str | None, key_env: str | None,
-         cache: str | None):
+         cache: str | None, timeout: float, retries: int):
     from pluralign.llm import LLMConfig
 
-    options = {"backend": backend, "base_url": base_url, "cache_dir": cache}
+    options = {"backend": backend, "base_url": base_url, "cache_dir": cache,
+               "timeout": timeout, "max_retries": retries}
     if model:
         options["model"] = model
     if key_env is not None:
@@ -120,7 +133,8 @@ def opinions_command(
     split_by: SplitBy = "question",
     seed: Seed = 0,
     llm_backend: Backend = "hf", llm_model: Model = None, base_url: BaseUrl = None,
-    api_key_env: KeyEnv = None, llm_cache: Cache = None,
+    api_key_env: KeyEnv = None, llm_cache: Cache = None, llm_timeout: Timeout = 60.0,
+    llm_retries: Retries = 4,
 ) -> None:
     """Build opinion QA pairs from GlobalOpinionQA with an LLM.
 
@@ -148,9 +162,10 @@ def opinions_command(
             n_styles=n_styles, pairs_per_question=pairs, uniform=uniform,
             max_questions=max_questions,
             split_by=split_by, seed=seed,
-            llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache))
+            llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache, llm_timeout,
+                     llm_retries))
         result = build_opinions(config)
-    except (ValueError, FileNotFoundError) as error:
+    except _user_errors() as error:
         raise _fail(str(error)) from error
     _save(result, out, "Opinion QA pairs (GlobalOpinionQA)",
           f"Styled one-turn dialogues per question, written by the {writer} writer "
@@ -184,7 +199,7 @@ def reviews_command(
         result = build_reviews(ReviewsConfig(
             reviews=str(reviews), metadata=str(metadata) if metadata else None,
             min_reviews=min_reviews, group=group, split_by=split_by, seed=seed))
-    except (ValueError, FileNotFoundError) as error:
+    except _user_errors() as error:
         raise _fail(str(error)) from error
     _save(result, out, "Movie review pairs", "Beliefs are the ratings 1..5; the target is each "
           "movie's rating histogram; rejected = a review of the same movie with another rating.")
@@ -211,7 +226,7 @@ def mmoqa_command(
     try:
         result = build_mmoqa(MmoqaConfig(source=source, group=group, split_by=split_by,
                                          seed=seed))
-    except (ValueError, FileNotFoundError) as error:
+    except _user_errors() as error:
         raise _fail(str(error)) from error
     _save(result, out, "GDPO released dialogue set", f"Converted from {source}.")
 
@@ -232,7 +247,8 @@ def mine_command(
     split_by: SplitBy = "question",
     seed: Seed = 0,
     llm_backend: Backend = "hf", llm_model: Model = None, base_url: BaseUrl = None,
-    api_key_env: KeyEnv = None, llm_cache: Cache = None,
+    api_key_env: KeyEnv = None, llm_cache: Cache = None, llm_timeout: Timeout = 60.0,
+    llm_retries: Retries = 4,
 ) -> None:
     """Mine beliefs from a preference set with no beliefs (GDPO paper appendix I).
 
@@ -249,9 +265,10 @@ def mine_command(
             source=str(source), max_examples=max_examples, num_statements=num_statements,
             name_with_llm=name_with_llm, own_principle_agrees=own_principle_agrees,
             group=group, split_by=split_by, seed=seed,
-            llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache))
+            llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache, llm_timeout,
+                     llm_retries))
         result = build_mining(config)
-    except (ValueError, FileNotFoundError) as error:
+    except _user_errors() as error:
         raise _fail(str(error)) from error
     _save(result, out, "Mined beliefs", "Statements mined from chosen/rejected choices; per "
           "statement the agree/disagree label counts give the distribution. "

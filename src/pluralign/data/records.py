@@ -287,6 +287,22 @@ def _open_text(path: Path, mode: str) -> IO[str]:
     return open(path, mode, encoding="utf-8")
 
 
+def numbered_lines(path: Path) -> Iterator[tuple[int, str | RecordFileError]]:
+    """``(line number, text)`` for each line of a (gzipped) UTF-8 file; a line that is not
+    UTF-8 comes as a :class:`RecordFileError` naming it (text mode would fail mid-file
+    with no line number)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:  # type: ignore[operator]
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                yield line_number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield line_number, RecordFileError(
+                    path, line_number, None,
+                    f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1});"
+                    " save the file as UTF-8")
+
+
 def iter_examples(
     path: str | Path, *, renormalize: bool = False
 ) -> Iterator[GroupPreferenceExample]:
@@ -304,20 +320,21 @@ def iter_numbered_examples(
     """``(line number, record)`` for each record of a JSONL file, so that later checks (a
     record too long for training, say) can name the line; see :func:`iter_examples`."""
     path = Path(path)
-    with _open_text(path, "r") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecordFileError(path, line_number, None, f"invalid JSON: {error}") from None
-            try:
-                yield line_number, GroupPreferenceExample.from_dict(data, renormalize=renormalize)
-            except RecordError as error:
-                raise RecordFileError(path, line_number, error.field, error.reason) from None
-            except TypeError as error:  # e.g. a field of the wrong shape reaching __init__
-                raise RecordFileError(path, line_number, None, str(error)) from None
+    for line_number, line in numbered_lines(path):
+        if isinstance(line, RecordFileError):
+            raise line
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise RecordFileError(path, line_number, None, f"invalid JSON: {error}") from None
+        try:
+            yield line_number, GroupPreferenceExample.from_dict(data, renormalize=renormalize)
+        except RecordError as error:
+            raise RecordFileError(path, line_number, error.field, error.reason) from None
+        except TypeError as error:  # e.g. a field of the wrong shape reaching __init__
+            raise RecordFileError(path, line_number, None, str(error)) from None
 
 
 def read_examples(path: str | Path, *, renormalize: bool = False) -> list[GroupPreferenceExample]:

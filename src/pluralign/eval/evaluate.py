@@ -564,6 +564,8 @@ def evaluate(config: EvalConfig, *, judge: Any = None, embedder: Any = None) -> 
     if not config.data:
         raise ValueError("data: a JSONL record file is required")
     records = read_examples(config.data)
+    if not records:
+        raise ValueError(f"{config.data}: holds no records (empty, or blank lines only)")
     groups = group_prompts(records)
     if config.max_prompts is not None:
         groups = groups[: config.max_prompts]

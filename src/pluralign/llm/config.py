@@ -11,7 +11,7 @@ from pluralign.llm.base import LLMBackend
 from pluralign.llm.hf import HFBackend
 from pluralign.llm.openai_compat import DEFAULT_API_KEY_ENV, OpenAIBackend
 from pluralign.models.loading import DEFAULT_MODEL
-from pluralign.registry import LLM_BACKENDS
+from pluralign.registry import LLM_BACKENDS, did_you_mean
 
 #: Backend kinds by name: ``LLMConfig.backend`` is looked up here.
 
@@ -96,6 +96,10 @@ class LLMConfig(YamlConfig):
         reject_non_finite(self)
         if not self.backend.strip():
             raise ValueError("backend: a backend kind is required (hf or openai)")
+        if self.backend not in LLM_BACKENDS.names():  # fail here, not at the first request
+            raise ValueError(f"backend: unknown {self.backend!r}."
+                             f"{did_you_mean(self.backend, LLM_BACKENDS.names())} Known: "
+                             f"{', '.join(LLM_BACKENDS.names())}")
         if not self.model.strip():
             raise ValueError("model: a model is required")
         for name in ("max_concurrency", "max_tokens", "batch_size"):

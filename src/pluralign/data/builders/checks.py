@@ -12,8 +12,9 @@ from typing import Any
 from pluralign.data.records import (
     GroupPreferenceExample,
     RecordError,
-    _open_text,
+    RecordFileError,
     is_majority_chosen,
+    numbered_lines,
 )
 
 
@@ -34,19 +35,23 @@ def validate_file(path: str | Path) -> ValidationResult:
     """Read every line of a record file and report each bad one (not only the first)."""
     path = Path(path)
     result = ValidationResult(str(path))
-    with _open_text(path, "r") as handle:
-        for n, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                GroupPreferenceExample.from_dict(json.loads(line))
-                result.valid += 1
-            except json.JSONDecodeError as error:
-                result.problems.append(f"{path}:{n}: invalid JSON: {error}")
-            except RecordError as error:
-                result.problems.append(f"{path}:{n}: field '{error.field}': {error.reason}")
-            except TypeError as error:
-                result.problems.append(f"{path}:{n}: {error}")
+    for n, line in numbered_lines(path):
+        if isinstance(line, RecordFileError):
+            result.problems.append(str(line))
+            continue
+        if not line.strip():
+            continue
+        try:
+            GroupPreferenceExample.from_dict(json.loads(line))
+            result.valid += 1
+        except json.JSONDecodeError as error:
+            result.problems.append(f"{path}:{n}: invalid JSON: {error}")
+        except RecordError as error:
+            result.problems.append(f"{path}:{n}: field '{error.field}': {error.reason}")
+        except TypeError as error:
+            result.problems.append(f"{path}:{n}: {error}")
+    if not result.valid and not result.problems:
+        result.problems.append(f"{path}: holds no records (empty, or blank lines only)")
     return result
 
 
