@@ -343,3 +343,28 @@ def test_a_hanging_server_is_given_up_after_the_timeout_and_retries_asked_for(
     assert time.perf_counter() - started < 60
     assert result.exit_code == 2 and "no records were built" in result.output
     assert "llm failures" in result.output
+
+
+# ----------------------------------------------------- 8: GPA with every request failing
+
+
+def test_gpa_names_total_llm_failure_and_exits_non_zero(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gpa_fixtures import write_log
+
+    work = tmp_path / "work"
+    result = _cli("gpa", "run", str(write_log(tmp_path)), "-w", str(work), "--llm-backend",
+                  "openai", "--llm-model", "stub", "--base-url", "http://127.0.0.1:9/v1",
+                  "-s", "llm.api_key_env=", "-s", "llm.max_retries=0", "-s", "relevance=keywords",
+                  "-s", "ft_model=tiny", "-s", "ft_lora_r=4", "-s", "ft_max_steps=1",
+                  "-s", "ft_max_length=96", "-s", "answer_max_tokens=6",
+                  "-s", "ft_pairs_per_group=3")
+    assert result.exit_code == 2, result.output
+    assert "every LLM request of" in result.output and "failed" in result.output
+    pipeline = json.loads((work / "pipeline_report.json").read_text())
+    failed = pipeline["llm_failures"]
+    assert failed and all(f["failed"] == f["requests"] > 0 for f in failed.values())
+    evaluation = (work / "evaluation.md").read_text()
+    assert "## LLM failures" in evaluation and "LLM requests failed" in evaluation

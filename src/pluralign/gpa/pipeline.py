@@ -61,12 +61,19 @@ def run_pipeline(config: GPAConfig, backend: LLMBackend | None = None, *,
     backend = backend if backend is not None else make_backend(config.llm)
     report: dict[str, Any] = {"stages": {}, "seconds": {}}
     start = time.perf_counter()
+    report["llm_failures"] = {}
     try:
         for name in names:
             t0 = time.perf_counter()
             log(f"[gpa] {name} ...")
+            before = (backend.stats.requests, backend.stats.failures)
             report["stages"][name] = STAGES[name](config, backend, embedder)
             report["seconds"][name] = round(time.perf_counter() - t0, 2)
+            asked = backend.stats.requests - before[0]
+            failed = backend.stats.failures - before[1]
+            if failed:
+                report["llm_failures"][name] = {"failed": failed, "requests": asked}
+                log(f"[gpa] {name}: {failed} of {asked} LLM requests failed")
             log(f"[gpa] {name} done in {report['seconds'][name]:.1f}s")
     finally:
         report["seconds"]["total"] = round(time.perf_counter() - start, 2)
@@ -74,4 +81,28 @@ def run_pipeline(config: GPAConfig, backend: LLMBackend | None = None, *,
         write_json(stage_path(config.work_dir, "pipeline"), report)
         if own:
             backend.close()
+    _report_llm_failures(config, report)
     return report
+
+
+class LLMStageFailed(ValueError):
+    """Every LLM request of a stage failed: its output is empty for want of answers."""
+
+
+def _report_llm_failures(config: GPAConfig, report: dict[str, Any]) -> None:
+    """Name the failures in evaluation.md, and fail when a stage got no answer at all."""
+    failures = report["llm_failures"]
+    if not failures:
+        return
+    lines = [f"- {stage}: {f['failed']} of {f['requests']} LLM requests failed"
+             for stage, f in failures.items()]
+    evaluation = stage_path(config.work_dir, "evaluate_md")
+    if evaluation.is_file():
+        evaluation.write_text(evaluation.read_text() + "\n## LLM failures\n\n"
+                              + "\n".join(lines) + f"\n\nBackend: {report['backend']}\n")
+    total = [stage for stage, f in failures.items() if f["failed"] == f["requests"]]
+    if total:
+        raise LLMStageFailed(
+            f"every LLM request of {', '.join(total)} failed ({report['backend']}); the tables "
+            f"in {evaluation} are empty for want of answers. Check the server, model name and "
+            "key (see pipeline_report.json).")
