@@ -368,3 +368,46 @@ def test_gpa_names_total_llm_failure_and_exits_non_zero(tmp_path):
     assert failed and all(f["failed"] == f["requests"] > 0 for f in failed.values())
     evaluation = (work / "evaluation.md").read_text()
     assert "## LLM failures" in evaluation and "LLM requests failed" in evaluation
+
+
+# ----------------------------------- 12: validate refuses what training cannot use
+
+
+def _edited(toy_train: Path, tmp_path: Path, edit) -> Path:
+    record = json.loads(toy_train.read_text().splitlines()[0])
+    edit(record)
+    path = tmp_path / "edited.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("edit", "field", "reason"), [
+    (lambda r: r.update(chosen_response="   "), "chosen_response", "not only whitespace"),
+    (lambda r: r["beliefs"][0].update(description=""), "beliefs", "empty description"),
+    (lambda r: r.update(rejected_response=r["chosen_response"]), "rejected_response",
+     "same text as chosen_response"),
+])
+def test_validate_and_train_refuse_the_same_unusable_records(toy_train, tmp_path, edit, field,
+                                                             reason):
+    path = _edited(toy_train, tmp_path, edit)
+    result = _cli("data", "validate", str(path))
+    assert result.exit_code == 1 and f"{path}:1: field '{field}'" in result.output
+    assert reason in result.output
+    train = _train_cli(path, tmp_path / "run", "--max_steps", "1")
+    assert train.exit_code != 0 and f"{path}:1: field '{field}'" in train.output
+
+
+def test_a_class_id_the_digit_markers_cannot_write_names_the_cli_option(toy_train, tmp_path):
+    def to_twelve(record):
+        chosen = record["chosen_belief"]
+        for belief in record["beliefs"]:
+            if belief["class_id"] == chosen:
+                belief["class_id"] = 12
+        record["chosen_belief"] = 12
+
+    path = _edited(toy_train, tmp_path, to_twelve)
+    result = _cli("data", "validate", str(path))
+    assert result.exit_code == 1 and "class id 12 has no single-digit marker" in result.output
+    train = _train_cli(path, tmp_path / "run", "--max_steps", "1")
+    assert train.exit_code != 0 and f"{path}:1: field 'beliefs'" in train.output
+    assert "--belief_format special" in train.output

@@ -88,8 +88,8 @@ def test_beliefs_given_as_dicts_are_converted():
             "beliefs",
             "at least 2",
         ),
-        ({"prompt": ""}, "prompt", "non-empty string"),
-        ({"group": None}, "group", "non-empty string"),
+        ({"prompt": ""}, "prompt", "non-empty text"),
+        ({"group": None}, "group", "non-empty text"),
         ({"metadata": [1]}, "metadata", "mapping"),
     ],
 )

@@ -199,7 +199,7 @@ def test_chat_template_prompt(tokenizer):
 
 
 def test_multi_token_marker_is_an_error_that_suggests_special_tokens(tokenizer):
-    with pytest.raises(BeliefMarkerError, match=r"'12' is 2 tokens.*marker='special'"):
+    with pytest.raises(BeliefMarkerError, match=r"'12' is 2 tokens.*--belief_format special"):
         belief_marker_id(tokenizer, 12)
     with pytest.raises(BeliefMarkerError, match=r"not exactly one token.*add_belief_tokens"):
         belief_marker_id(tokenizer, 3, "special")

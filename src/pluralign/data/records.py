@@ -137,8 +137,9 @@ class GroupPreferenceExample:
     def __post_init__(self, renormalize: bool) -> None:
         for name in ("prompt", "chosen_response", "rejected_response", "group"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise RecordError(name, f"must be a non-empty string, got {value!r}")
+            if not isinstance(value, str) or not value.strip():
+                raise RecordError(name, f"must be non-empty text (not only whitespace), got "
+                                        f"{value!r}")
         for name in ("question_id", "style"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
@@ -146,6 +147,12 @@ class GroupPreferenceExample:
         if not isinstance(self.metadata, dict):
             raise RecordError("metadata", f"must be a mapping, got {self.metadata!r}")
         beliefs = self._checked_beliefs()
+        blank = [b.class_id for b in beliefs if not b.description.strip()]
+        if blank:  # training writes the description after the marker: "<>" teaches nothing
+            raise RecordError("beliefs", f"belief {blank[0]} has an empty description")
+        if self.chosen_response.strip() == self.rejected_response.strip():
+            raise RecordError("rejected_response", "is the same text as chosen_response: the "
+                                                   "pair states no preference")
         probs = _check_distribution(self.target_distribution, len(beliefs))
         probs = self._checked_sum(probs, renormalize)
         for name in ("chosen_belief", "rejected_belief"):

@@ -20,8 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pluralign.data.records import GroupPreferenceExample, iter_numbered_examples
-from pluralign.train.tokenize import SequenceFormat, build_sequence, encode_prompt
+from pluralign.data.records import GroupPreferenceExample, RecordFileError, iter_numbered_examples
+from pluralign.train.tokenize import (
+    BeliefMarkerError,
+    SequenceFormat,
+    build_sequence,
+    encode_prompt,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +85,11 @@ def load_fitting_records(
     for count, (line, record) in enumerate(iter_numbered_examples(path)):
         if limit is not None and count >= limit:
             break
-        length = max(record_length(record, tokenizer, fmt),
-                     record_length(record, tokenizer, fmt, frame))
+        try:
+            length = max(record_length(record, tokenizer, fmt),
+                         record_length(record, tokenizer, fmt, frame))
+        except BeliefMarkerError as error:  # a class id the marker mode cannot write
+            raise RecordFileError(path, line, "beliefs", str(error)) from None
         report.longest = max(report.longest, length)
         if length <= max_length:
             kept.append(record)

@@ -260,8 +260,8 @@ def belief_marker_id(tokenizer: Any, class_id: int, mode: MarkerMode = "digit") 
         fix = (
             "call pluralign.train.tokenize.add_belief_tokens(tokenizer, model) first"
             if mode == "special"
-            else "use marker='special' (SequenceFormat(marker='special')) with "
-            "pluralign.train.tokenize.add_belief_tokens(tokenizer, model)"
+            else "train with --belief_format special (Python: TrainConfig(belief_format="
+            "'special')), which adds one token per class"
         )
         raise BeliefMarkerError(
             f"belief marker {marker!r} is {len(ids)} tokens {pieces} in "

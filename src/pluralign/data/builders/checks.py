@@ -17,6 +17,9 @@ from pluralign.data.records import (
     numbered_lines,
 )
 
+#: The largest class id the default (digit) belief markers can write as one token.
+MAX_DIGIT_CLASS_ID = 9
+
 
 @dataclass
 class ValidationResult:
@@ -42,7 +45,13 @@ def validate_file(path: str | Path) -> ValidationResult:
         if not line.strip():
             continue
         try:
-            GroupPreferenceExample.from_dict(json.loads(line))
+            record = GroupPreferenceExample.from_dict(json.loads(line))
+            too_big = [c for c in record.class_ids if c > MAX_DIGIT_CLASS_ID]
+            if too_big:  # the default digit markers are one token each only for 0-9
+                result.problems.append(
+                    f"{path}:{n}: field 'beliefs': class id {too_big[0]} has no single-digit "
+                    f"marker (0-{MAX_DIGIT_CLASS_ID}); train with --belief_format special")
+                continue
             result.valid += 1
         except json.JSONDecodeError as error:
             result.problems.append(f"{path}:{n}: invalid JSON: {error}")
