@@ -411,3 +411,23 @@ def test_a_class_id_the_digit_markers_cannot_write_names_the_cli_option(toy_trai
     train = _train_cli(path, tmp_path / "run", "--max_steps", "1")
     assert train.exit_code != 0 and f"{path}:1: field 'beliefs'" in train.output
     assert "--belief_format special" in train.output
+
+
+# ------------------------------------------ 13: config errors point at the right place
+
+
+def test_a_nested_unknown_yaml_key_points_at_its_own_line(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("method: gdpo\nmodel:\n  model: tiny\n  lora_rr: 8\n")
+    result = _cli("train", str(config), "--output_dir", str(tmp_path / "out"))
+    assert result.exit_code != 0
+    assert f"{config}:4" in result.output and "lora_rr" in result.output, result.output
+    assert "did you mean" in result.output.lower()
+
+
+def test_an_output_dir_that_is_a_file_is_one_clear_line(toy_train, tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("user data\n")
+    result = _train_cli(toy_train, target, "--max_steps", "1")
+    assert result.exit_code != 0 and f"output_dir {target} is a file" in result.output
+    assert "Traceback" not in result.output and target.read_text() == "user data\n"

@@ -39,6 +39,9 @@ class _Value:
 
     value: Any
     where: str
+    #: For a YAML mapping: its entries, each with its own line (a nested config's errors
+    #: then point at the nested key, not at its parent).
+    children: dict[str, _Value] | None = None
 
 
 # --------------------------------------------------------------------------- types
@@ -227,6 +230,8 @@ def _build(cls: type[C], values: Mapping[str, Any], where: str) -> C:
                 f"{origin}: {cls.__name__} has no field {key!r}.{did_you_mean(key, list(fields))}"
             )
         _, tp = fields[key]
+        if isinstance(raw, _Value) and raw.children is not None and dataclasses.is_dataclass(tp):
+            raw = raw.children  # a YAML mapping for a nested config: keep each key's line
         if isinstance(raw, dict):  # dotted keys addressing a nested dataclass
             if not dataclasses.is_dataclass(tp):
                 raise ConfigError(f"{where}: field {key!r} of {cls.__name__} is not nested")
@@ -276,7 +281,13 @@ def read_yaml(path: str | Path) -> dict[str, _Value]:
         raise ConfigError(f"{path}: the top level must be a mapping of field: value")
     lines: dict[str, int] = {}
     _yaml_key_lines(root, "", str(path), lines)
-    return {str(k): _Value(v, f"{path}:{lines.get(str(k), 1)}") for k, v in data.items()}
+    return {str(k): _located(v, str(k), path, lines) for k, v in data.items()}
+
+
+def _located(value: Any, key: str, path: Path, lines: dict[str, int]) -> _Value:
+    children = ({str(k): _located(v, f"{key}.{k}", path, lines) for k, v in value.items()}
+                if isinstance(value, dict) else None)
+    return _Value(value, f"{path}:{lines.get(key, 1)}", children)
 
 
 def parse_overrides(args: Sequence[str]) -> dict[str, _Value]:
