@@ -431,3 +431,31 @@ def test_an_output_dir_that_is_a_file_is_one_clear_line(toy_train, tmp_path):
     result = _train_cli(toy_train, target, "--max_steps", "1")
     assert result.exit_code != 0 and f"output_dir {target} is a file" in result.output
     assert "Traceback" not in result.output and target.read_text() == "user data\n"
+
+
+# ----------------------------------------------- 10: opinion source rows, checked
+
+
+def test_opinion_source_rows_name_bad_lines_and_count_rescaled_distributions(tmp_path):
+    from pluralign.data.builders.cards import BuildReport
+    from pluralign.data.builders.opinions import beliefs_of_row, load_opinion_rows
+
+    rows = [
+        {"question": "Q1?", "options": ["Yes", "No"], "distribution": [0.5, 0.2], "group": "G"},
+        {"question": "Q2?", "options": ["Yes", "No"], "distribution": [1.2, -0.2], "group": "G"},
+        {"question": "Q3?", "options": ["Yes", "No"], "distribution": [0.6, 0.4], "group": "G"},
+    ]
+    source = tmp_path / "source.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = BuildReport("opinions", str(source), 0)
+    loaded = load_opinion_rows(str(source), report)
+    assert [r.question for r in loaded] == ["Q1?", "Q3?"]
+    assert report.skipped["bad input row"] == 1
+    assert any(w.startswith(f"{source}:2: skipped") and "negative" in w for w in report.warnings)
+    option_map = {"Yes": 1, "No": 2}
+    _, probs, _ = beliefs_of_row(loaded[0], option_map, report)
+    assert probs == pytest.approx([0.5 / 0.7, 0.2 / 0.7])
+    beliefs_of_row(loaded[1], option_map, report)
+    assert report.counts["distributions rescaled to sum to 1"] == 1
+    with pytest.raises(ValueError, match=rf"{source}:2: distribution has a negative"):
+        load_opinion_rows(str(source))

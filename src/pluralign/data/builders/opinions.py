@@ -18,6 +18,7 @@ import csv
 import gzip
 import hashlib
 import json
+import math
 import random
 import re
 from collections.abc import Iterator, Sequence
@@ -103,15 +104,26 @@ def _rows_from_record(data: dict[str, Any], where: str) -> Iterator[OpinionRow]:
         if isinstance(selections, str):
             selections = parse_selections(selections)
         for group, probs in selections.items():
-            yield OpinionRow(str(data["question"]), options, tuple(probs), str(group), source)
+            yield OpinionRow(str(data["question"]), options, _checked_probs(probs, where),
+                             str(group), source)
         return
     distribution = data["distribution"]
     if isinstance(distribution, str):
         distribution = json.loads(distribution)
     if "group" not in data:
         raise ValueError(f"{where}: needs a 'group' with 'distribution', or 'selections'")
-    yield OpinionRow(str(data["question"]), options, tuple(float(p) for p in distribution),
+    yield OpinionRow(str(data["question"]), options, _checked_probs(distribution, where),
                      str(data["group"]), source)
+
+
+def _checked_probs(values: Any, where: str) -> tuple[float, ...]:
+    """Floats of a source distribution; a negative or non-finite share is an error at
+    ``where`` (file:line), which the loader counts and skips."""
+    probs = tuple(float(p) for p in values)
+    bad = [p for p in probs if not math.isfinite(p) or p < 0]
+    if bad:
+        raise ValueError(f"distribution has a negative or non-finite share ({bad[0]})")
+    return probs
 
 
 def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -155,6 +167,10 @@ def load_opinion_rows(source: str, report: BuildReport | None = None) -> list[Op
 # ------------------------------------------------------------------ option map
 
 
+#: A source distribution further than this from summing to 1 is rescaled and counted.
+RESCALE_TOLERANCE = 0.01
+
+
 def beliefs_of_row(
     row: OpinionRow, option_map: dict[str, int], report: BuildReport
 ) -> tuple[list[Belief], list[float], list[list[str]]] | None:
@@ -180,6 +196,8 @@ def beliefs_of_row(
     if total <= 0:
         report.skip("distribution sums to 0")
         return None
+    if abs(total - 1.0) > RESCALE_TOLERANCE:  # kept (p* is the shares' proportions), counted
+        report.counts["distributions rescaled to sum to 1"] += 1
     classes = sorted(pooled)
     beliefs = [Belief(c, " / ".join(options_of[c])) for c in classes]
     return beliefs, [pooled[c] / total for c in classes], [options_of[c] for c in classes]
