@@ -459,3 +459,16 @@ def test_opinion_source_rows_name_bad_lines_and_count_rescaled_distributions(tmp
     assert report.counts["distributions rescaled to sum to 1"] == 1
     with pytest.raises(ValueError, match=rf"{source}:2: distribution has a negative"):
         load_opinion_rows(str(source))
+
+
+def test_an_output_path_that_is_a_file_is_one_line_for_every_command(tmp_path):
+    import subprocess
+    import sys
+
+    taken = tmp_path / "taken"
+    taken.write_text("user data\n")
+    done = subprocess.run([sys.executable, "-m", "pluralign", "data", "demo", "-o", str(taken)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: {taken}: File exists"], done.stderr
+    assert taken.read_text() == "user data\n"

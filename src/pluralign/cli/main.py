@@ -298,7 +298,14 @@ _add_subapps()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OSError as error:
+        # A path the user gave that the file system refuses (an output folder that is a
+        # file, no permission, disk full): one line naming it, not a traceback.
+        where = f"{error.filename}: " if error.filename else ""
+        typer.secho(f"error: {where}{error.strerror or error}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":  # pragma: no cover
