@@ -108,7 +108,7 @@ def train_methods(files: dict[str, Path], recipe: Recipe, seed: int, out: Path,
         started = time.perf_counter()
         result = train(recipe.train_config(
             method, start=start, train_file=str(files["train"]), output_dir=str(out / method),
-            seed=seed), console_logs=False)
+            seed=seed, overwrite=True), console_logs=False)  # the benchmark owns its folders
         run.finals[method] = result.final_dir
         run.seconds[method] = time.perf_counter() - started
         run.selected_steps[method] = result.selected_step

@@ -47,6 +47,7 @@ def run(method: str, start: str, args: argparse.Namespace, files: tuple[Path, Pa
         max_steps=args.steps, eval_steps=args.eval_every, logging_steps=args.eval_every,
         save_steps=args.steps, per_device_train_batch_size=args.batch,
         per_device_eval_batch_size=16, learning_rate=lr, seed=args.seed, beta=0.1,
+        overwrite=True,  # a re-run replaces the benchmark's own earlier run
     )
     started = time.perf_counter()
     result = train(config)

@@ -114,7 +114,7 @@ def sft_worker(spec: dict[str, Any]) -> dict[str, Any]:
         method="sft", train_file=str(out / "train.jsonl"), output_dir=str(out / "run"),
         model=ModelConfig(model=MODEL, lora_r=8, lora_alpha=16.0), max_steps=spec["steps"],
         per_device_train_batch_size=8, learning_rate=3e-4, save_steps=spec["steps"],
-        logging_steps=spec["steps"], seed=0))
+        logging_steps=spec["steps"], seed=0, overwrite=True))
     return {"final": str(result.final_dir), "seconds": time.perf_counter() - started}
 
 

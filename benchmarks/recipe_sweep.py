@@ -94,7 +94,7 @@ def run_candidate(name: str, recipe: Recipe, group: str, args: argparse.Namespac
             continue
         finals[method] = train(recipe.train_config(
             method, start=start, train_file=str(files["train"]), output_dir=str(run_dir),
-            seed=0), console_logs=False).final_dir
+            seed=0, overwrite=True), console_logs=False).final_dir
     seconds = time.perf_counter() - started
     summary = evaluate_models(finals, validation_file(files, recipe, 0, out), out / "eval",
                               seed=0, n_samples=2)
