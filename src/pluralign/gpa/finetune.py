@@ -11,7 +11,6 @@ the fine-tuned model strips the belief marker it learnt to emit first.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +94,9 @@ def train_group_model(records_file: Path, output_dir: Path, config: GPAConfig) -
     from pluralign.train.api import train
     from pluralign.train.config import TrainConfig
 
-    # The stage re-runs from scratch: an old run folder would make train() ask for --resume.
-    shutil.rmtree(output_dir, ignore_errors=True)
+    # The stage re-runs from scratch (overwrite: it replaces its own earlier run there). Pairs
+    # built from long answers may not fit ft_max_length: they are left out and counted in
+    # the run's run.json rather than trained on cut.
     train_config = TrainConfig(
         method=config.ft_method, train_file=str(records_file), output_dir=str(output_dir),
         model=ModelConfig(model=config.ft_model, lora_r=config.ft_lora_r,
@@ -105,6 +105,7 @@ def train_group_model(records_file: Path, output_dir: Path, config: GPAConfig) -
         per_device_train_batch_size=config.ft_batch_size, learning_rate=config.ft_learning_rate,
         max_length=config.ft_max_length, logging_steps=1, eval_on_start=False,
         save_steps=config.ft_max_steps + 1, save_total_limit=1, seed=config.seed,
+        overwrite=True, too_long="drop",
     )
     return train(train_config)
 
