@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from pluralign.runs import CONFIG_NAME, META_NAME
+
+LOCK_NAME = ".pluralign.lock"
 #: What a training run writes at the top of its folder; anything else there is the user's.
 OWNED_NAMES = frozenset({
-    "config.yaml", "run.json", "metrics.jsonl", "final", "final.partial", "tokenized",
-    ".pluralign.lock",
+    CONFIG_NAME, META_NAME, "metrics.jsonl", "final", "final.partial", "tokenized", LOCK_NAME,
 })
 _OWNED_PATTERN = re.compile(r"^(incomplete-)?checkpoint-\d+$")
-LOCK_NAME = ".pluralign.lock"
-META_NAME = "run.json"
 
 
 class RunFolderError(ValueError):

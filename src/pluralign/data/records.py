@@ -330,18 +330,23 @@ def iter_numbered_examples(
     for line_number, line in numbered_lines(path):
         if isinstance(line, RecordFileError):
             raise line
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise RecordFileError(path, line_number, None, f"invalid JSON: {error}") from None
-        try:
-            yield line_number, GroupPreferenceExample.from_dict(data, renormalize=renormalize)
-        except RecordError as error:
-            raise RecordFileError(path, line_number, error.field, error.reason) from None
-        except TypeError as error:  # e.g. a field of the wrong shape reaching __init__
-            raise RecordFileError(path, line_number, None, str(error)) from None
+        if line.strip():
+            yield line_number, parse_record_line(path, line_number, line, renormalize=renormalize)
+
+
+def parse_record_line(path: Path, line_number: int, line: str, *,
+                      renormalize: bool = False) -> GroupPreferenceExample:
+    """The record on one JSONL line; :class:`RecordFileError` (file:line: field) if bad."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise RecordFileError(path, line_number, None, f"invalid JSON: {error}") from None
+    try:
+        return GroupPreferenceExample.from_dict(data, renormalize=renormalize)
+    except RecordError as error:
+        raise RecordFileError(path, line_number, error.field, error.reason) from None
+    except TypeError as error:  # e.g. a field of the wrong shape reaching __init__
+        raise RecordFileError(path, line_number, None, str(error)) from None
 
 
 def read_examples(path: str | Path, *, renormalize: bool = False) -> list[GroupPreferenceExample]:

@@ -59,9 +59,8 @@ def run_pipeline(config: GPAConfig, backend: LLMBackend | None = None, *,
     save_config(config, Path(config.work_dir) / "gpa_config.yaml")
     own = backend is None
     backend = backend if backend is not None else make_backend(config.llm)
-    report: dict[str, Any] = {"stages": {}, "seconds": {}}
+    report: dict[str, Any] = {"stages": {}, "seconds": {}, "llm_failures": {}}
     start = time.perf_counter()
-    report["llm_failures"] = {}
     try:
         for name in names:
             t0 = time.perf_counter()

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pluralign.data.records import GroupPreferenceExample, read_examples
+from pluralign.data.records import GroupPreferenceExample, iter_numbered_examples
 from pluralign.models import apply_lora, load_model
 from pluralign.train.common import check_finite_tensors, process_state
 from pluralign.train.config import TrainConfig
 from pluralign.train.dataset import belief_eval_inputs, preference_dataset, sft_dataset
 from pluralign.train.framing import PROMPT_FRAMES, frame_prompts
-from pluralign.train.lengths import load_fitting_records, record_length_reports
+from pluralign.train.lengths import fitting_records, record_length_reports
 from pluralign.train.methods import Method
 from pluralign.train.metrics import METRICS_FILE, BeliefEvalCallback, MetricsJsonlCallback
 from pluralign.train.run_start import claimed_run_folder
@@ -65,29 +65,34 @@ def sequence_format(config: TrainConfig) -> SequenceFormat:
                                chat_template=config.use_chat_template)
 
 
-def _load_records(path: str | None, limit: int | None) -> list[GroupPreferenceExample]:
+def _load_records(path: str | None, limit: int | None,
+                  ) -> list[tuple[int, GroupPreferenceExample]]:
+    """``(line, record)`` of the first ``limit`` records of ``path`` (read once: the line
+    numbers name a record that does not fit max_length later)."""
     if not path:
         return []
-    records = list(read_examples(path))
+    records = list(iter_numbered_examples(path))
     if not records:
         raise ValueError(f"{path} holds no records")
     return records[:limit] if limit is not None else records
 
 
 def _fitting_records(config: TrainConfig, tokenizer: Any, output_dir: Path,
+                     train: list[tuple[int, GroupPreferenceExample]],
+                     heldout: list[tuple[int, GroupPreferenceExample]],
                      ) -> tuple[list[GroupPreferenceExample], list[GroupPreferenceExample]]:
     """Training and eval records that fit in max_length (see :mod:`pluralign.train.lengths`);
     what was left out is recorded in run.json."""
     fmt = sequence_format(config)
     frames = PROMPT_FRAMES if config.frame_prompts else ("{prompt}",)
-    train_records, report = load_fitting_records(
-        config.train_file, tokenizer, fmt, max_length=config.max_length,
-        policy=config.too_long, frames=frames, limit=config.max_train_examples)
+    train_records, report = fitting_records(
+        train, config.train_file, tokenizer, fmt, max_length=config.max_length,
+        policy=config.too_long, frames=frames)
     reports, heldout_records = [report], []
     if config.eval_file:
-        heldout_records, eval_report = load_fitting_records(
-            config.eval_file, tokenizer, fmt, max_length=config.max_length,
-            policy=config.too_long, limit=config.max_eval_examples)
+        heldout_records, eval_report = fitting_records(
+            heldout, config.eval_file, tokenizer, fmt, max_length=config.max_length,
+            policy=config.too_long)
         reports.append(eval_report)
     if process_state().is_main_process:
         record_length_reports(output_dir, reports)
@@ -286,11 +291,12 @@ def _train_in_folder(config: TrainConfig, resume_from: Path | None,
     method = config.method_spec
     output_dir = Path(config.output_dir)
     set_seed(config.seed)
-    # Read once before the model loads, so that a bad line fails in a second.
-    _load_records(config.train_file, config.max_train_examples)
-    _load_records(config.eval_file, config.max_eval_examples)
+    # Read before the model loads, so that a bad line fails in a second.
+    numbered_train = _load_records(config.train_file, config.max_train_examples)
+    numbered_heldout = _load_records(config.eval_file, config.max_eval_examples)
     model, tokenizer = _load_policy(config)
-    train_records, heldout_records = _fitting_records(config, tokenizer, output_dir)
+    train_records, heldout_records = _fitting_records(config, tokenizer, output_dir,
+                                                      numbered_train, numbered_heldout)
     validation_records: list[GroupPreferenceExample] = []
     if config.validation_fraction:
         carve = carve_validation(train_records, config.validation_fraction, config.seed)

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pluralign.data.records import GroupPreferenceExample, RecordFileError, iter_numbered_examples
+from pluralign.data.records import GroupPreferenceExample, RecordFileError
+from pluralign.runs import META_NAME
 from pluralign.train.tokenize import (
     BeliefMarkerError,
     SequenceFormat,
@@ -68,26 +69,26 @@ def record_length(record: GroupPreferenceExample, tokenizer: Any, fmt: SequenceF
     return max(lengths)
 
 
-def load_fitting_records(
-    path: str, tokenizer: Any, fmt: SequenceFormat, *, max_length: int, policy: str,
-    frames: Sequence[str] = ("{prompt}",), limit: int | None = None,
+def fitting_records(
+    numbered: Sequence[tuple[int, GroupPreferenceExample]], path: str, tokenizer: Any,
+    fmt: SequenceFormat, *, max_length: int, policy: str,
+    frames: Sequence[str] = ("{prompt}",),
 ) -> tuple[list[GroupPreferenceExample], LengthReport]:
-    """The records of ``path`` (the first ``limit``) that fit in ``max_length`` tokens.
+    """The records of ``numbered`` (``(line, record)`` read from ``path``) that fit in
+    ``max_length`` tokens.
 
     ``policy="error"`` raises :class:`RecordTooLongError` at the first record that
     does not fit; ``"drop"`` leaves it out and lists its line in the report.
     """
     if policy not in ("error", "drop"):
         raise ValueError(f"too_long: must be 'error' or 'drop', got {policy!r}")
-    frame = _longest_frame(tokenizer, frames)
+    # The prompt as written and in the longest frame (one measurement when they coincide).
+    measured = dict.fromkeys(("{prompt}", _longest_frame(tokenizer, frames)))
     kept: list[GroupPreferenceExample] = []
     report = LengthReport(path)
-    for count, (line, record) in enumerate(iter_numbered_examples(path)):
-        if limit is not None and count >= limit:
-            break
+    for line, record in numbered:
         try:
-            length = max(record_length(record, tokenizer, fmt),
-                         record_length(record, tokenizer, fmt, frame))
+            length = max(record_length(record, tokenizer, fmt, frame) for frame in measured)
         except BeliefMarkerError as error:  # a class id the marker mode cannot write
             raise RecordFileError(path, line, "beliefs", str(error)) from None
         report.longest = max(report.longest, length)
@@ -112,7 +113,7 @@ def load_fitting_records(
 
 def record_length_reports(folder: Path, reports: Sequence[LengthReport]) -> None:
     """Add the reports to the run's ``run.json`` under ``too_long``."""
-    meta_path = folder / "run.json"
+    meta_path = folder / META_NAME
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta["too_long"] = [report.to_dict() for report in reports]
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")

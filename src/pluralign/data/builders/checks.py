@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,10 +10,10 @@ from typing import Any
 
 from pluralign.data.records import (
     GroupPreferenceExample,
-    RecordError,
     RecordFileError,
     is_majority_chosen,
     numbered_lines,
+    parse_record_line,
 )
 
 #: The largest class id the default (digit) belief markers can write as one token.
@@ -45,20 +44,17 @@ def validate_file(path: str | Path) -> ValidationResult:
         if not line.strip():
             continue
         try:
-            record = GroupPreferenceExample.from_dict(json.loads(line))
-            too_big = [c for c in record.class_ids if c > MAX_DIGIT_CLASS_ID]
-            if too_big:  # the default digit markers are one token each only for 0-9
-                result.problems.append(
-                    f"{path}:{n}: field 'beliefs': class id {too_big[0]} has no single-digit "
-                    f"marker (0-{MAX_DIGIT_CLASS_ID}); train with --belief_format special")
-                continue
-            result.valid += 1
-        except json.JSONDecodeError as error:
-            result.problems.append(f"{path}:{n}: invalid JSON: {error}")
-        except RecordError as error:
-            result.problems.append(f"{path}:{n}: field '{error.field}': {error.reason}")
-        except TypeError as error:
-            result.problems.append(f"{path}:{n}: {error}")
+            record = parse_record_line(path, n, line)
+        except RecordFileError as error:  # the readers' own message: file:line: field
+            result.problems.append(str(error))
+            continue
+        too_big = [c for c in record.class_ids if c > MAX_DIGIT_CLASS_ID]
+        if too_big:  # the default digit markers are one token each only for 0-9
+            result.problems.append(
+                f"{path}:{n}: field 'beliefs': class id {too_big[0]} has no single-digit "
+                f"marker (0-{MAX_DIGIT_CLASS_ID}); train with --belief_format special")
+            continue
+        result.valid += 1
     if not result.valid and not result.problems:
         result.problems.append(f"{path}: holds no records (empty, or blank lines only)")
     return result
