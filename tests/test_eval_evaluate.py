@@ -170,3 +170,22 @@ def test_prompts_without_any_belief_sample_are_counted_not_filled_in():
     assert metrics["jsd_sampled"].n == 2
     assert metrics["jsd_sampled"].counts["prompts_without_belief_sample"] == 1
     assert predictions[0].to_dict("m")["jsd"] is None
+
+
+def test_bf16_autocast_reads_the_same_beliefs(run_and_data, tmp_path):
+    """`bf16` only changes the forwards' precision: belief readings stay within bf16 noise."""
+    _, _, data = run_and_data
+    readings = {}
+    for bf16 in (False, True):
+        config = EvalConfig(models=["tiny"], data=str(data), out=str(tmp_path / f"bf16-{bf16}"),
+                            n_samples=0, belief_samples=0, device="cpu", bf16=bf16,
+                            progress=False)
+        assert EvalConfig.load(None, {"models": ["tiny"], "data": str(data),
+                                      "bf16": bf16}).bf16 is bf16
+        evaluate(config)
+        rows = [json.loads(line) for line in (tmp_path / f"bf16-{bf16}" /
+                                              "predictions.jsonl").open()]
+        readings[bf16] = {row["prompt"]: row["predicted"] for row in rows}
+    assert readings[True].keys() == readings[False].keys() and len(readings[True]) == 3
+    for prompt, fp32 in readings[False].items():
+        np.testing.assert_allclose(readings[True][prompt], fp32, atol=0.02)

@@ -62,6 +62,8 @@ def eval_command(
     judge_base_url: Annotated[str | None, typer.Option(
         help="llm judge: OpenAI-compatible server URL.")] = None,
     device: Annotated[str | None, typer.Option(help="Device (auto, cpu, cuda:0).")] = None,
+    bf16: Annotated[bool | None, typer.Option(
+        "--bf16", help="bfloat16 autocast: faster on GPUs and CPUs with native bf16.")] = None,
     trust_remote_code: Annotated[bool | None, typer.Option(
         "--trust-remote-code", help="Allow a model folder's own modelling code (auto_map) to "
         "run; off by default, and such a model then fails to load.")] = None,
@@ -97,7 +99,7 @@ def eval_command(
         "max_new_tokens": max_new_tokens, "seed": seed, "max_prompts": max_prompts,
         "ref_model": ref_model, "beta": beta, "kshot": kshot, "kshot_model": kshot_model,
         "kshot_base_url": kshot_base_url, "judge_model": judge_model,
-        "judge_base_url": judge_base_url, "device": device,
+        "judge_base_url": judge_base_url, "device": device, "bf16": bf16,
         "trust_remote_code": trust_remote_code,
     }
     try:

@@ -80,6 +80,10 @@ class EvalConfig(YamlConfig):
     temperature: float = field(default=1.0, metadata={
         "help": "Sampling temperature of beliefs and responses; 0 decodes greedily."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass of responses."})
+    bf16: bool = field(default=False, metadata={
+        "help": "Run the models' forwards under bfloat16 autocast: about twice as fast on GPUs "
+                "and on CPUs with native bf16 (AVX512-BF16, AMX), much slower on other CPUs. "
+                "Readings move by about 1e-3; the demo turns it on where it is fast."})
     max_new_tokens: int = field(default=64, metadata={
         "help": "Most tokens generated after the belief marker."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling and bootstrap intervals."})
@@ -483,6 +487,14 @@ def _margins(model: Any, tokenizer: Any, fmt: Any, method: str | None,
                           seed=config.seed, progress=config.progress)
 
 
+def _autocast(model: Any, enabled: bool) -> Any:
+    """bfloat16 autocast on the model's device type when ``enabled``, else a no-op."""
+    import torch
+
+    device_type = next(model.parameters()).device.type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def evaluate_model(ref: str, label: str, groups: Sequence[PromptGroup],
                    records: Sequence[GroupPreferenceExample], config: EvalConfig,
                    judge: Any, embedder: Any = None) -> ModelEvaluation:
@@ -497,11 +509,12 @@ def evaluate_model(ref: str, label: str, groups: Sequence[PromptGroup],
         model = model.merge_and_unload()
     fmt = load_sequence_format(ref)
     method = read_format_info(ref).get("method")
-    predictions = predict_local(model, tokenizer, groups, fmt, config)
+    with _autocast(model, config.bf16):
+        predictions = predict_local(model, tokenizer, groups, fmt, config)
+        margins = (_margins(model, tokenizer, fmt, method, records, config)
+                   if config.ref_model else None)
     judge_predictions(predictions, judge)
     similarity_predictions(predictions, embedder)
-    margins = (_margins(model, tokenizer, fmt, method, records, config)
-               if config.ref_model else None)
     return ModelEvaluation(label, ref, method, predictions,
                            score_predictions(predictions, seed=config.seed), margins,
                            read_curves(ref))
