@@ -70,7 +70,9 @@ def test_reviews_metadata_prompt_and_empty_texts(tmp_path):
     assert result.report.skipped["movie with fewer than 5 reviews"] == 1
     examples = [e for split in result.splits.values() for e in split]
     assert len(examples) == 5
-    assert "Title: Heat" in examples[0].prompt and "Genre: Crime, Drama" in examples[0].prompt
+    # The paper's prompt shape (appendix D): title, year, director (Genre: ...).
+    assert examples[0].prompt == "Heat, 1995, Michael Mann (Genre: Crime, Drama)."
+    assert examples[0].metadata["sequence_format"] == "reviews"
     assert examples[0].target_distribution == (0.2, 0.2, 0.0, 0.2, 0.4)
 
 

@@ -25,6 +25,7 @@ from pluralign.data.builders import (
     parse_selections,
     save_build,
 )
+from pluralign.data.builders.option_rules import option_map_differences
 from pluralign.data.builders.prompts import parse_styles
 from pluralign.registry import BUILDERS
 
@@ -82,6 +83,107 @@ def test_rules_and_default_map():
     default = load_option_map()
     assert len(default) > 400 and set(default.values()) <= set(range(6))
     assert default["Very favorable"] == 5 and default["Don't know"] == 0
+
+
+#: The options on which the paper's map (Table 5) and pluralign's default map disagree.
+PAPER_VS_DEFAULT = [
+    ("A little", 4, 2), ("Has already happened (DO NOT READ)", 3, 2),
+    ("Has already replaced US", 5, 4), ("Minor threat", 4, 2), ("No apology necessary", 3, 2),
+    ("Not more", 1, 2), ("Smaller problem", 4, 2), ("United States does too much", 5, 4),
+    ("Women generally have more influence", 2, 4),
+    ("Women generally have more opportunities", 2, 4),
+]
+
+
+def test_paper_option_map_is_bundled_and_selectable_by_name():
+    paper = load_option_map("paper")
+    # Table 5 of the paper: 373 options, 4/42/118/33/126/50 in classes 0..5.
+    assert len(paper) == 373
+    assert [Counter(paper.values())[c] for c in range(6)] == [4, 42, 118, 33, 126, 50]
+    assert paper["A little"] == 4 and load_option_map("default")["A little"] == 2
+    assert paper["Very strong"] == 5 and paper["Never be justified"] == 1
+    assert load_option_map("default") == load_option_map(None) == load_option_map()
+    assert option_map_differences(paper, load_option_map()) == PAPER_VS_DEFAULT
+
+
+def test_bundled_paper_map_equals_the_shared_copy_of_the_papers_map(shared_data):
+    shared = json.loads((shared_data / "globalopinionqa" / "option_map.json").read_text(
+        encoding="utf-8"))
+    assert load_option_map("paper") == shared
+
+
+def test_option_map_by_path_and_unknown_names(tmp_path, monkeypatch):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"Yes": 4, "No": 2}), encoding="utf-8")
+    assert load_option_map(str(path)) == load_option_map(path) == {"Yes": 4, "No": 2}
+    with pytest.raises(ValueError, match=re.escape('unknown option map "papr". Did you mean '
+                                                   '"paper"? Known option maps: default, paper')):
+        load_option_map("papr")
+    with pytest.raises(ValueError, match=re.escape('option_map: unknown option map "defualt". '
+                                                   'Did you mean "default"')):
+        OpinionsConfig(option_map="defualt")
+    with pytest.raises(FileNotFoundError):
+        load_option_map(str(tmp_path / "missing.json"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper").write_text(json.dumps({"Yes": 1}), encoding="utf-8")
+    assert load_option_map("paper") != {"Yes": 1}  # the bundled name wins ...
+    assert load_option_map("./paper") == {"Yes": 1}  # ... and a path reaches the file
+
+
+def test_unknown_option_map_name_fails_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from pluralign.cli.main import app
+
+    result = CliRunner().invoke(app, ["data", "opinions", "--source", str(tmp_path / "x.jsonl"),
+                                      "--option-map", "papr", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert 'Did you mean "paper"' in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def small_source(tmp_path):
+    """Two questions whose options both maps cover; "A little" and "Minor threat" differ."""
+    rows = [{"question": "How much do you trust the news?", "options": ["A lot", "A little",
+             "Not at all"], "distribution": [0.5, 0.3, 0.2], "group": "Japan"},
+            {"question": "Is climate change a threat?", "options": ["Major threat",
+             "Minor threat", "Not a threat"], "distribution": [0.4, 0.4, 0.2], "group": "Japan"}]
+    path = tmp_path / "small.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("option_map", ["paper", None])
+def test_card_lists_where_the_option_map_differs_from_the_default(option_map, tmp_path):
+    server = ScriptedServer(respond).start()
+    try:
+        config = OpinionsConfig(source=str(small_source(tmp_path)), writer="paper", n_styles=2,
+                                pairs_per_question=4, option_map=option_map,
+                                split_by="example", seed=0)
+        result = build_opinions(config, stub_backend(server))
+    finally:
+        server.stop()
+    beliefs = {e.prompt.split(") ", 1)[1]: [b.class_id for b in e.beliefs]
+               for split in result.splits.values() for e in split}
+    paths = save_build(result, tmp_path / "out", title="t", description="d")
+    card = paths["card"].read_text(encoding="utf-8")
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text(encoding="utf-8"))
+    if option_map is None:
+        assert beliefs["How much do you trust the news?"] == [1, 2, 5]
+        assert "- option map: `default` (pluralign's option rules" in card
+        assert "## Option map vs the default\n\nThis build used the default map." in card
+        assert report["option_map_comparison"]["is_default"] is True
+        return
+    assert beliefs["How much do you trust the news?"] == [1, 4, 5]  # "A little" is 4 here
+    assert "- option map: `paper` (the GDPO paper's Table 5 map" in card
+    assert "## Option map vs the default (10 differences)" in card
+    assert "133 options only this map covers, 220 only the default covers" in card
+    assert "| option | class here | class in default | rows of this build |" in card
+    assert "| A little | 4 | 2 | 1 |" in card and "| Minor threat | 4 | 2 | 1 |" in card
+    assert "| Not more | 1 | 2 | 0 |" in card
+    differences = report["option_map_comparison"]["differences"]
+    assert [(d["option"], d["class"], d["default_class"]) for d in differences] == (
+        PAPER_VS_DEFAULT)
 
 
 # ------------------------------------------------------------------ pair drawing

@@ -1,11 +1,11 @@
-"""Reward margins of a policy against its reference, split into majority and minority pairs."""
+"""Reward margins of a policy against its reference, split into the paper's groups of pairs."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pluralign.data.records import is_majority_chosen
+from pluralign.data.records import MARGIN_GROUPS, is_majority_chosen, margin_group
 from pluralign.data.toy import conflicting_opinions
 from pluralign.eval.margins import pairing_for_method, reward_margins
 from pluralign.train.losses import dpo_loss, token_logps_from_logits
@@ -49,24 +49,25 @@ def test_margins_equal_dpo_loss_rewards_computed_by_hand(policy, tiny_lm):
     assert any(abs(m) > 1e-3 for m in result.margins)
 
 
-def test_margins_split_into_majority_and_minority_pairs(policy, tiny_lm):
+def test_margins_split_into_the_papers_three_groups(policy, tiny_lm):
     model, tokenizer = policy
-    records = conflicting_opinions(3, 4, seed=2)
+    records = conflicting_opinions(4, 6, seed=2)
     result = reward_margins(model, tiny_lm[0], tokenizer, records, pairing="gdpo")
-    majority = [is_majority_chosen(r) for r in records]
-    assert result.is_majority == majority
-    assert 0 < sum(majority) < len(records)  # both kinds of pair are present
+    groups = [margin_group(r) for r in records]
+    assert result.groups == groups
+    assert result.is_majority == [is_majority_chosen(r) for r in records]
+    assert set(groups) == set(MARGIN_GROUPS)  # every kind of pair is present
     summary = result.summary
-    assert summary["majority"].n == sum(majority)
-    assert summary["minority"].n == len(records) - sum(majority)
-    expected_major = [m for m, is_major in zip(result.margins, majority, strict=True) if is_major]
-    expected_minor = [m for m, is_major in zip(result.margins, majority, strict=True)
-                      if not is_major]
-    assert summary["majority"].value == pytest.approx(sum(expected_major) / len(expected_major))
-    assert summary["minority"].value == pytest.approx(sum(expected_minor) / len(expected_minor))
+    for name in MARGIN_GROUPS:
+        expected = [m for m, g in zip(result.margins, groups, strict=True) if g == name]
+        assert summary[name].n == len(expected)
+        assert summary[name].value == pytest.approx(sum(expected) / len(expected))
+    union = [m for m, g in zip(result.margins, groups, strict=True) if g != "majority"]
+    assert summary["minority"].n == len(union)  # kept: every pair that is not majority
+    assert summary["minority"].value == pytest.approx(sum(union) / len(union))
     assert summary["all"].n == len(records)
     assert summary["majority"].ci_low <= summary["majority"].value <= summary["majority"].ci_high
-    assert set(result.as_dict()) == {"all", "majority", "minority"}
+    assert set(result.as_dict()) == {"all", "majority", "lowest_minority", "others", "minority"}
 
 
 def test_a_model_against_itself_has_zero_margins(tiny_lm):

@@ -52,24 +52,25 @@ def test_kshot_prompt_follows_the_paper_template():
 
 def test_shots_come_from_other_questions():
     records = conflicting_opinions(4, 2)
-    shots = sample_shots(records, 3, random.Random(0), exclude=records[0].prompt)
+    shots = sample_shots(records, 3, random.Random(0), target=records[0])
     assert len(shots) == 3
     assert records[0].prompt not in {s.prompt for s in shots}
     assert len({s.prompt for s in shots}) == 3  # one per question while there are enough
 
 
-def test_icf_records_have_k_examples_prepended():
+def test_icf_records_get_k_examples_as_their_context():
     records = conflicting_opinions(4, 2)
     icf = in_context_records(records, k=2, seed=0)
     assert len(icf) == len(records)
     for original, new in zip(records, icf, strict=True):
-        block, question = new.prompt.rsplit("\n\n", 1)
-        assert question == original.prompt
-        lines = block.split("\n\n")
+        assert new.prompt == original.prompt  # the shots are not inside the question
+        assert new.context is not None and new.context.endswith("\n\n")
+        system, *lines = new.context.rstrip("\n").split("\n\n")
+        assert system == KSHOT_SYSTEM
         assert len(lines) == 2 and all(line.startswith("Question: ") for line in lines)
-        assert original.prompt not in block
+        assert original.prompt not in new.context
         assert len(new.metadata["icf_shots"]) == 2
-        # Everything but the prompt is the original record: SFT trains on it unchanged.
+        # Everything but the context is the original record: SFT trains on it unchanged.
         assert (new.chosen_belief, new.chosen_response, new.target_distribution) == (
             original.chosen_belief, original.chosen_response, original.target_distribution)
     assert in_context_records(records, k=2, seed=0) == icf
@@ -103,8 +104,7 @@ def test_kshot_api_distribution_is_the_sampled_estimate(server):
     records = conflicting_opinions(2, 3)
     groups = group_prompts(records)
     rng = random.Random(0)
-    users = [kshot_user_text(g.prompt, sample_shots(records, 2, rng, exclude=g.prompt))
-             for g in groups]
+    users = [kshot_user_text(g.prompt, sample_shots(records, 2, rng, target=g)) for g in groups]
     server.script(users[0], Reply(text="4<Somewhat support>I lean."), Reply(text="4<x>Yes"),
                   Reply(text="1<Strongly oppose>No.\nQuestion: next"), Reply(text="garbage"))
     server.script(users[1], *[Reply(text="5<Strongly support>Yes!")] * 3, Reply(status=500))
@@ -125,8 +125,7 @@ def test_kshot_api_without_class_reads_the_belief_from_the_description(server):
     records = conflicting_opinions(2, 2)
     groups = group_prompts(records)[:1]
     rng = random.Random(0)
-    user = kshot_user_text(groups[0].prompt, sample_shots(records, 1, rng,
-                                                          exclude=groups[0].prompt),
+    user = kshot_user_text(groups[0].prompt, sample_shots(records, 1, rng, target=groups[0]),
                            include_class=False)
     server.script(user, Reply(text="<Somewhat oppose>Hmm."), Reply(text="<Unknown>?"))
     backend = OpenAIBackend("stub-model", base_url=server.url, api_key_env=None, max_retries=0,

@@ -95,9 +95,10 @@ def test_load_all_registers_builtin_model_keywords():
     assert {"smollm2-135m", "tiny"} <= set(MODELS.names())
     assert set(ALL_REGISTRIES) == {"methods", "metrics", "judges", "builders", "models",
                                    "llm-backends", "reference-lines", "sequence-formats"}
-    assert set(ALL_REGISTRIES["sequence-formats"].names()) == {"separated", "paper"}
+    assert set(ALL_REGISTRIES["sequence-formats"].names()) == {
+        "separated", "paper", "reviews", "reviews-paper"}
     assert set(ALL_REGISTRIES["methods"].names()) == {
-        "sft", "uniform-sft", "dpo", "gdpo", "gdpo-calibration", "gdpo-conditioned", "kto",
-        "gdpo-kto"}
+        "sft", "uniform-sft", "icf", "dpo", "gdpo", "gdpo-calibration", "gdpo-conditioned",
+        "kto", "gdpo-kto"}
     assert set(ALL_REGISTRIES["metrics"].names()) == {"jsd", "cbc", "bpc", "rs"}
     assert set(ALL_REGISTRIES["llm-backends"].names()) == {"hf", "openai"}

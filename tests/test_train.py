@@ -282,20 +282,6 @@ def test_uniform_sft_draws_every_available_belief(tiny_lm):
     assert all(35 <= n <= 65 for n in counts.values()), counts  # ~50 each of 200
 
 
-def test_kto_rows_rotate_kl_completions_within_blocks(tiny_lm):
-    from pluralign.train.kto import kto_dataset
-    from pluralign.train.tokenize import OPINION_FORMAT
-
-    _, tokenizer = tiny_lm
-    data = kto_dataset(conflicting_opinions(2, 2, seed=6), tokenizer, OPINION_FORMAT,
-                       pairing="gdpo", batch_size=4)
-    assert data["label"] == [True, False] * 4
-    completions, kl = data["completion_ids"], data["KL_completion_ids"]
-    for start in (0, 4):
-        block = completions[start : start + 4]
-        assert kl[start : start + 4] == [block[-1], *block[:-1]]
-
-
 def test_same_seed_gives_the_same_model(toy_files, tmp_path):
     from safetensors.torch import load_file
 

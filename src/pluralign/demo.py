@@ -167,6 +167,11 @@ def _evaluate(config: DemoRunConfig, finals: dict[str, Path], eval_file: Path,
 
 
 def _final_minority_margin(run_dir: Path) -> float | None:
+    """The last held-out margin of all non-majority pairs (``minority``: lowest minority and
+    others together). Not the paper's lowest-minority split: the demo's held-out pairs draw
+    the chosen belief from p*, and with 2 pairs per question the lowest belief is almost
+    never drawn (none of the 48 held-out pairs of the default demo), so that column would
+    stay empty."""
     from pluralign.train.metrics import read_metrics
 
     values = [r["eval_rewards/margins_minority"] for r in read_metrics(run_dir)

@@ -116,8 +116,11 @@ def opinions_command(
                       ] = "Anthropic/llm_global_opinions",
     groups: Annotated[list[str] | None, typer.Option("--group", "-g", help="Group (country); "
                                                      "repeat for several. Default: all.")] = None,
-    option_map: Annotated[str | None, typer.Option("--option-map", help="JSON option -> class "
-                                                   "map (default: pluralign's own).")] = None,
+    option_map: Annotated[str | None, typer.Option("--option-map", help="Option -> class map: "
+                                                   "default (pluralign's rules), paper (the "
+                                                   "GDPO paper's Table 5 map) or a JSON file; "
+                                                   "the card lists where it differs from "
+                                                   "default.")] = None,
     writer: Annotated[str, typer.Option(help="Who writes questions and responses: per-belief "
                                         "(short requests, works with the bundled 135M model), "
                                         "framed (responses only; fixed framings around the "
@@ -150,6 +153,8 @@ def opinions_command(
 
         pluralign data opinions -g "United States" --writer paper --llm-backend openai -o data/us
 
+        pluralign data opinions --source dev_groups.jsonl -g Japan --option-map paper -o data/jp
+
         pluralign data opinions --source dev_groups.jsonl -g Pakistan --writer framed -o data/pk
 
         pluralign data opinions --source dev_groups.jsonl -g Pakistan --uniform -o data/pk-u
@@ -178,14 +183,26 @@ def opinions_command(
 def reviews_command(
     reviews: Annotated[Path, typer.Argument(help="Review JSONL(.gz): asin, overall, reviewText.")],
     out: Out,
-    metadata: Annotated[Path | None, typer.Option(help="Movie metadata JSONL keyed by asin.")
-                        ] = None,
+    metadata: Annotated[Path | None, typer.Option(
+        help="Movie metadata, JSON lines(.gz) keyed by asin: {\"asin\": ..., \"title\": ..., "
+             "\"year\": ..., \"director\": ..., \"genre\": ..., \"plot\": ...} (each field but "
+             "asin optional; lists for director/genre; OMDb's capitalised names too). Prompts "
+             "then read like the paper's: 'Heat, 1995, Michael Mann (Genre: Crime, Drama). "
+             "PLOT'. Without it a prompt names only the product id.")] = None,
     min_reviews: Annotated[int, typer.Option("--min-reviews", min=2)] = 5,
     group: Annotated[str, typer.Option(help="Group name.")] = "amazon-movies-reviewers",
+    sequence_format: Annotated[str, typer.Option(
+        "--sequence-format", help="Format the records name for training (sequence_format "
+        "auto): reviews ({rating}{review} after the <|belief|> separator) or reviews-paper "
+        "(the paper's exact <Q>{prompt}<A>{rating}{review}).")] = "reviews",
     split_by: SplitBy = "question",
     seed: Seed = 0,
 ) -> None:
     """Build rating-belief pairs from Amazon-style movie reviews.
+
+    Records name the `reviews` sequence format, so training (sequence_format auto)
+    writes the paper's `{rating}{review}` answer. Movie descriptions come from an
+    optional local metadata file (no network lookups).
 
     Examples:
 
@@ -194,15 +211,25 @@ def reviews_command(
         pluralign data reviews reviews.jsonl.gz --metadata meta.jsonl --min-reviews 20 -o data/m
     """
     from pluralign.data.builders import ReviewsConfig, build_reviews
+    from pluralign.data.builders.reviews import METADATA_HINT
 
     try:
         result = build_reviews(ReviewsConfig(
             reviews=str(reviews), metadata=str(metadata) if metadata else None,
-            min_reviews=min_reviews, group=group, split_by=split_by, seed=seed))
+            min_reviews=min_reviews, group=group, split_by=split_by, seed=seed,
+            sequence_format=sequence_format))
     except _user_errors() as error:
         raise _fail(str(error)) from error
     _save(result, out, "Movie review pairs", "Beliefs are the ratings 1..5; the target is each "
-          "movie's rating histogram; rejected = a review of the same movie with another rating.")
+          "movie's rating histogram; rejected = a review of the same movie with another rating. "
+          f"Records name the sequence format `{sequence_format}` (training with "
+          "sequence_format auto writes {rating}{review}).")
+    bare = result.report.counts["kept movies without metadata"]
+    if bare:
+        typer.secho(f"note: {bare} movies have prompts that name only their product id; "
+                    + ("to describe them, " + METADATA_HINT if metadata is None
+                       else f"{metadata} has no line for them (listed in the card)"),
+                    fg=typer.colors.YELLOW, err=True)
 
 
 @data_app.command("mmoqa")

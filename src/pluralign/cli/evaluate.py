@@ -29,7 +29,9 @@ def eval_command(
     out: Annotated[str | None, typer.Option(
         "--out", "-o", help="Output folder (default: eval).")] = None,
     judge: Annotated[str | None, typer.Option(
-        help="BPC judge: embedding (offline, default), llm or rating.")] = None,
+        help="BPC judge: embedding (offline, default), llm, rating (reviews, offline) or "
+        "rating-llm (reviews: the paper's appendix-H three-class rating prompt through "
+        "--judge-model / --judge-base-url).")] = None,
     n: Annotated[int | None, typer.Option(
         "--n", min=0, help="Belief-first generations per prompt (default 4; 0 reads the belief "
         "distributions only).")] = None,
@@ -57,10 +59,13 @@ def eval_command(
     ] = None,
     kshot_base_url: Annotated[str | None, typer.Option(
         help="OpenAI-compatible server for the k-shot baseline.")] = None,
-    judge_model: Annotated[str | None, typer.Option(help="llm judge model name (gpt-4o).")
-                           ] = None,
+    kshot_pool: Annotated[str | None, typer.Option(
+        help="Training split (JSONL) the shots come from: required with --kshot; for icf "
+        "models it replaces the training file their run recorded.")] = None,
+    judge_model: Annotated[str | None, typer.Option(
+        help="llm / rating-llm judge model name (gpt-4o).")] = None,
     judge_base_url: Annotated[str | None, typer.Option(
-        help="llm judge: OpenAI-compatible server URL.")] = None,
+        help="llm / rating-llm judge: OpenAI-compatible server URL.")] = None,
     device: Annotated[str | None, typer.Option(help="Device (auto, cpu, cuda:0).")] = None,
     bf16: Annotated[bool | None, typer.Option(
         "--bf16", help="bfloat16 autocast: faster on GPUs and CPUs with native bf16.")] = None,
@@ -88,7 +93,11 @@ def eval_command(
 
         pluralign eval -m runs/gdpo/final -d data/test.jsonl --judge llm --judge-model gpt-4o
 
-        pluralign eval --kshot 3 --kshot-model smollm2-135m --data data/us/test.jsonl
+        pluralign eval -m runs/movies-gdpo/final -d data/movies/test.jsonl --judge rating-llm
+
+        pluralign eval --kshot 3 --kshot-pool data/us/train.jsonl --data data/us/test.jsonl
+
+        pluralign eval -m runs/icf/final -d data/us/test.jsonl
     """
     from pluralign.config.core import ConfigError
     from pluralign.eval.evaluate import EvalConfig, evaluate
@@ -98,7 +107,7 @@ def eval_command(
         "belief_samples": belief_samples, "temperature": temperature, "top_p": top_p,
         "max_new_tokens": max_new_tokens, "seed": seed, "max_prompts": max_prompts,
         "ref_model": ref_model, "beta": beta, "kshot": kshot, "kshot_model": kshot_model,
-        "kshot_base_url": kshot_base_url, "judge_model": judge_model,
+        "kshot_base_url": kshot_base_url, "kshot_pool": kshot_pool, "judge_model": judge_model,
         "judge_base_url": judge_base_url, "device": device, "bf16": bf16,
         "trust_remote_code": trust_remote_code,
     }

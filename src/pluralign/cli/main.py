@@ -202,8 +202,8 @@ def train_command(
         bool, typer.Option("--fields", help="List every config field with its help and exit.")
     ] = False,
 ) -> None:
-    """Train with a method: sft, uniform-sft, dpo, gdpo, gdpo-calibration, gdpo-conditioned,
-    kto, gdpo-kto.
+    """Train with a method: sft, uniform-sft, icf, dpo, gdpo, gdpo-calibration,
+    gdpo-conditioned, kto, gdpo-kto.
 
     Every TrainConfig field can be set in the YAML file and overridden on the
     command line as `--field value` (nested model fields as `--model.lora_r 8`).
@@ -217,6 +217,8 @@ def train_command(
         pluralign train gdpo.yaml --learning_rate 1e-5 --max_steps 200
 
         pluralign train --method sft --train_file data/train.jsonl --output_dir runs/sft
+
+        pluralign train --method icf --icf_shots 5 --train_file train.jsonl --output_dir runs/icf
 
         pluralign train gdpo.yaml --model.model runs/sft/final --resume
 

@@ -119,6 +119,11 @@ class GroupPreferenceExample:
     ``chosen_belief`` and ``rejected_belief`` are class ids from ``beliefs``.
     Pass ``renormalize=True`` to rescale a distribution that does not sum to 1
     (with a warning) instead of raising.
+
+    ``context`` is optional text placed before the prompt's ``<Q>`` wrapper
+    (the reference code's ``{context}<Q>{prompt}<A>``): the in-context
+    examples of in-context fine-tuning, e.g. the ``context`` column of the
+    paper's released ICF data. None (the default) is no context.
     """
 
     prompt: str
@@ -131,6 +136,7 @@ class GroupPreferenceExample:
     group: str
     question_id: str | None = None
     style: str | None = None
+    context: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     renormalize: InitVar[bool] = False
 
@@ -140,7 +146,7 @@ class GroupPreferenceExample:
             if not isinstance(value, str) or not value.strip():
                 raise RecordError(name, f"must be non-empty text (not only whitespace), got "
                                         f"{value!r}")
-        for name in ("question_id", "style"):
+        for name in ("question_id", "style", "context"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise RecordError(name, f"must be a string or null, got {value!r}")
@@ -245,6 +251,8 @@ class GroupPreferenceExample:
             "group": self.group,
             "question_id": self.question_id,
             "style": self.style,
+            # Only records that have a context write one: files without ICF data keep their layout.
+            **({"context": self.context} if self.context is not None else {}),
             "metadata": dict(self.metadata),
         }
 
@@ -283,6 +291,29 @@ def majority_belief(example: GroupPreferenceExample) -> int:
 def is_majority_chosen(example: GroupPreferenceExample) -> bool:
     """True when the chosen belief has the largest ``p*`` (ties count as majority)."""
     return example.target_probability(example.chosen_belief) == max(example.target_distribution)
+
+
+#: The GDPO paper's three subsets of pairs (Section 3, Figures 2 and 3), in this order; a
+#: margin group's index is its code in the trainers' ``margin_group`` column.
+MARGIN_GROUPS: tuple[str, ...] = ("majority", "lowest_minority", "others")
+
+
+def margin_group(example: GroupPreferenceExample) -> str:
+    """The paper's subset of a pair, by the ``p*`` of its chosen belief.
+
+    ``majority``: the chosen belief has the prompt's highest ``p*``;
+    ``lowest_minority``: it has the lowest ``p*``; ``others``: anything between.
+    Ties, decided in this order: a belief tied for the highest share is majority
+    (as in :func:`is_majority_chosen`, so a uniform ``p*`` makes every pair
+    majority); every belief tied for the lowest share is lowest minority. Shares
+    are compared exactly, as the record stores them.
+    """
+    chosen = example.target_probability(example.chosen_belief)
+    if chosen == max(example.target_distribution):
+        return "majority"
+    if chosen == min(example.target_distribution):
+        return "lowest_minority"
+    return "others"
 
 
 # ---------------------------------------------------------------------- JSONL

@@ -35,6 +35,7 @@ from pluralign.eval.metrics import (
     response_similarity,
 )
 from pluralign.eval.reference import reference_lines
+from pluralign.registry import JUDGES, UnknownNameError
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +54,13 @@ class EvalConfig(YamlConfig):
     out: str = field(default="eval", metadata={
         "help": "Output folder for eval.json, predictions.jsonl, report.md and report.html."})
     judge: str = field(default="embedding", metadata={
-        "help": "BPC judge: embedding (offline), llm (the paper's prompt via the LLM backend) "
-                "or rating (reviews)."})
+        "help": "BPC judge (`pluralign ls judges`): embedding (offline), llm (the paper's "
+                "prompt via the LLM backend), rating (reviews, offline rating buckets) or "
+                "rating-llm (reviews, the paper's appendix-H three-class rating prompt via the "
+                "LLM backend; the judge_* options below apply to it as to llm)."})
     judge_model: str = field(default="gpt-4o", metadata={
-        "help": "llm judge: the model name the server knows (or a local model reference when "
-                "judge_backend is hf)."})
+        "help": "llm and rating-llm judges: the model name the server knows (or a local model "
+                "reference when judge_backend is hf)."})
     judge_backend: str = field(default="openai", metadata={
         "help": "llm judge: LLM backend kind (openai or hf)."})
     judge_base_url: str | None = field(default=None, metadata={
@@ -114,6 +117,11 @@ class EvalConfig(YamlConfig):
         "help": "k-shot baseline through this OpenAI-compatible server (None: local model)."})
     kshot_api_key_env: str = field(default="", metadata={
         "help": "k-shot baseline: NAME of the API key variable ('' for servers without keys)."})
+    kshot_pool: str | None = field(default=None, metadata={
+        "help": "JSONL of training records the shots come from (the training split, never the "
+                "evaluated file; a shot never asks its target's question): required with kshot; "
+                "for in-context fine-tuned (icf) models it replaces the training file their run "
+                "recorded."})
     plot_questions: int = field(default=4, metadata={
         "help": "Questions whose predicted vs target distribution the report draws."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
@@ -128,9 +136,20 @@ class EvalConfig(YamlConfig):
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.belief_samples < 0 or self.kshot < 0:
             raise ValueError("belief_samples and kshot must be >= 0")
+        if self.kshot and not self.kshot_pool:
+            raise ValueError("kshot_pool: the k-shot baseline draws its shots from the training "
+                             "split; name it (--kshot-pool data/train.jsonl)")
+        if self.kshot_pool and self.data and Path(self.kshot_pool).resolve() == Path(
+                self.data).resolve():
+            raise ValueError(f"kshot_pool: {self.kshot_pool} is the evaluated file itself; "
+                             "shots come from the training split")
         if not -1.0 <= self.judge_min_similarity <= 1.0:
             raise ValueError(f"judge_min_similarity: a cosine similarity in [-1, 1], got "
                              f"{self.judge_min_similarity}")
+        try:  # fail before any model loads, with the known names
+            JUDGES.get(self.judge)
+        except UnknownNameError as exc:
+            raise ValueError(f"judge: {exc}") from None
 
     def sampling(self) -> SamplingOptions:
         return SamplingOptions(temperature=self.temperature, top_p=self.top_p,
@@ -150,6 +169,8 @@ class PromptGroup:
     beliefs: tuple[Belief, ...]
     target: list[float]
     references: dict[int, list[str]] = field(default_factory=dict)
+    #: Text before the prompt's template (in-context examples; see GroupPreferenceExample).
+    context: str | None = None
 
     @property
     def class_ids(self) -> tuple[int, ...]:
@@ -173,7 +194,7 @@ def group_prompts(records: Sequence[GroupPreferenceExample]) -> list[PromptGroup
         key = (r.prompt, r.group)
         if key not in groups:
             groups[key] = PromptGroup(r.prompt, r.group, r.question_id, r.beliefs,
-                                      list(r.target_distribution))
+                                      list(r.target_distribution), context=r.context)
         refs = groups[key].references
         for class_id, text in ((r.chosen_belief, r.chosen_response),
                                (r.rejected_belief, r.rejected_response)):
@@ -217,6 +238,7 @@ class PromptPrediction:
             "sampled": self.sampled, "sampled_counts": self.sampled_counts,
             "off_belief": self.off_belief,
             "after_description_mass": self.after_description_mass, "generations": generations,
+            **({"context": g.context} if g.context is not None else {}),
         }
 
 
@@ -315,7 +337,10 @@ def _generation_metrics(predictions: Sequence[PromptPrediction], gens: Sequence[
                         seed: int) -> dict[str, MetricResult]:
     """CBC, BPC, RS and the share of responses that open with a marker."""
     metrics: dict[str, MetricResult] = {}
-    metrics["cbc"] = cbc([g.class_id for g in gens], [g.description_class for g in gens])
+    described = [g for g in gens if g.has_description]
+    if described:  # reviews ({rating}{review}) have no description to agree with
+        metrics["cbc"] = cbc([g.class_id for g in described],
+                             [g.description_class for g in described])
     metrics["bpc"] = bpc([v for p in predictions for v in p.verdicts])
     sims = [s for p in predictions for s in p.similarities if s is not None]
     mean, low, high = mean_with_interval(sims, seed=seed)
@@ -404,7 +429,7 @@ def predict_local(model: Any, tokenizer: Any, groups: Sequence[PromptGroup], fmt
     from pluralign.eval.generate import generate_beliefs_first, sampled_belief_distribution
     from pluralign.train.tokenize import belief_marker_ids, encode_prompt
 
-    prompt_ids = [encode_prompt(tokenizer, g.prompt, fmt) for g in groups]
+    prompt_ids = [encode_prompt(tokenizer, g.prompt, fmt, context=g.context) for g in groups]
     markers = [belief_marker_ids(tokenizer, list(g.class_ids), fmt.marker) for g in groups]
     reading = belief_distributions(model, prompt_ids, markers, pad_token_id=tokenizer.pad_token_id,
                                    batch_size=config.batch_size, progress=config.progress)
@@ -420,7 +445,8 @@ def predict_local(model: Any, tokenizer: Any, groups: Sequence[PromptGroup], fmt
         generations = generate_beliefs_first(
             model, tokenizer, [g.prompt for g in groups], [g.beliefs for g in groups], fmt=fmt,
             n=config.n_samples, options=config.sampling(),
-            batch_size=config.generation_batch_size, progress=config.progress)
+            batch_size=config.generation_batch_size, progress=config.progress,
+            contexts=[g.context for g in groups])
     after = (marker_mass_after_descriptions(model, tokenizer, groups, fmt,
                                             batch_size=config.batch_size)
              if fmt.description_template is not None else [None] * len(groups))
@@ -454,7 +480,7 @@ def marker_mass_after_descriptions(model: Any, tokenizer: Any, groups: Sequence[
 
     rows, markers, owners = [], [], []
     for i, g in enumerate(groups):
-        prompt_ids = encode_prompt(tokenizer, g.prompt, fmt)
+        prompt_ids = encode_prompt(tokenizer, g.prompt, fmt, context=g.context)
         ids = belief_marker_ids(tokenizer, list(g.class_ids), fmt.marker)
         separator = separator_id(tokenizer, fmt)
         watched = ids if separator is None else [*ids, separator]
@@ -499,7 +525,8 @@ def evaluate_model(ref: str, label: str, groups: Sequence[PromptGroup],
                    records: Sequence[GroupPreferenceExample], config: EvalConfig,
                    judge: Any, embedder: Any = None) -> ModelEvaluation:
     """Load ``ref`` and measure every metric on ``groups``."""
-    from pluralign.eval.generate import load_sequence_format, read_format_info
+    from pluralign.eval.generate import load_sequence_format, read_format_info, untrained_format
+    from pluralign.eval.prompting import in_context_prompts
     from pluralign.models import load_model
 
     model, tokenizer = load_model(ref, device=config.device,
@@ -507,8 +534,13 @@ def evaluate_model(ref: str, label: str, groups: Sequence[PromptGroup],
     if hasattr(model, "merge_and_unload"):
         # Inference only: folding LoRA into the weights removes its extra ops at every step.
         model = model.merge_and_unload()
-    fmt = load_sequence_format(ref)
-    method = read_format_info(ref).get("method")
+    # A model pluralign did not train is prompted in the format the records name (reviews).
+    fmt = load_sequence_format(ref, default=untrained_format(records))
+    info = read_format_info(ref)
+    method = info.get("method")
+    # An in-context fine-tuned model is prompted as it trained: shots before <Q>.
+    groups, records = in_context_prompts(groups, records, info, fmt.marker,
+                                         pool_file=config.kshot_pool, seed=config.seed)
     with _autocast(model, config.bf16):
         predictions = predict_local(model, tokenizer, groups, fmt, config)
         margins = (_margins(model, tokenizer, fmt, method, records, config)
@@ -524,11 +556,13 @@ def _kshot_evaluation(groups: Sequence[PromptGroup], records: Sequence[GroupPref
                       config: EvalConfig, judge: Any, embedder: Any) -> ModelEvaluation:
     from pluralign.eval.prompting import kshot_baseline
 
+    assert config.kshot_pool is not None  # EvalConfig requires it with kshot
     subset = [r for r in records if any(r.prompt == g.prompt for g in groups)]
     predictions = kshot_baseline(
         subset, model=config.kshot_model, base_url=config.kshot_base_url,
         api_key_env=config.kshot_api_key_env, k=config.kshot, n=config.n_samples,
-        pool=records, seed=config.seed, options=config.sampling(), device=config.device)
+        pool=read_examples(config.kshot_pool), seed=config.seed, options=config.sampling(),
+        device=config.device)
     judge_predictions(predictions, judge)
     similarity_predictions(predictions, embedder)
     return ModelEvaluation(f"{config.kshot}-shot {Path(config.kshot_model).name}",
@@ -553,8 +587,8 @@ def build_judge(config: EvalConfig) -> Any:
     """The judge ``config.judge`` names, with the config's options."""
     from pluralign.eval.judges import make_judge
 
-    if config.judge == "llm":
-        return make_judge("llm", backend=config.judge_backend, model=config.judge_model,
+    if config.judge in ("llm", "rating-llm"):
+        return make_judge(config.judge, backend=config.judge_backend, model=config.judge_model,
                           base_url=config.judge_base_url, api_key_env=config.judge_api_key_env,
                           cache_dir=config.judge_cache_dir, progress=config.progress)
     if config.judge == "embedding":

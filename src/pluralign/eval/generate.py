@@ -21,6 +21,7 @@ It is reported beside the one-forward-pass reading of
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import unicodedata
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pluralign.data.records import Belief
+from pluralign.data.records import Belief, GroupPreferenceExample
 from pluralign.train.tokenize import (
     FORMAT_FILE,
     OPINION_FORMAT,
@@ -41,9 +42,14 @@ from pluralign.train.tokenize import (
     belief_marker,
     belief_marker_ids,
     encode_prompt,
+    named_format,
+    records_format_name,
 )
 
 _DIGIT_MARKER = re.compile(r"\s*(\d+)")
+#: A digit marker is one token, one digit in SmolLM2: with no description after it,
+#: ``510/10 would watch`` is class 5 and the review ``10/10 would watch``.
+_ONE_DIGIT_MARKER = re.compile(r"\s*(\d)")
 _SPECIAL_MARKER = re.compile(r"\s*<\|belief_(\d+)\|>")
 
 
@@ -88,6 +94,8 @@ class Generation:
     response: str
     description_class: int | None
     parsed: bool = True
+    #: False in formats without descriptions (reviews): CBC does not apply to them.
+    has_description: bool = True
 
     @property
     def expresses_nothing(self) -> bool:
@@ -117,9 +125,12 @@ def parse_generation(
 
     A missing or malformed marker gives ``class_id=None``; a missing ``<...>``
     gives ``description=None`` (the whole rest is the response), so malformed
-    output is counted as unparsed instead of raising.
+    output is counted as unparsed instead of raising. Without a description
+    (``{rating}{review}``) a digit marker is one digit: the review may start with digits.
     """
-    pattern = _DIGIT_MARKER if marker == "digit" else _SPECIAL_MARKER
+    pattern = _SPECIAL_MARKER
+    if marker == "digit":
+        pattern = _DIGIT_MARKER if has_description else _ONE_DIGIT_MARKER
     match = pattern.match(text)
     class_id = int(match.group(1)) if match else None
     rest = text[match.end():] if match else text
@@ -164,16 +175,29 @@ def description_class(description: str | None, beliefs: Sequence[Belief]) -> int
 # ----------------------------------------------------------------------- formats
 
 
-def load_sequence_format(model_ref: str | Path) -> SequenceFormat:
-    """The sequence format a trained model used (``pluralign_format.json``), else the paper's.
+def load_sequence_format(model_ref: str | Path, default: SequenceFormat = OPINION_FORMAT
+                         ) -> SequenceFormat:
+    """The sequence format a trained model used (``pluralign_format.json``), else ``default``
+    (the paper's opinion format; :func:`untrained_format` gives the one records call for).
 
     A model that pluralign did not train has no separator token in its
     tokenizer, so it is prompted in the paper's format.
     """
     path = Path(model_ref)
     if not (path / FORMAT_FILE).is_file():
-        return OPINION_FORMAT
+        return default
     return SequenceFormat.from_info(json.loads((path / FORMAT_FILE).read_text()))
+
+
+def untrained_format(records: Sequence[GroupPreferenceExample]) -> SequenceFormat:
+    """The format to prompt a model pluralign did not train with on ``records``: the one
+    they name (``metadata.sequence_format``, e.g. ``reviews``) without its separator, which
+    such a tokenizer lacks (``reviews`` -> ``reviews-paper``); else the paper's opinion format.
+    """
+    name = records_format_name(records)
+    if name is None:
+        return OPINION_FORMAT
+    return dataclasses.replace(named_format(name), separator=None)
 
 
 def read_format_info(model_ref: str | Path) -> dict[str, Any]:
@@ -268,14 +292,23 @@ def generate_beliefs_first(
     options: SamplingOptions | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    contexts: Sequence[str | None] | None = None,
 ) -> list[list[Generation]]:
-    """``n`` belief-first generations per prompt; the class is always from its belief set."""
+    """``n`` belief-first generations per prompt; the class is always from its belief set.
+
+    ``contexts`` (one per prompt, None for none) go before each prompt's
+    template, as in-context fine-tuning trained them.
+    """
     options = options or SamplingOptions()
     if len(prompts) != len(belief_sets):
         raise ValueError(f"{len(prompts)} prompts but {len(belief_sets)} belief sets")
+    contexts = [None] * len(prompts) if contexts is None else contexts
+    if len(contexts) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(contexts)} contexts")
     was_training = model.training
     model.eval()
-    prompt_ids = [encode_prompt(tokenizer, p, fmt) for p in prompts]
+    prompt_ids = [encode_prompt(tokenizer, p, fmt, context=c)
+                  for p, c in zip(prompts, contexts, strict=True)]
     marker_ids = [belief_marker_ids(tokenizer, [b.class_id for b in s], fmt.marker)
                   for s in belief_sets]
     logits = last_position_logits(model, prompt_ids, pad_token_id=tokenizer.pad_token_id,
@@ -305,6 +338,7 @@ def generate_beliefs_first(
             response=parsed.response,
             description_class=description_class(parsed.description, belief_sets[owner]),
             parsed=parsed.description is not None or not has_description,
+            has_description=has_description,
         ))
     return results
 

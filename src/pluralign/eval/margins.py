@@ -1,10 +1,13 @@
-"""Reward margins of a trained model against its reference, split by majority/minority pairs.
+"""Reward margins of a trained model against its reference, split by the paper's subsets.
 
 Per pair ``margin = beta * [(log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))]``
 (the DPO implicit reward margin), with the pairing of a method: GDPO's rejected
 sequence carries the chosen belief, DPO's the rejected belief. Pairs are split
-by :func:`pluralign.data.records.is_majority_chosen`: the paper's observation
-is that DPO drives the minority margins negative while GDPO raises both.
+as in the paper's Figures 2 and 3 by :func:`pluralign.data.records.margin_group`:
+majority (the chosen belief has the prompt's highest ``p*``), lowest minority
+(its lowest ``p*``) and others. The paper's observation is that DPO drives the
+lowest-minority margins negative while GDPO raises both. ``minority`` (every pair
+that is not majority) is kept for readers of earlier results.
 
 Sequence log-probs sum the token log-probs of the completion (belief span and
 response through eos); for GDPO pairing the shared belief prefix adds the same
@@ -20,7 +23,7 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from pluralign.data.records import GroupPreferenceExample, is_majority_chosen
+from pluralign.data.records import MARGIN_GROUPS, GroupPreferenceExample, margin_group
 from pluralign.eval.metrics import MetricResult, mean_with_interval
 from pluralign.train.losses import masked_sum, token_logps_from_logits
 from pluralign.train.tokenize import (
@@ -40,10 +43,16 @@ class MarginsResult:
     """Per-pair margins and their summaries (mean with a bootstrap interval)."""
 
     margins: list[float]
-    is_majority: list[bool]
+    groups: list[str]  #: each pair's margin group (majority, lowest_minority, others)
     chosen_rewards: list[float]
     rejected_rewards: list[float]
-    summary: dict[str, MetricResult]  #: keys "all", "majority", "minority"
+    #: keys "all", the MARGIN_GROUPS, and "minority" (lowest_minority and others together)
+    summary: dict[str, MetricResult]
+
+    @property
+    def is_majority(self) -> list[bool]:
+        """Per pair: is the chosen belief the prompt's majority one."""
+        return [group == "majority" for group in self.groups]
 
     def as_dict(self) -> dict[str, Any]:
         return {name: result.as_dict() for name, result in self.summary.items()}
@@ -102,10 +111,14 @@ def sequence_logps(
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def _summaries(margins: torch.Tensor, majority: torch.Tensor, seed: int) -> dict[str, MetricResult]:
+def _summaries(margins: torch.Tensor, groups: Sequence[str], seed: int
+               ) -> dict[str, MetricResult]:
+    codes = torch.tensor([MARGIN_GROUPS.index(g) for g in groups], dtype=torch.long)
+    parts = [("all", margins)]
+    parts += [(name, margins[codes == code]) for code, name in enumerate(MARGIN_GROUPS)]
+    parts.append(("minority", margins[codes != MARGIN_GROUPS.index("majority")]))
     summary = {}
-    for name, values in (("all", margins), ("majority", margins[majority]),
-                         ("minority", margins[~majority])):
+    for name, values in parts:
         mean, low, high = mean_with_interval(values.numpy(), seed=seed)
         summary[name] = MetricResult(f"margins_{name}", mean, int(values.numel()), low, high,
                                      {"pairs": int(values.numel())}, values.numpy())
@@ -126,7 +139,7 @@ def reward_margins(
     seed: int = 0,
     progress: bool = False,
 ) -> MarginsResult:
-    """Reward margins of ``model`` vs ``ref_model`` on ``records``, split majority/minority."""
+    """Reward margins of ``model`` vs ``ref_model`` on ``records``, split by margin group."""
     if not records:
         raise ValueError("reward_margins needs at least one record")
     pairs = [tokenize_example(r, tokenizer, fmt, pairing=pairing) for r in records]
@@ -142,9 +155,9 @@ def reward_margins(
     chosen_rewards = beta * (logps["pi_c"] - logps["ref_c"])
     rejected_rewards = beta * (logps["pi_r"] - logps["ref_r"])
     margins = chosen_rewards - rejected_rewards
-    majority = torch.tensor([is_majority_chosen(r) for r in records], dtype=torch.bool)
+    groups = [margin_group(r) for r in records]
     return MarginsResult(
-        margins=margins.tolist(), is_majority=majority.tolist(),
+        margins=margins.tolist(), groups=groups,
         chosen_rewards=chosen_rewards.tolist(), rejected_rewards=rejected_rewards.tolist(),
-        summary=_summaries(margins, majority, seed),
+        summary=_summaries(margins, groups, seed),
     )

@@ -1,4 +1,4 @@
-"""Prompting baselines of the GDPO paper: k-shot prompting and in-context fine-tuning data.
+"""Prompting baselines of the GDPO paper (k-shot prompting) and in-context fine-tuned prompts.
 
 k-shot prompt (paper appendix E)::
 
@@ -10,8 +10,10 @@ k-shot prompt (paper appendix E)::
 
     Question: Q, Answer:
 
-Each shot is a randomly drawn record of another question with its chosen
-belief and response. The paper's answers are ``<B>R``; by default the class
+Each shot is a randomly drawn record of another question (never of the
+evaluated prompt's question: see :mod:`pluralign.train.in_context`) with its
+chosen belief and response, drawn from a pool of *training* records, never
+from the evaluated file. The paper's answers are ``<B>R``; by default the class
 marker is written in front (``4<B>R``) so that the first generated token is
 the class and a local model's belief distribution can be read in one forward
 pass (``include_class=False`` gives the paper's exact ``<B>R``, whose class is
@@ -22,9 +24,10 @@ generation) or on any OpenAI-compatible model through the LLM backend (the
 belief distribution is the sampled estimate from ``n`` answers), and are
 scored with the same metrics as trained models (:mod:`pluralign.eval.evaluate`).
 
-In-context fine-tuning (ICF) data: :func:`in_context_records` prepends ``k``
-random in-context examples to each record's prompt; the SFT method trains on
-the result unchanged.
+In-context fine-tuning (ICF) is the ``icf`` training method: its shots go
+before the ``<Q>`` wrapper (:func:`pluralign.train.in_context.in_context`).
+:func:`in_context_prompts` gives an ICF model's evaluation prompts their shots
+the same way, from the training file its run recorded.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from pluralign.data.records import GroupPreferenceExample
+from pluralign.data.records import GroupPreferenceExample, read_examples
 from pluralign.eval.beliefs import belief_distributions
 from pluralign.eval.evaluate import PromptGroup, PromptPrediction, group_prompts
 from pluralign.eval.generate import (
@@ -45,30 +49,21 @@ from pluralign.eval.generate import (
     generate_beliefs_first,
     parse_generation,
 )
-from pluralign.train.tokenize import MarkerMode, SequenceFormat, belief_marker, belief_marker_ids
-
-#: The instruction line of the paper's few-shot template.
-KSHOT_SYSTEM = (
-    "You are a helpful assistant and can generate the same format as the examples in the context."
+from pluralign.train.in_context import (
+    KSHOT_SYSTEM,
+    ShotPool,
+    in_context,
+    in_context_records,
+    sample_shots,
+    shot_answer,
+    shot_line,
 )
+from pluralign.train.tokenize import MarkerMode, SequenceFormat, belief_marker_ids
 
-
-def shot_answer(
-    class_id: int, description: str, response: str, *, include_class: bool = True,
-    marker: MarkerMode = "digit",
-) -> str:
-    """``4<description>response`` (or the paper's ``<description>response``)."""
-    prefix = belief_marker(class_id, marker) if include_class else ""
-    return f"{prefix}<{description}>{response}"
-
-
-def shot_line(example: GroupPreferenceExample, *, include_class: bool = True,
-              marker: MarkerMode = "digit") -> str:
-    """``Question: Q, Answer: <B>R`` for a record's chosen belief and response."""
-    belief = example.belief(example.chosen_belief)
-    answer = shot_answer(belief.class_id, belief.description, example.chosen_response,
-                         include_class=include_class, marker=marker)
-    return f"Question: {example.prompt}, Answer: {answer}"
+__all__ = [
+    "KSHOT_SYSTEM", "in_context_prompts", "in_context_records", "kshot_api", "kshot_baseline",
+    "kshot_local", "kshot_prompt", "kshot_user_text", "sample_shots", "shot_answer", "shot_line",
+]
 
 
 def kshot_user_text(question: str, shots: Sequence[GroupPreferenceExample], *,
@@ -87,39 +82,39 @@ def kshot_prompt(question: str, shots: Sequence[GroupPreferenceExample], *,
     return f"{system}\n\n{user}"
 
 
-def sample_shots(
-    pool: Sequence[GroupPreferenceExample], k: int, rng: random.Random, *, exclude: str
-) -> list[GroupPreferenceExample]:
-    """``k`` records of questions other than ``exclude``, one per question where possible."""
-    by_prompt: dict[str, list[GroupPreferenceExample]] = {}
-    for record in pool:
-        if record.prompt != exclude:
-            by_prompt.setdefault(record.prompt, []).append(record)
-    if not by_prompt:
-        raise ValueError("no in-context examples: the pool holds only the question itself")
-    prompts = list(by_prompt)
-    chosen = rng.sample(prompts, k) if k <= len(prompts) else rng.choices(prompts, k=k)
-    return [rng.choice(by_prompt[p]) for p in chosen]
+# ----------------------------------------------------------------------- ICF models
 
 
-def in_context_records(
-    records: Sequence[GroupPreferenceExample], k: int = 3, *, seed: int = 0,
-    pool: Sequence[GroupPreferenceExample] | None = None, include_class: bool = True,
-) -> list[GroupPreferenceExample]:
-    """ICF data: each record with ``k`` random in-context examples prepended to its prompt."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    rng = random.Random(seed)
-    pool = records if pool is None else pool
-    out = []
-    for record in records:
-        shots = sample_shots(pool, k, rng, exclude=record.prompt)
-        block = "\n\n".join(shot_line(s, include_class=include_class) for s in shots)
-        metadata = {**record.metadata, "icf_shots": [s.question_id or s.prompt for s in shots],
-                    "icf_question": record.prompt}
-        out.append(dataclasses.replace(record, prompt=f"{block}\n\n{record.prompt}",
-                                       metadata=metadata))
-    return out
+def in_context_prompts(
+    groups: Sequence[PromptGroup], records: Sequence[GroupPreferenceExample],
+    info: dict[str, Any], marker: MarkerMode, *, pool_file: str | None = None, seed: int = 0,
+) -> tuple[list[PromptGroup], list[GroupPreferenceExample]]:
+    """An in-context fine-tuned model's prompts and records with their shots as context.
+
+    ``info`` is the model's ``pluralign_format.json``; a model without an
+    ``in_context`` entry gets ``groups`` and ``records`` back unchanged. The
+    shots come from ``pool_file`` when given, else from the training file the
+    run recorded, never from the evaluated records; a prompt whose record
+    carries a context keeps it. Records (for reward margins) get their
+    prompt's context.
+    """
+    spec = info.get("in_context")
+    if not spec:
+        return list(groups), list(records)
+    path = pool_file or spec.get("pool")
+    if pool_file and not Path(pool_file).is_file():
+        raise FileNotFoundError(f"kshot_pool: {pool_file} is not a file")
+    if not path or not Path(path).is_file():
+        raise FileNotFoundError(
+            f"this in-context fine-tuned model draws its shots from its training file "
+            f"{path!r}, which is not there; name the training split with --kshot-pool FILE")
+    shots = int(spec.get("shots", 3))
+    groups = in_context(groups, read_examples(path), shots, seed=seed, marker=marker)
+    context_of = {(g.prompt, g.group): g.context for g in groups}
+    records = [r if r.context is not None
+               else dataclasses.replace(r, context=context_of.get((r.prompt, r.group)))
+               for r in records]
+    return groups, records
 
 
 # ----------------------------------------------------------------------- baselines
@@ -138,7 +133,8 @@ def kshot_local(
 ) -> list[PromptPrediction]:
     """k-shot baseline on a local model: one-forward-pass reading plus belief-first generations."""
     rng = random.Random(seed)
-    texts = [kshot_prompt(g.prompt, sample_shots(pool, k, rng, exclude=g.prompt)) for g in groups]
+    shots_from = ShotPool(pool)
+    texts = [kshot_prompt(g.prompt, shots_from.sample(k, rng, g)) for g in groups]
     # The k-shot text is the whole prompt: no <Q>/<A> wrapper around it.
     fmt = SequenceFormat(prompt_template="{prompt}")
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -174,10 +170,10 @@ def kshot_api(
     from pluralign.llm import ChatRequest
 
     rng = random.Random(seed)
+    shots_from = ShotPool(pool)
     requests = []
     for g in groups:
-        user = kshot_user_text(g.prompt, sample_shots(pool, k, rng, exclude=g.prompt),
-                               include_class=include_class)
+        user = kshot_user_text(g.prompt, shots_from.sample(k, rng, g), include_class=include_class)
         # Distinct seeds make the n requests distinct samples (and distinct cache keys).
         requests.extend(ChatRequest.from_prompt(user, system=KSHOT_SYSTEM, temperature=temperature,
                                                 max_tokens=max_tokens, seed=seed + j)
@@ -198,14 +194,17 @@ def kshot_api(
 
 
 def kshot_baseline(
-    records: Sequence[GroupPreferenceExample], *, model: str = "smollm2-135m",
-    base_url: str | None = None, api_key_env: str = "", k: int = 3, n: int = 4,
-    pool: Sequence[GroupPreferenceExample] | None = None, seed: int = 0,
-    options: SamplingOptions | None = None, device: str = "cpu",
+    records: Sequence[GroupPreferenceExample], *, pool: Sequence[GroupPreferenceExample],
+    model: str = "smollm2-135m", base_url: str | None = None, api_key_env: str = "",
+    k: int = 3, n: int = 4, seed: int = 0, options: SamplingOptions | None = None,
+    device: str = "cpu",
 ) -> list[PromptPrediction]:
-    """k-shot predictions for the prompts of ``records``: local model, or API with ``base_url``."""
+    """k-shot predictions for the prompts of ``records``: local model, or API with ``base_url``.
+
+    ``pool`` holds the records the shots come from: the training split, not
+    ``records`` (a shot never asks its target's question either way).
+    """
     groups = group_prompts(records)
-    pool = records if pool is None else pool
     options = options or SamplingOptions(seed=seed)
     if base_url:
         from pluralign.llm import LLMConfig, make_backend

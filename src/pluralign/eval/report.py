@@ -3,7 +3,8 @@
 Contents: the methods side by side (every metric with its interval), the
 reference lines, predicted vs target belief distributions for sample
 questions, JSD per question, reward margins, training curves of runs (JSD over
-training, majority/minority reward margins), and a few sample generations.
+training, reward margins of majority / lowest-minority / other pairs as in the
+GDPO paper's Figures 2 and 3), and a few sample generations.
 The report is built as a list of blocks rendered twice, so the two files
 always say the same thing.
 """
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pluralign.data.records import MARGIN_GROUPS
+
 if TYPE_CHECKING:
     from pluralign.eval.evaluate import ModelEvaluation
     from pluralign.eval.metrics import MetricResult
@@ -25,12 +28,23 @@ if TYPE_CHECKING:
 COLUMNS = (("jsd", "JSD ↓"), ("jsd_sampled", "JSD sampled ↓"), ("cbc", "CBC ↑"),
            ("bpc", "BPC ↑"), ("rs", "RS ↑"), ("marker_start", "marker starts ↓"))
 
-#: metrics.jsonl keys drawn as training curves: every key a run logged, one panel per group.
+#: Margin groups drawn in the report, in the paper's order: (summary / metrics key, label).
+MARGIN_PARTS = tuple((group, group.replace("_", " ")) for group in MARGIN_GROUPS)
+#: Runs logged before the three-way split have only this union of the two minority parts.
+LEGACY_MINORITY = ("minority", "minority (all non-majority)")
+
+
+def _margin_curves(prefix: str) -> tuple[tuple[str, str], ...]:
+    return tuple((f"{prefix}{key}", label) for key, label in (*MARGIN_PARTS, LEGACY_MINORITY))
+
+
+#: metrics.jsonl curves, one panel each: (title, ((key, label), ...)); a panel draws the keys
+#: a run logged (see :func:`curve_panels` for the legacy minority key).
 CURVE_PANELS = (
-    ("JSD to p* over training", ("eval_belief/jsd", "heldout_belief/jsd")),
-    ("reward margins over training", ("eval_rewards/margins_majority",
-                                      "eval_rewards/margins_minority",
-                                      "rewards/margins_majority", "rewards/margins_minority")),
+    ("JSD to p* over training", (("eval_belief/jsd", "eval_belief/jsd"),
+                                 ("heldout_belief/jsd", "heldout_belief/jsd"))),
+    ("reward margins, eval pairs", _margin_curves("eval_rewards/margins_")),
+    ("reward margins, training batches", _margin_curves("rewards/margins_")),
 )
 
 Block = tuple[str, Any]
@@ -52,15 +66,15 @@ def _fmt(result: MetricResult | None) -> str:
 
 
 def _methods_table(evaluations: Sequence[ModelEvaluation]) -> list[list[str]]:
-    header = ["model", "method", *(h for _, h in COLUMNS), "margin majority", "margin minority",
-              "judge failures"]
+    header = ["model", "method", *(h for _, h in COLUMNS),
+              *(f"margin {label}" for _, label in MARGIN_PARTS), "judge failures"]
     rows = [header]
     for e in evaluations:
         margins = e.margins.summary if e.margins is not None else {}
         failures = e.judge_failures()
         rows.append([
             e.label, e.method or "–", *(_fmt(e.metrics.get(k)) for k, _ in COLUMNS),
-            _fmt(margins.get("majority")), _fmt(margins.get("minority")),
+            *(_fmt(margins.get(key)) for key, _ in MARGIN_PARTS),
             f"{failures['parse_failure']} parse, {failures['api_error']} api",
         ])
     return rows
@@ -119,20 +133,21 @@ def plot_jsd_per_question(evaluations: Sequence[ModelEvaluation],
 
 
 def plot_margins(evaluations: Sequence[ModelEvaluation], path: Path) -> Path | None:
-    """Mean reward margin of majority and minority pairs per model, with 95% intervals."""
+    """Mean reward margin of majority, lowest-minority and other pairs per model (95% CIs)."""
     with_margins = [e for e in evaluations if e.margins is not None]
     if not with_margins:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = plt.subplots(figsize=(6, 3))
+    width = 0.8 / len(MARGIN_PARTS)
     for i, e in enumerate(with_margins):
-        for j, part in enumerate(("majority", "minority")):
-            r = e.margins.summary[part]
-            if r.n == 0:
+        for j, (key, label) in enumerate(MARGIN_PARTS):
+            r = e.margins.summary.get(key)
+            if r is None or r.n == 0:
                 continue
             err = [[r.value - r.ci_low], [r.ci_high - r.value]]
-            ax.bar(i + (j - 0.5) * 0.4, r.value, 0.4, yerr=err, color=f"C{j}",
-                   label=part if i == 0 else None)
+            ax.bar(i + (j - (len(MARGIN_PARTS) - 1) / 2) * width, r.value, width, yerr=err,
+                   color=f"C{j}", label=label if i == 0 else None)
     ax.set_xticks(range(len(with_margins)), [e.label for e in with_margins])
     ax.axhline(0, color="black", lw=0.6)
     ax.set_ylabel("reward margin")
@@ -140,19 +155,42 @@ def plot_margins(evaluations: Sequence[ModelEvaluation], path: Path) -> Path | N
     return _save(fig, path)
 
 
+Series = tuple[str, list[tuple[int, float]]]
+
+
+def curve_panels(records: Sequence[dict[str, Any]]) -> list[tuple[str, list[Series]]]:
+    """The panels of a run's training curves: (title, [(label, [(step, value), ...])]).
+
+    Only series the run logged appear, and only panels with a series. The
+    legacy ``minority`` union is drawn only for runs logged before the three-way
+    split (no lowest-minority or others key), so a new run shows the paper's
+    groups and nothing twice.
+    """
+    logged = {k for r in records for k in r}
+    panels = []
+    for title, curves in CURVE_PANELS:
+        keys = [(key, label) for key, label in curves if key in logged]
+        if any(key.endswith(("_lowest_minority", "_others")) for key, _ in keys):
+            keys = [(key, label) for key, label in keys if label != LEGACY_MINORITY[1]]
+        series = [(label, [(r["step"], r[key]) for r in records if key in r and "step" in r])
+                  for key, label in keys]
+        if series:
+            panels.append((title, series))
+    return panels
+
+
 def plot_curves(evaluation: ModelEvaluation, path: Path) -> Path | None:
-    """Training curves of a run: JSD over training and majority/minority reward margins."""
-    records = evaluation.curves or []
-    panels = [(t, [k for k in keys if any(k in r for r in records)]) for t, keys in CURVE_PANELS]
-    panels = [(t, keys) for t, keys in panels if keys]
+    """Training curves of a run: JSD over training and reward margins by margin group."""
+    panels = curve_panels(evaluation.curves or [])
     if not panels:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3), squeeze=False)
-    for ax, (title, keys) in zip(axes[0], panels, strict=True):
-        for key in keys:
-            points = [(r["step"], r[key]) for r in records if key in r and "step" in r]
-            ax.plot([s for s, _ in points], [v for _, v in points], marker=".", label=key)
+    for ax, (title, series) in zip(axes[0], panels, strict=True):
+        for label, points in series:
+            ax.plot([s for s, _ in points], [v for _, v in points], marker=".", label=label)
+        if title.startswith("reward margins"):
+            ax.axhline(0, color="black", lw=0.6)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.legend(fontsize=6)
@@ -188,7 +226,11 @@ def build_blocks(evaluations: Sequence[ModelEvaluation], lines: dict[str, Metric
                    ("img", plot_jsd_per_question(evaluations, lines, plots_dir / "jsd.png"))]
     margins = plot_margins(evaluations, plots_dir / "margins.png")
     if margins is not None:
-        blocks += [("h2", "Reward margins (majority vs minority pairs)"), ("img", margins)]
+        blocks += [("h2", "Reward margins (majority, lowest-minority and other pairs)"),
+                   ("p", "A pair is majority when its chosen belief has the prompt's highest "
+                         "target share, lowest minority when it has the lowest share, others "
+                         "otherwise (the GDPO paper's Figures 2 and 3)."),
+                   ("img", margins)]
     for i, e in enumerate(evaluations):
         blocks += [("h2", f"{e.label}"), ("p", f"model: {e.model}")]
         blocks.append(("img", plot_beliefs(e, plots_dir / f"beliefs_{i}.png", plot_questions)))

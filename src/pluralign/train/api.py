@@ -28,6 +28,7 @@ from pluralign.train.tokenize import (
     SequenceFormat,
     add_format_tokens,
     named_format,
+    resolve_format_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,8 +60,10 @@ class _Context:
 
 
 def sequence_format(config: TrainConfig) -> SequenceFormat:
-    """The named format of ``config`` with its marker and chat-template choices."""
-    return dataclasses.replace(named_format(config.sequence_format),
+    """The named format of ``config`` with its marker and chat-template choices (``auto``
+    not yet resolved against records, see :func:`_with_records_format`: ``separated``)."""
+    name = resolve_format_name(config.sequence_format, ())
+    return dataclasses.replace(named_format(name),
                                marker=config.belief_format,
                                chat_template=config.use_chat_template)
 
@@ -224,7 +227,8 @@ def _build_kto(ctx: _Context) -> Any:
 
     def data(name: str, records: list[GroupPreferenceExample]) -> Any:
         return _shared(ctx, name, kto_dataset(records, ctx.tokenizer, ctx.fmt, pairing=pairing,
-                                              batch_size=config.per_device_train_batch_size))
+                                              batch_size=config.per_device_train_batch_size,
+                                              seed=config.seed))
 
     return GDPOKTOTrainer(
         model=ctx.model, ref_model=_reference_copy(ctx), args=args,
@@ -294,6 +298,10 @@ def _train_in_folder(config: TrainConfig, resume_from: Path | None,
     # Read before the model loads, so that a bad line fails in a second.
     numbered_train = _load_records(config.train_file, config.max_train_examples)
     numbered_heldout = _load_records(config.eval_file, config.max_eval_examples)
+    config = _with_records_format(config, [r for _, r in numbered_train])
+    if method.in_context:
+        # Before the lengths are measured: the shots count toward max_length.
+        numbered_train, numbered_heldout = _with_shots(config, numbered_train, numbered_heldout)
     model, tokenizer = _load_policy(config)
     train_records, heldout_records = _fitting_records(config, tokenizer, output_dir,
                                                       numbered_train, numbered_heldout)
@@ -317,6 +325,37 @@ def _train_in_folder(config: TrainConfig, resume_from: Path | None,
     if ctx.eval_records and _needs_final_evaluation(trainer, config):
         trainer.evaluate()
     return _save_final(trainer, tokenizer, ctx)
+
+
+def _with_shots(config: TrainConfig, train: list[tuple[int, GroupPreferenceExample]],
+                heldout: list[tuple[int, GroupPreferenceExample]],
+                ) -> tuple[list[tuple[int, GroupPreferenceExample]],
+                           list[tuple[int, GroupPreferenceExample]]]:
+    """In-context fine-tuning: ``icf_shots`` shots of other questions before every prompt,
+    drawn from the training records only (eval_file prompts too, never from eval_file)."""
+    from pluralign.train.in_context import ShotPool, in_context
+
+    pool = ShotPool([r for _, r in train])
+
+    def add(numbered: list[tuple[int, GroupPreferenceExample]], seed: int,
+            ) -> list[tuple[int, GroupPreferenceExample]]:
+        records = in_context([r for _, r in numbered], pool, config.icf_shots, seed=seed,
+                             marker=config.belief_format)
+        return [(line, r) for (line, _), r in zip(numbered, records, strict=True)]
+
+    return add(train, config.seed), add(heldout, config.seed + 1)
+
+
+def _with_records_format(config: TrainConfig, records: list[GroupPreferenceExample]
+                         ) -> TrainConfig:
+    """``config`` with ``sequence_format: auto`` resolved from the training records (the
+    reviews builder names ``reviews``); final/pluralign_format.json records the result."""
+    name = resolve_format_name(config.sequence_format, records, config.train_file)
+    if name == config.sequence_format:
+        return config
+    logger.info("sequence format: %s (%s)", name, "named by the training records"
+                if name != "separated" else "the default")
+    return dataclasses.replace(config, sequence_format=name)
 
 
 def _needs_final_evaluation(trainer: Any, config: TrainConfig) -> bool:
@@ -364,6 +403,17 @@ def _silence_log_printing(trainer: Any) -> None:
         trainer.add_callback(BarOnlyProgress())
 
 
+def _format_info(ctx: _Context) -> dict[str, Any]:
+    """What ``final/pluralign_format.json`` records: the method and sequence format, and for
+    in-context fine-tuning the shot count and pool that evaluation prompts with."""
+    info: dict[str, Any] = {"method": ctx.method.name,
+                            "sequence_format": ctx.config.sequence_format, **ctx.fmt.to_info()}
+    if ctx.method.in_context:
+        info["in_context"] = {"shots": ctx.config.icf_shots,
+                              "pool": str(Path(ctx.config.train_file).resolve())}
+    return info
+
+
 def _save_final(trainer: Any, tokenizer: Any, ctx: _Context) -> TrainResult:
     """Write ``final/`` through a staging folder, so a crash never leaves half a model."""
     final = ctx.output_dir / "final"
@@ -379,10 +429,7 @@ def _save_final(trainer: Any, tokenizer: Any, ctx: _Context) -> TrainResult:
         tokenizer.save_pretrained(staging)
         trainer.model_card_dir = staging
         trainer.create_model_card(model_name=ctx.output_dir.name)
-        (staging / FORMAT_FILE).write_text(json.dumps({
-            "method": ctx.method.name, "sequence_format": ctx.config.sequence_format,
-            **ctx.fmt.to_info(),
-        }, indent=2))
+        (staging / FORMAT_FILE).write_text(json.dumps(_format_info(ctx), indent=2))
         shutil.rmtree(final, ignore_errors=True)
         staging.replace(final)
     trainer.accelerator.wait_for_everyone()

@@ -10,7 +10,7 @@ from pluralign.models import ModelConfig
 from pluralign.registry import UnknownNameError, did_you_mean
 from pluralign.train.methods import Method, get_method
 from pluralign.train.selection import SELECTION_METRICS
-from pluralign.train.tokenize import named_format
+from pluralign.train.tokenize import AUTO_FORMAT, named_format
 
 
 def _lora_default() -> ModelConfig:
@@ -23,8 +23,8 @@ class TrainConfig(YamlConfig):
 
     method: str = field(
         default="gdpo",
-        metadata={"help": "Training method (`pluralign ls methods`): sft, uniform-sft, dpo, gdpo, "
-                          "gdpo-calibration, gdpo-conditioned, kto, gdpo-kto."},
+        metadata={"help": "Training method (`pluralign ls methods`): sft, uniform-sft, icf, dpo, "
+                          "gdpo, gdpo-calibration, gdpo-conditioned, kto, gdpo-kto."},
     )
     train_file: str = field(
         default="", metadata={"help": "JSONL of group preference records for training."}
@@ -42,12 +42,15 @@ class TrainConfig(YamlConfig):
                           "from an SFT run's final/ folder as the paper does."},
     )
     sequence_format: str = field(
-        default="separated",
-        metadata={"help": "Sequence format (`pluralign ls sequence-formats`): separated "
-                          "(default; a dedicated <|belief|> token ends the prompt and occurs "
-                          "nowhere else) or paper (the paper's exact <Q>{prompt}<A>{class}"
+        default="auto",
+        metadata={"help": "Sequence format (`pluralign ls sequence-formats`): auto (default: "
+                          "the format the training records name in metadata.sequence_format, "
+                          "e.g. reviews for `pluralign data reviews`; else separated), "
+                          "separated (a dedicated <|belief|> token ends the prompt and occurs "
+                          "nowhere else), paper (the paper's exact <Q>{prompt}<A>{class}"
                           "<{description}>{response}, whose '>' before the belief slot also "
-                          "closes every description, so trained models repeat markers)."},
+                          "closes every description, so trained models repeat markers), "
+                          "reviews or reviews-paper ({rating}{review}, no description)."},
     )
     belief_format: Literal["digit", "special"] = field(
         default="digit",
@@ -160,6 +163,13 @@ class TrainConfig(YamlConfig):
     max_eval_examples: int | None = field(
         default=None, metadata={"help": "Use only the first N eval records."}
     )
+    icf_shots: int = field(
+        default=3,
+        metadata={"help": "icf: in-context examples (shots) before each prompt, from other "
+                          "questions of train_file; the paper used 3 (GPT-2 Large) and 5 "
+                          "(Pythia-2.8B). They count toward max_length. Records that carry a "
+                          "context keep it."}
+    )
     kto_desirable_weight: float = field(
         default=1.0, metadata={"help": "KTO weight of desirable examples."}
     )
@@ -174,9 +184,10 @@ class TrainConfig(YamlConfig):
         except UnknownNameError as exc:
             raise ValueError(f"method: {exc}") from None
         try:
-            named_format(self.sequence_format)
+            if self.sequence_format != AUTO_FORMAT:
+                named_format(self.sequence_format)
         except UnknownNameError as exc:
-            raise ValueError(f"sequence_format: {exc}") from None
+            raise ValueError(f"sequence_format: {exc} (or auto)") from None
         if self.beta <= 0:
             raise ValueError(f"beta: must be > 0, got {self.beta}")
         if self.learning_rate <= 0:
@@ -186,6 +197,9 @@ class TrainConfig(YamlConfig):
                      "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.icf_shots < 1:
+            raise ValueError(f"icf_shots: must be >= 1 (the paper used 3 or 5), got "
+                             f"{self.icf_shots}")
         if self.too_long not in ("error", "drop"):
             raise ValueError(f"too_long: must be error or drop, got {self.too_long!r}")
         if not 0.0 <= self.validation_fraction < 1.0:

@@ -13,7 +13,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from pluralign.data.records import GroupPreferenceExample
+from pluralign.data.records import MARGIN_GROUPS, GroupPreferenceExample, margin_group
 from pluralign.train.tokenize import (
     SequenceFormat,
     build_sequence,
@@ -43,7 +43,7 @@ def preference_rows(
             "rejected_belief_len": _span_length(pair["rejected"]["belief_span"]),
             "belief_token_ids": pair["belief_token_ids"],
             "target_probs": pair["target_distribution"],
-            "is_majority": pair["is_majority_chosen"],
+            "margin_group": MARGIN_GROUPS.index(margin_group(record)),
         })
     return rows
 
@@ -89,7 +89,7 @@ def sft_dataset(
         items = [(r, r.chosen_belief, r.chosen_response) for r in records]
     rows = []
     for record, class_id, response in items:
-        prompt_ids = encode_prompt(tokenizer, record.prompt, fmt)
+        prompt_ids = encode_prompt(tokenizer, record.prompt, fmt, context=record.context)
         belief = record.belief(class_id)
         sequence = build_sequence(tokenizer, prompt_ids, class_id, belief.description, response,
                                   fmt)

@@ -4,12 +4,17 @@ Each pair record becomes two unpaired rows: a desirable one (chosen belief and
 response) and an undesirable one (rejected response, carrying the rejected
 belief for KTO or the desirable belief for GDPO-KTO, paper appendix J). The
 loss is :func:`pluralign.train.losses.gdpo_kto_loss`; plain KTO is the same
-trainer with the belief weights at 0. As in the GDPO trainer, the belief terms
+trainer with the belief weights at 0 and the belief span kept in the KTO
+log-probs (see :class:`GDPOKTOConfig`). As in the GDPO trainer, the belief terms
 come from the hidden states of the one policy forward (no extra forward).
+KTO's reference point is estimated from mismatched (prompt, completion) pairs;
+:func:`kto_dataset` takes each row's KL completion from another question.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,19 +28,51 @@ from pluralign.data.records import GroupPreferenceExample
 from pluralign.train.common import GuardedCheckpointsMixin, HiddenStateCapture, check_finite
 from pluralign.train.dataset import preference_rows
 from pluralign.train.losses import gdpo_kto_loss
-from pluralign.train.metrics import belief_diagnostics, split_by_majority
-from pluralign.train.preference import belief_span_logps, pad_rows
+from pluralign.train.metrics import belief_diagnostics, split_by_margin_group
+from pluralign.train.preference import (
+    belief_span_logps,
+    check_belief_weights,
+    pad_rows,
+    refuse_unimplemented_options,
+)
 from pluralign.train.tokenize import SequenceFormat
 
+logger = logging.getLogger(__name__)
+
 KTO_BELIEF_COLUMNS = ("belief_len", "KL_belief_len", "belief_token_ids", "target_probs",
-                      "is_majority")
+                      "margin_group")
 KTO_BATCH_KEYS = ("prompt_lens", "belief_lens", "belief_token_ids", "belief_mask",
-                  "target_probs", "is_majority")
+                  "target_probs", "margin_group")
+
+
+#: TRL ``KTOConfig`` options that :class:`GDPOKTOTrainer` does not implement: the reason, and
+#: the values besides TRL's default that mean the same. Any other value is refused.
+UNIMPLEMENTED_KTO_OPTIONS: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "loss_type": ("the preference term is KTO's loss with its KL reference point", ()),
+    "router_aux_loss_coef": ("the MoE router auxiliary loss is not added to the loss", (0.0,)),
+    "pad_to_multiple_of": ("the belief collator pads to the longest row of the batch",
+                           (None, "none", "null")),
+}
 
 
 @dataclass
 class GDPOKTOConfig(KTOConfig):
-    """``KTOConfig`` plus the belief-calibration weights and options."""
+    """``KTOConfig`` plus the belief-calibration weights and options.
+
+    With the defaults the trainer computes GDPO-KTO (paper appendix J) on data
+    built with ``pairing="gdpo"``: calibration, belief NLL and KTO weighted
+    1:1:1, the KTO rewards conditioned on the desirable belief, i.e. the belief
+    span left out of the KTO log-probs (``exclude_belief_from_preference=True``).
+    Unlike DPO's margin, KTO's per-row reward does not cancel the span, so plain
+    KTO needs ``calibration_weight=0``, ``belief_nll_weight=0`` *and*
+    ``exclude_belief_from_preference=False``, on data built with
+    ``pairing="dpo"`` (each answer scored whole, its belief included), as the
+    ``kto`` method sets them.
+
+    TRL options the trainer does not implement (see
+    :data:`UNIMPLEMENTED_KTO_OPTIONS`) are refused with a ``ValueError`` naming
+    the option when set away from TRL's default, instead of being ignored.
+    """
 
     calibration_weight: float = field(default=1.0, metadata={"help": "Weight of KL(p* || q)."})
     belief_nll_weight: float = field(default=1.0, metadata={"help": "Weight of the belief NLL."})
@@ -47,35 +84,132 @@ class GDPOKTOConfig(KTOConfig):
         default="mean", metadata={"help": "Belief NLL reduction over its tokens."}
     )
     exclude_belief_from_preference: bool = field(
-        default=True, metadata={"help": "Leave the belief span out of the KTO log-probs."}
+        default=True,
+        metadata={"help": "Leave the belief span out of the KTO log-probs (rewards conditioned on "
+                          "the belief, GDPO-KTO). Plain KTO sets it False: the span is then part "
+                          "of each scored answer."},
     )
+
+    def __post_init__(self) -> None:
+        # Before TRL's own handling, which would resolve pad_to_multiple_of first.
+        refuse_unimplemented_options(self, KTOConfig, "GDPOKTOTrainer", UNIMPLEMENTED_KTO_OPTIONS)
+        super().__post_init__()
+        check_belief_weights(self)
 
 
 def kto_dataset(
     records: Sequence[GroupPreferenceExample], tokenizer: Any, fmt: SequenceFormat, *,
-    pairing: str, batch_size: int,
+    pairing: str, batch_size: int, seed: int = 0,
 ) -> Dataset:
-    """Two unpaired rows per record plus mismatched KL completions.
+    """Two unpaired rows per record, in a seeded order, plus mismatched KL completions.
 
-    The KL completion of a row is the completion of the previous row within
-    its block of ``batch_size`` rows (rotated by one), the mismatched pairs
-    from which KTO estimates its reference point.
+    KTO estimates its reference point from mismatched pairs ``(x_i, y_j)``: the
+    completion ``y_j`` of another example paired with the row's prompt ``x_i``.
+    TRL trains KTO in dataset order (its KL pairing needs sequential sampling),
+    so the rows are shuffled once with ``seed``: record files are grouped by
+    question, and in file order a batch would hold one question only. The KL
+    completions are then chosen by :func:`kl_donors`: never from the row's own
+    question (``question_id``, else the prompt text), hence never from its own
+    prompt or record; within its block of ``batch_size`` rows (the training
+    batch) where the block allows it, else from elsewhere in the data. Data of
+    a single question fall back to other prompts of it, data of a single
+    prompt to other records of it, each with a warning; one record is an
+    error. The order is the same every epoch.
     """
-    rows = []
-    for pair in preference_rows(records, tokenizer, fmt, pairing=pairing):
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows: list[dict[str, Any]] = []
+    keys: list[tuple[str, str, int]] = []
+    pairs = preference_rows(records, tokenizer, fmt, pairing=pairing)
+    for index, (record, pair) in enumerate(zip(records, pairs, strict=True)):
         shared = {k: pair[k] for k in ("prompt_ids", "belief_token_ids", "target_probs",
-                                       "is_majority")}
+                                       "margin_group")}
         rows.append({**shared, "completion_ids": pair["chosen_ids"], "label": True,
                      "belief_len": pair["chosen_belief_len"]})
         rows.append({**shared, "completion_ids": pair["rejected_ids"], "label": False,
                      "belief_len": pair["rejected_belief_len"]})
-    for start in range(0, len(rows), batch_size):
-        block = rows[start : start + batch_size]
-        for i, row in enumerate(block):
-            donor = block[i - 1]  # i - 1 == -1 wraps to the block's last row
-            row["KL_completion_ids"] = donor["completion_ids"]
-            row["KL_belief_len"] = donor["belief_len"]
+        keys += [(record.question_id or record.prompt, record.prompt, index)] * 2
+    rng = random.Random(seed)
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    rows, keys = [rows[i] for i in order], [keys[i] for i in order]
+    for row, donor in zip(rows, kl_donors(keys, batch_size, rng), strict=True):
+        row["KL_completion_ids"] = rows[donor]["completion_ids"]
+        row["KL_belief_len"] = rows[donor]["belief_len"]
     return Dataset.from_list(rows)
+
+
+#: What a row's KL completion must not share with the row, most preferred first.
+KL_MISMATCH_LEVELS = ("question", "prompt", "record")
+
+
+def kl_donors(keys: Sequence[tuple[str, str, int]], batch_size: int,
+              rng: random.Random) -> list[int]:
+    """For each row, the row whose completion is its KL completion.
+
+    ``keys[i]`` is row ``i``'s ``(question, prompt, record)``. Donors differ
+    from their row at the first level of :data:`KL_MISMATCH_LEVELS` at which
+    the data hold two distinct values (a warning says when that is not the
+    question; one record alone is an error). Within a block of ``batch_size``
+    rows where no value holds more than half the block, the donors are a
+    permutation of the block (TRL's advice: the KL completions of a batch are
+    its own completions, paired with other prompts); otherwise each row of the
+    block draws its donor from the rows of other values in the whole data.
+    """
+    level = next((n for n in range(len(KL_MISMATCH_LEVELS))
+                  if len({key[n] for key in keys}) >= 2), None)
+    if level is None:
+        raise ValueError("KTO needs at least two records: the KL completion of a row must come "
+                         "from another record")
+    if level > 0:
+        logger.warning(
+            "the KTO data hold a single %s: KL completions come from other %ss of it, so "
+            "KTO's reference point is not estimated from other questions",
+            KL_MISMATCH_LEVELS[level - 1], KL_MISMATCH_LEVELS[level])
+    values = [key[level] for key in keys]
+    anywhere = _OtherValueSampler(values, rng)
+    donors: list[int] = []
+    for start in range(0, len(values), batch_size):
+        block = range(start, min(start + batch_size, len(values)))
+        within = _block_derangement(block, values)
+        donors += within if within is not None else [anywhere.draw(i) for i in block]
+    return donors
+
+
+def _block_derangement(block: range, values: Sequence[Any]) -> list[int] | None:
+    """A permutation of ``block`` mapping no row to a row of its own value, or None.
+
+    One exists when no value holds more than half the block: rows laid out
+    value by value, shifted by the largest group's size, never land in their
+    own group.
+    """
+    groups: dict[Any, list[int]] = {}
+    for i in block:
+        groups.setdefault(values[i], []).append(i)
+    largest = max(len(group) for group in groups.values())
+    if 2 * largest > len(block):
+        return None
+    laid_out = [i for group in groups.values() for i in group]
+    donor_of = {row: laid_out[(p + largest) % len(laid_out)] for p, row in enumerate(laid_out)}
+    return [donor_of[i] for i in block]
+
+
+class _OtherValueSampler:
+    """Draws, uniformly and seeded, a row whose value differs from a given row's."""
+
+    def __init__(self, values: Sequence[Any], rng: random.Random) -> None:
+        self.values, self.rng = values, rng
+        # Rows sorted by value: each value's rows are one slice, skipped in O(1) per draw.
+        self.order = sorted(range(len(values)), key=lambda i: (values[i], i))
+        self.span: dict[Any, tuple[int, int]] = {}
+        for position, row in enumerate(self.order):
+            first, _ = self.span.get(values[row], (position, position))
+            self.span[values[row]] = (first, position + 1)
+
+    def draw(self, row: int) -> int:
+        first, end = self.span[self.values[row]]
+        pick = self.rng.randrange(len(self.order) - (end - first))
+        return self.order[pick if pick < first else pick + (end - first)]
 
 
 @dataclass
@@ -104,7 +238,7 @@ class BeliefUnpairedCollator(DataCollatorForUnpairedPreference):
         batch["belief_mask"] = pad_rows([[True] * len(r) for r in ids], False, torch.bool)
         batch["target_probs"] = pad_rows([e["target_probs"] for e in examples], 0.0,
                                          torch.float32)
-        batch["is_majority"] = torch.tensor([bool(e["is_majority"]) for e in examples])
+        batch["margin_group"] = torch.tensor([int(e["margin_group"]) for e in examples])
         return batch
 
 
@@ -186,10 +320,10 @@ class GDPOKTOTrainer(GuardedCheckpointsMixin, KTOTrainer):
         for name, value in result.metrics.items():
             metrics[name].append(float(value))
         desirable = batch["label"].bool().to(result.rewards.device)
-        majority = belief["is_majority"].to(result.rewards.device)
-        # The reward of a desirable example, split by whether its belief is the majority one.
-        for name, values in split_by_majority(result.rewards[desirable],
-                                              majority[desirable]).items():
+        groups = belief["margin_group"].to(result.rewards.device)
+        # The reward of a desirable example, split by the margin group of its belief.
+        for name, values in split_by_margin_group(result.rewards[desirable],
+                                                  groups[desirable]).items():
             if values:
                 metrics[f"rewards/desirable_{name}"].extend(values)
         for name, values in belief_diagnostics(belief_logps.detach(), belief["target_probs"],

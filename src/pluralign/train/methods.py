@@ -35,6 +35,10 @@ class Method:
     exclude_belief_from_preference: bool = False
     #: SFT on accepted beliefs drawn uniformly per prompt (the paper's baseline).
     uniform_beliefs: bool = False
+    #: In-context fine-tuning: ``TrainConfig.icf_shots`` records of other questions of the
+    #: training file go before each prompt's ``<Q>`` (records with a context keep theirs),
+    #: and final/ records the shot count and pool so that evaluation prompts the same way.
+    in_context: bool = False
 
     @property
     def uses_belief_terms(self) -> bool:
@@ -52,6 +56,12 @@ UNIFORM_SFT = _register(Method(
     "uniform-sft", "sft",
     "SFT on accepted beliefs drawn uniformly per prompt (the paper's Uniform SFT baseline).",
     uniform_beliefs=True,
+))
+ICF = _register(Method(
+    "icf", "sft",
+    "In-context fine-tuning (the paper's ICF baseline): SFT with icf_shots examples of other "
+    "questions before each prompt's <Q>; a record's own context column is kept.",
+    in_context=True,
 ))
 DPO = _register(Method(
     "dpo", "preference",

@@ -1,4 +1,4 @@
-"""Training-time metrics: belief calibration, majority/minority margins, metrics.jsonl."""
+"""Training-time metrics: belief calibration, margins by margin group, metrics.jsonl."""
 
 from __future__ import annotations
 
@@ -11,18 +11,26 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from pluralign.data.records import MARGIN_GROUPS
 from pluralign.eval.metrics import jsd_per_prompt
 
 METRICS_FILE = "metrics.jsonl"
 
 
-def split_by_majority(margins: torch.Tensor, is_majority: torch.Tensor) -> dict[str, list[float]]:
-    """Per-pair reward margins split by whether the chosen belief is the prompt's majority."""
-    is_majority = is_majority.bool().to(margins.device)
-    return {
-        "majority": margins[is_majority].float().tolist(),
-        "minority": margins[~is_majority].float().tolist(),
-    }
+def split_by_margin_group(values: torch.Tensor, groups: torch.Tensor) -> dict[str, list[float]]:
+    """Per-pair values (reward margins) split into the GDPO paper's subsets of pairs.
+
+    ``groups`` holds each pair's index in :data:`MARGIN_GROUPS` (majority, lowest
+    minority, others; see :func:`pluralign.data.records.margin_group`). Besides
+    the three subsets, ``minority`` is every pair that is not majority (lowest
+    minority and others together): the split metrics.jsonl logged before the
+    three-way one, kept under its name for readers of earlier runs.
+    """
+    groups = groups.long().to(values.device)
+    split = {name: values[groups == code].float().tolist()
+             for code, name in enumerate(MARGIN_GROUPS)}
+    split["minority"] = values[groups != MARGIN_GROUPS.index("majority")].float().tolist()
+    return split
 
 
 def belief_diagnostics(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
 import torch
@@ -39,24 +39,88 @@ from pluralign.train.logprobs import (
     shared_prefix_lengths,
 )
 from pluralign.train.losses import gdpo_loss
-from pluralign.train.metrics import belief_diagnostics, split_by_majority
+from pluralign.train.metrics import belief_diagnostics, split_by_margin_group
 
 logger = logging.getLogger(__name__)
 
 #: Dataset columns beside TRL's own that the GDPO collator turns into tensors.
 BELIEF_COLUMNS = (
-    "belief_token_ids", "target_probs", "chosen_belief_len", "rejected_belief_len", "is_majority",
+    "belief_token_ids", "target_probs", "chosen_belief_len", "rejected_belief_len", "margin_group",
 )
 #: Batch keys the collator adds; removed before anything reaches the model.
 BELIEF_BATCH_KEYS = (
     "prompt_lens", "chosen_belief_lens", "rejected_belief_lens", "belief_token_ids",
-    "belief_mask", "target_probs", "is_majority",
+    "belief_mask", "target_probs", "margin_group",
 )
+
+
+#: TRL ``DPOConfig`` options that :class:`GDPOTrainer` does not implement: the reason, and the
+#: values besides TRL's default that mean the same. Any other value is refused.
+UNIMPLEMENTED_DPO_OPTIONS: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "loss_type": ("the preference term is the sigmoid DPO loss", ("sigmoid",)),
+    "loss_weights": ("there is one DPO loss, weighted by preference_weight", ([1.0],)),
+    "label_smoothing": ("the sigmoid term has no label smoothing, as cDPO or robust DPO have", ()),
+    "f_divergence_type": ("the DPO term is the reverse-KL one", ()),
+    "f_alpha_divergence_coef": ("it only applies to an f_divergence_type of alpha_divergence",
+                                ()),
+    "ld_alpha": ("response log-probs are summed, without LD-DPO's length weighting", ()),
+    "use_weighting": ("pairs are not WPO-weighted", ()),
+    "discopop_tau": ("it only applies to the discopop loss", ()),
+    "router_aux_loss_coef": ("the MoE router auxiliary loss is not added to the loss", (0.0,)),
+    "truncation_mode": ("the belief collator keeps the start of each sequence, where the belief "
+                        "span is", ()),
+    "pad_to_multiple_of": ("the belief collator pads to the longest row of the batch",
+                           (None, "none", "null")),
+}
+
+
+def _trl_default(config_class: type, name: str) -> Any:
+    spec = next(f for f in fields(config_class) if f.name == name)
+    return spec.default_factory() if spec.default is MISSING else spec.default
+
+
+def refuse_unimplemented_options(config: Any, trl_class: type, trainer: str,
+                                 options: dict[str, tuple[str, tuple[Any, ...]]]) -> None:
+    """Raise ``ValueError`` naming the first of ``options`` that ``config`` sets away from
+    ``trl_class``'s default: TRL would honour it, pluralign's loss would silently ignore it."""
+    for name, (why, same_as_default) in options.items():
+        value, default = getattr(config, name), _trl_default(trl_class, name)
+        if value == default or any(value == same for same in same_as_default):
+            continue
+        raise ValueError(f"{type(config).__name__}: {name}={value!r} is not implemented by "
+                         f"{trainer}: {why}; leave it at its default {default!r}")
+
+
+def check_belief_weights(config: Any) -> None:
+    """The three loss weights are >= 0 and not all 0."""
+    weights = (config.calibration_weight, config.belief_nll_weight, config.preference_weight)
+    if min(weights) < 0 or max(weights) == 0:
+        raise ValueError(
+            "calibration_weight, belief_nll_weight and preference_weight must be >= 0 and "
+            f"not all 0, got {weights}"
+        )
 
 
 @dataclass
 class GDPOConfig(DPOConfig):
-    """``DPOConfig`` plus the GDPO loss weights and options (sigmoid DPO only)."""
+    """``DPOConfig`` plus the GDPO loss weights and options (sigmoid DPO only).
+
+    With the defaults the trainer computes GDPO's loss on data built with
+    ``pairing="gdpo"``: calibration, belief NLL and belief-conditioned sigmoid
+    DPO weighted 1:1:1, the DPO log-probs taken over the whole completion
+    (belief span and response). Both sequences of a GDPO pair carry the chosen
+    belief after the same prompt, so the span's log-ratio cancels in the DPO
+    margin: ``exclude_belief_from_preference=True`` (what the ``gdpo`` method
+    sets, the paper's response-only log-probs) gives the same loss. Plain DPO
+    is the same trainer with ``calibration_weight=0`` and ``belief_nll_weight=0``
+    on data built with ``pairing="dpo"``: sigmoid DPO on each whole answer,
+    its belief included, as TRL's ``DPOTrainer`` computes it.
+
+    TRL options the trainer does not implement (other loss types, label
+    smoothing, f-divergences, LD-DPO, WPO weighting, ...; see
+    :data:`UNIMPLEMENTED_DPO_OPTIONS`) are refused with a ``ValueError`` naming
+    the option when set away from TRL's default, instead of being ignored.
+    """
 
     calibration_weight: float = field(
         default=1.0, metadata={"help": "Weight of KL(p* || q) at the last prompt position."}
@@ -80,8 +144,11 @@ class GDPOConfig(DPOConfig):
         metadata={"help": "Belief NLL over its tokens: mean (reference code) or sum (paper)."},
     )
     exclude_belief_from_preference: bool = field(
-        default=True,
-        metadata={"help": "Leave the belief span out of the DPO log-probs (response only)."},
+        default=False,
+        metadata={"help": "Leave the belief span out of the DPO log-probs (response only). Off: "
+                          "the whole completion is scored, as plain DPO does; with "
+                          "pairing='gdpo' the shared span cancels in the DPO margin, so either "
+                          "gives GDPO's loss."},
     )
     compact_logprobs: bool = field(
         default=True,
@@ -98,15 +165,10 @@ class GDPOConfig(DPOConfig):
     )
 
     def __post_init__(self) -> None:
+        # Before TRL's own checks, which would warn about (or resolve) some refused values.
+        refuse_unimplemented_options(self, DPOConfig, "GDPOTrainer", UNIMPLEMENTED_DPO_OPTIONS)
         super().__post_init__()
-        weights = (self.calibration_weight, self.belief_nll_weight, self.preference_weight)
-        if min(weights) < 0 or max(weights) == 0:
-            raise ValueError(
-                "calibration_weight, belief_nll_weight and preference_weight must be >= 0 and "
-                f"not all 0, got {weights}"
-            )
-        if list(self.loss_type) != ["sigmoid"]:
-            raise ValueError(f"GDPOTrainer implements the sigmoid loss only, got {self.loss_type}")
+        check_belief_weights(self)
         if self.share_prefix and not self.compact_logprobs:
             raise ValueError("share_prefix needs compact_logprobs=True (or set share_prefix=False)")
         if self.share_prefix and not self.disable_dropout:
@@ -149,7 +211,7 @@ class BeliefPreferenceCollator(DataCollatorForPreference):
         batch["belief_token_ids"] = pad_rows(ids, 0, torch.long)
         batch["belief_mask"] = pad_rows([[True] * len(row) for row in ids], False, torch.bool)
         batch["target_probs"] = pad_rows([e["target_probs"] for e in examples], 0.0, torch.float32)
-        batch["is_majority"] = torch.tensor([bool(e["is_majority"]) for e in examples])
+        batch["margin_group"] = torch.tensor([int(e["margin_group"]) for e in examples])
         return batch
 
 
@@ -347,9 +409,9 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
             if not name.startswith("rewards/"):  # rewards are logged per pair below
                 metrics[name].append(float(value))
         margins = result.reward_margins
-        gathered = self.accelerator.gather_for_metrics((margins, belief["is_majority"].to(
+        gathered = self.accelerator.gather_for_metrics((margins, belief["margin_group"].to(
             margins.device)))
-        for name, values in split_by_majority(*gathered).items():
+        for name, values in split_by_margin_group(*gathered).items():
             if values:  # an empty list would make TRL's averaging divide by zero
                 metrics[f"rewards/margins_{name}"].extend(values)
         metrics["rewards/margins"].extend(gathered[0].float().tolist())

@@ -10,7 +10,8 @@ make such searches fail (the bug of the GDPO reference code).
 Prompt formats (:class:`SequenceFormat`, registered by name in
 :data:`pluralign.registry.SEQUENCE_FORMATS`):
 
-* ``separated`` (the default): ``<Q>{prompt}<A><|belief|>{class}<{description}>{response}<eos>``.
+* ``separated`` (the default where records name no format):
+  ``<Q>{prompt}<A><|belief|>{class}<{description}>{response}<eos>``.
   The dedicated separator token ``<|belief|>`` (added to the tokenizer by
   :func:`add_format_tokens`) ends every prompt, so the token before the belief
   slot occurs nowhere else in a sequence;
@@ -18,7 +19,14 @@ Prompt formats (:class:`SequenceFormat`, registered by name in
   Its prompt ends in ``>``, and so does every description: the calibration
   terms teach "a belief marker follows ``>``", and trained models write another
   marker after the description (``4<Yes>4<Yes>...``). Kept for reproductions;
-* the review format: ``{prompt}{rating}{review}<eos>`` (``description_template=None``);
+* ``reviews``: ``<Q>{prompt}<A><|belief|>{rating}{review}<eos>``, the review task's
+  ``{rating}{review}`` answer (no description) behind the same separator, so the
+  token before the belief slot occurs nowhere else here either (review text holds
+  ``>``: ``<br />``, ``->``). The reviews builder names it in every record's
+  ``metadata["sequence_format"]``, which training with ``sequence_format: auto``
+  (the default) follows;
+* ``reviews-paper``: the reference code's exact ``<Q>{prompt}<A>{rating}{review}<eos>``;
+* :data:`REVIEW_FORMAT`: ``{prompt}{rating}{review}<eos>`` with a bare prompt (unregistered);
 * chat (``chat_template=True``, combines with either): the prompt rendered with
   the tokenizer's chat template (``add_generation_prompt=True``), then the
   separator if any, marker, description and response.
@@ -135,8 +143,12 @@ OPINION_FORMAT = PAPER_FORMAT
 #: The default: the paper's format with ``<|belief|>`` between the prompt and the belief.
 SEPARATED_FORMAT = SequenceFormat(separator=BELIEF_SEPARATOR)
 DEFAULT_FORMAT = SEPARATED_FORMAT
-#: The paper's review format: ``{prompt}{rating}{review}<eos>`` (no description).
+#: ``{prompt}{rating}{review}<eos>``: no description and a bare prompt (no ``<Q>``/``<A>``).
 REVIEW_FORMAT = SequenceFormat(prompt_template="{prompt}", description_template=None)
+#: The review task as the reference code runs it: ``<Q>{prompt}<A>{rating}{review}<eos>``.
+REVIEWS_PAPER_FORMAT = SequenceFormat(description_template=None)
+#: The reviews default: the paper's review answer after the ``<|belief|>`` separator.
+REVIEWS_FORMAT = SequenceFormat(description_template=None, separator=BELIEF_SEPARATOR)
 #: Chat-template prompt followed by ``{class}<{description}>{response}<eos>``.
 CHAT_FORMAT = SequenceFormat(chat_template=True)
 
@@ -147,16 +159,60 @@ FORMAT_FILE = "pluralign_format.json"
 SEQUENCE_FORMATS.register(
     "separated", SEPARATED_FORMAT,
     help="<Q>{prompt}<A><|belief|>{class}<{description}>{response}: a dedicated separator token "
-         "before the belief slot, which occurs nowhere else (default).")
+         "before the belief slot, which occurs nowhere else (default where records name no "
+         "format).")
 SEQUENCE_FORMATS.register(
     "paper", PAPER_FORMAT,
     help="The GDPO paper's exact <Q>{prompt}<A>{class}<{description}>{response}; its '>' also "
          "closes every description, and trained models repeat markers after it.")
+SEQUENCE_FORMATS.register(
+    "reviews", REVIEWS_FORMAT,
+    help="Review task: <Q>{prompt}<A><|belief|>{rating}{review}, the paper's rating-then-review "
+         "answer after the separator token (default of `pluralign data reviews` records).")
+SEQUENCE_FORMATS.register(
+    "reviews-paper", REVIEWS_PAPER_FORMAT,
+    help="The GDPO reference code's exact review sequence <Q>{prompt}<A>{rating}{review}; "
+         "review text holds '>' too (<br />), so the token before the rating is not unique.")
+
+#: ``sequence_format`` value that takes the format the training records name.
+AUTO_FORMAT = "auto"
+#: Record ``metadata`` key in which a builder names the format its records are meant for.
+FORMAT_METADATA_KEY = "sequence_format"
 
 
 def named_format(name: str) -> SequenceFormat:
-    """The format registered as ``name`` (``separated``, ``paper``)."""
+    """The format registered as ``name`` (``separated``, ``paper``, ``reviews``, ...)."""
     return SEQUENCE_FORMATS.get(name)
+
+
+def records_format_name(records: Iterable[GroupPreferenceExample], source: str = "records"
+                        ) -> str | None:
+    """The format that ``records`` name in ``metadata["sequence_format"]`` (None: none does).
+
+    Records naming two formats, or an unregistered one, raise ValueError naming ``source``.
+    """
+    from pluralign.registry import UnknownNameError
+
+    names = {r.metadata.get(FORMAT_METADATA_KEY) for r in records} - {None}
+    if len(names) > 1:
+        raise ValueError(f"{source}: records name several sequence formats "
+                         f"({', '.join(sorted(map(str, names)))}); set sequence_format")
+    if not names:
+        return None
+    name = str(names.pop())
+    try:
+        named_format(name)
+    except UnknownNameError as exc:
+        raise ValueError(f"{source}: metadata {FORMAT_METADATA_KEY}: {exc}") from None
+    return name
+
+
+def resolve_format_name(requested: str, records: Iterable[GroupPreferenceExample],
+                        source: str = "records") -> str:
+    """``requested``, or for ``auto`` the records' named format (``separated`` if none)."""
+    if requested != AUTO_FORMAT:
+        return requested
+    return records_format_name(records, source) or "separated"
 
 
 class TokenizedSequence(TypedDict):
@@ -284,22 +340,29 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
-def encode_prompt(tokenizer: Any, prompt: str, fmt: SequenceFormat = OPINION_FORMAT) -> list[int]:
+def encode_prompt(tokenizer: Any, prompt: str, fmt: SequenceFormat = OPINION_FORMAT, *,
+                  context: str | None = None) -> list[int]:
     """Token ids of the prompt part: through ``<A>`` or the chat generation prompt, then
-    the separator when ``fmt`` has one (the belief marker comes next)."""
+    the separator when ``fmt`` has one (the belief marker comes next).
+
+    ``context`` (in-context examples) goes before the prompt template, as the
+    reference code writes ``{context}<Q>{prompt}<A>``; with a chat template it
+    opens the user turn.
+    """
+    context = context or ""
     if fmt.chat_template:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(
                 f"{type(tokenizer).__name__} has no chat template; use chat_template=False"
             )
-        messages = [{"role": "user", "content": prompt}]
+        messages = [{"role": "user", "content": context + prompt}]
         if fmt.system_prompt is not None:
             messages.insert(0, {"role": "system", "content": fmt.system_prompt})
         # Render to text, then tokenise: apply_chat_template(tokenize=True) returns different
         # types across transformers versions, and the template already holds its own specials.
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
-        text = fmt.prompt_template.format(prompt=prompt)
+        text = context + fmt.prompt_template.format(prompt=prompt)
     ids = _encode(tokenizer, text)
     if fmt.add_bos:
         if tokenizer.bos_token_id is None:
@@ -385,7 +448,7 @@ def tokenize_example(
         raise ValueError(f"pairing must be 'gdpo' or 'dpo', got {pairing!r}")
     from pluralign.data.records import is_majority_chosen
 
-    prompt_ids = encode_prompt(tokenizer, example.prompt, fmt)
+    prompt_ids = encode_prompt(tokenizer, example.prompt, fmt, context=example.context)
     chosen_belief = example.belief(example.chosen_belief)
     rejected_belief = (
         chosen_belief if pairing == "gdpo" else example.belief(example.rejected_belief)

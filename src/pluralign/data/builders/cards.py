@@ -22,6 +22,27 @@ from pluralign.data.records import GroupPreferenceExample
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class OptionMapComparison:
+    """How a build's option map differs from pluralign's default map.
+
+    ``differences`` are ``(option, class in this map, class in the default,
+    rows of this build carrying the option)`` for every option both maps cover
+    with different classes; options only one map covers are counted.
+    """
+
+    differences: tuple[tuple[str, int, int, int], ...] = ()
+    only_selected: int = 0  #: options only this map covers
+    only_default: int = 0  #: options only the default map covers
+    is_default: bool = False  #: the build used the default map itself
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"is_default": self.is_default, "only_selected": self.only_selected,
+                "only_default": self.only_default,
+                "differences": [{"option": o, "class": c, "default_class": d, "rows": n}
+                                for o, c, d, n in self.differences]}
+
+
 @dataclass
 class BuildReport:
     """Counters and notes of one build; ``skipped`` maps a reason to how many rows."""
@@ -34,6 +55,7 @@ class BuildReport:
     unmapped_options: Counter[str] = field(default_factory=Counter)
     details: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    option_map_comparison: OptionMapComparison | None = None
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] += n
@@ -44,6 +66,7 @@ class BuildReport:
         logger.warning(message)
 
     def to_dict(self) -> dict[str, Any]:
+        comparison = self.option_map_comparison
         return {
             "builder": self.builder,
             "source": self.source,
@@ -53,6 +76,7 @@ class BuildReport:
             "unmapped_options": dict(self.unmapped_options.most_common()),
             "details": self.details,
             "warnings": list(self.warnings),
+            **({"option_map_comparison": comparison.to_dict()} if comparison else {}),
         }
 
 
@@ -60,6 +84,20 @@ def _table(rows: Sequence[tuple[Any, ...]], header: tuple[str, ...]) -> list[str
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return lines
+
+
+def _option_map_lines(comparison: OptionMapComparison) -> list[str]:
+    """The card's section on where the build's option map differs from the default map."""
+    if comparison.is_default:
+        return ["", "## Option map vs the default", "", "This build used the default map."]
+    lines = ["", f"## Option map vs the default ({len(comparison.differences)} differences)",
+             "", "Options both maps cover that this map puts in another class than "
+             f"pluralign's default map. Not listed: {comparison.only_selected} options only "
+             f"this map covers, {comparison.only_default} only the default covers.", ""]
+    rows = [(o, c, d, n) for o, c, d, n in comparison.differences]
+    return lines + (_table(rows, ("option", "class here", "class in default",
+                                  "rows of this build")) if rows else
+                    ["None: on the options both cover, the two maps agree."])
 
 
 def _split_lines(splits: Mapping[str, Sequence[GroupPreferenceExample]]) -> list[str]:
@@ -91,13 +129,15 @@ def write_card(
              f"- groups: {', '.join(groups) or '(none)'}", f"- seed: {report.seed}",
              f"- split method: {split_method}"]
     if option_map is not None:
-        lines.append(f"- option map: `{option_map}`")
+        lines.append(f"- option map: {option_map}")  # Markdown: a name or a `path`
     lines += ["", "## Splits", "", *_split_lines(splits), "", "## Counts", ""]
     lines += _table(sorted(report.counts.items()), ("what", "count")) if report.counts else [
         "(none)"]
     lines += ["", "## Skipped (never silently dropped)", ""]
     lines += _table(sorted(report.skipped.items()), ("reason", "count")) if report.skipped else [
         "Nothing was skipped."]
+    if report.option_map_comparison is not None:
+        lines += _option_map_lines(report.option_map_comparison)
     if option_map is not None:
         unmapped = report.unmapped_options
         lines += ["", f"## Unmapped options ({len(unmapped)})", ""]
@@ -122,7 +162,7 @@ class BuildResult:
     splits: dict[str, list[GroupPreferenceExample]]
     report: BuildReport
     split_method: str = "question"
-    option_map: str | None = None
+    option_map: str | None = None  #: Markdown, e.g. from option_rules.describe_option_map
 
     @property
     def total(self) -> int:

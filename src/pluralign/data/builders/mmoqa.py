@@ -3,9 +3,10 @@
 Each row is already a pair: a prompt, accepted and rejected responses with
 their class ids, and the question's options, probabilities and option ->
 class map. Rows become :class:`GroupPreferenceExample` records (options of
-one class pool their probability). Hub ids load through ``datasets`` and keep
-the hub's splits; a local JSONL/JSON file with the same columns goes through
-the same conversion and is split here.
+one class pool their probability); the ``context`` column of the released
+in-context fine-tuning (ICF) rows is kept as the record's context. Hub ids
+load through ``datasets`` and keep the hub's splits; a local JSONL/JSON file
+with the same columns goes through the same conversion and is split here.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def convert_row(row: Mapping[str, Any], group: str) -> GroupPreferenceExample:
         rejected_response=str(row["reject_response"]),
         group=group, question_id=question_id(question),
         style=str(row["style"]) if row.get("style") not in (None, "") else None,
+        # The released ICF rows' in-context examples, placed before <Q> as the reference code does.
+        context=row.get("context"),
         metadata={"question": question, "accept_choice": row.get("accept_choice"),
                   "reject_choice": row.get("reject_choice")},
         renormalize=True,

@@ -21,14 +21,21 @@ import json
 import math
 import random
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pluralign.config import YamlConfig, reject_non_finite
-from pluralign.data.builders.cards import BuildReport, BuildResult
-from pluralign.data.builders.option_rules import load_option_map
+from pluralign.data.builders.cards import BuildReport, BuildResult, OptionMapComparison
+from pluralign.data.builders.option_rules import (
+    DEFAULT_MAP,
+    bundled_map_name,
+    describe_option_map,
+    load_option_map,
+    option_map_differences,
+)
 from pluralign.data.builders.prompts import ParsedStyle
 from pluralign.data.builders.splits import SPLIT_METHODS, split_examples
 from pluralign.data.builders.writers import ORIGINAL_STYLE, RESPONSE_WRITERS
@@ -203,6 +210,23 @@ def beliefs_of_row(
     return beliefs, [pooled[c] / total for c in classes], [options_of[c] for c in classes]
 
 
+def compare_with_default(
+    spec: str | None, option_map: dict[str, int], rows: Sequence[OpinionRow]
+) -> OptionMapComparison:
+    """Where the build's map (``spec``, loaded as ``option_map``) differs from the default,
+    with how many of the build's ``rows`` carry each differing option (for the card)."""
+    if bundled_map_name(spec) == DEFAULT_MAP:
+        return OptionMapComparison(is_default=True)
+    default = load_option_map(DEFAULT_MAP)
+    carried = Counter(option for row in rows for option in set(row.options))
+    return OptionMapComparison(
+        differences=tuple((option, ours, theirs, carried[option]) for option, ours, theirs
+                          in option_map_differences(option_map, default)),
+        only_selected=len(option_map.keys() - default.keys()),
+        only_default=len(default.keys() - option_map.keys()),
+    )
+
+
 # ------------------------------------------------------------------ the builder
 
 
@@ -221,7 +245,10 @@ class OpinionsConfig(YamlConfig):
     )
     option_map: str | None = field(
         default=None,
-        metadata={"help": "JSON option -> class map; None: pluralign's own default map."},
+        metadata={"help": "Option -> class map: a bundled map's name, default (pluralign's "
+                          "rules) or paper (the GDPO paper's Table 5 map), or a JSON file "
+                          "option -> class id; None: default. The card lists where the map "
+                          "differs from the default."},
     )
     writer: str = field(
         default="per-belief",
@@ -281,6 +308,10 @@ class OpinionsConfig(YamlConfig):
         reject_non_finite(self)
         if self.split_by not in SPLIT_METHODS:
             raise ValueError(f"split_by: must be one of {SPLIT_METHODS}, got {self.split_by!r}")
+        try:  # an unknown map name fails now, not after the rows are read
+            bundled_map_name(self.option_map)
+        except ValueError as error:
+            raise ValueError(f"option_map: {error}") from None
         try:
             writer = RESPONSE_WRITERS.get(self.writer)
         except UnknownNameError as error:
@@ -359,6 +390,7 @@ def build_opinions(
         rows = [r for r in rows if r.group in wanted]
     rows = rows[: config.max_questions] if config.max_questions else rows
     report.counts["rows of the chosen groups"] = len(rows)
+    report.option_map_comparison = compare_with_default(config.option_map, option_map, rows)
     jobs = []
     for row in rows:
         mapped = beliefs_of_row(row, option_map, report)
@@ -389,6 +421,4 @@ def build_opinions(
                     f"'{ORIGINAL_STYLE}')")
     splits = split_examples(examples, by=config.split_by, fractions=config.fractions,
                             seed=config.seed)
-    return BuildResult(splits, report, config.split_by,
-                       config.option_map or "pluralign default (src/pluralign/data/"
-                                            "option_map.json)")
+    return BuildResult(splits, report, config.split_by, describe_option_map(config.option_map))

@@ -12,15 +12,25 @@ These rules are pluralign's own; ``src/pluralign/data/option_map.json`` is
 what they give on the options of the GlobalOpinionQA development slice
 (see :func:`build_option_map`). Options that no rule recognises stay
 unmapped and are reported by the builders, never guessed.
+
+Two maps are bundled and selectable by name (:data:`OPTION_MAPS`): ``default``,
+the rules' map above, and ``paper``, the GDPO paper's own map of 373 options
+(its Table 5: 4/42/118/33/126/50 options in classes 0..5), as released with the
+paper's code (BigBinnie/GDPO ``data/option_map.json``, Apache-2.0). On the 240
+options both maps cover they disagree on 10 ("A little" is 2 in the default
+map, 4 in the paper's); :func:`option_map_differences` lists them.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from pluralign.registry import Registry, did_you_mean
 
 #: Longer options are statements whose direction wording rules cannot tell.
 MAX_WORDS = 6
@@ -138,17 +148,77 @@ def build_option_map(options: Iterable[str]) -> tuple[dict[str, int], list[str]]
     return mapped, unmapped
 
 
-def load_option_map(path: str | Path | None = None) -> dict[str, int]:
-    """An option -> class map from a JSON file; ``None`` loads the project's default map."""
-    if path is None:
-        text = resources.files("pluralign.data").joinpath(DEFAULT_MAP_RESOURCE).read_text(
-            encoding="utf-8"
-        )
-        where = f"pluralign/data/{DEFAULT_MAP_RESOURCE}"
+@dataclass(frozen=True)
+class BundledOptionMap:
+    """An option map shipped inside the package."""
+
+    resource: str  #: file name under ``pluralign/data``
+    description: str  #: what it is, for dataset cards
+
+
+#: The bundled option maps by name; ``--option-map`` takes one of these names or a file.
+OPTION_MAPS: Registry[BundledOptionMap] = Registry("option map")
+OPTION_MAPS.register("default", BundledOptionMap(
+    DEFAULT_MAP_RESOURCE, "pluralign's option rules, applied to the GlobalOpinionQA "
+    "development slice"))
+OPTION_MAPS.register("paper", BundledOptionMap(
+    "option_map_paper.json", "the GDPO paper's Table 5 map, as released in BigBinnie/GDPO "
+    "data/option_map.json, Apache-2.0"))
+
+#: The map used when none is named.
+DEFAULT_MAP = "default"
+
+
+def _looks_like_a_name(spec: str) -> bool:
+    """A bare word (no folder, no suffix): meant as a bundled map's name, not a file."""
+    return not any(sep in spec for sep in ("/", "\\")) and not Path(spec).suffix
+
+
+def bundled_map_name(spec: str | Path | None) -> str | None:
+    """The bundled map that ``spec`` names, or None when ``spec`` is a file path.
+
+    ``None`` names the default map. A bundled name wins over a file of the same
+    name in the working folder (write ``./paper`` for that file); an existing
+    file or anything with a folder or suffix is a path. Any other bare word is
+    a ``ValueError`` naming the closest bundled maps.
+    """
+    if spec is None:
+        return DEFAULT_MAP
+    if isinstance(spec, Path):
+        return None
+    if spec in OPTION_MAPS:
+        return spec
+    if Path(spec).is_file() or not _looks_like_a_name(spec):
+        return None
+    raise ValueError(f'unknown option map "{spec}".{did_you_mean(spec, OPTION_MAPS.names())} '
+                     f"Known option maps: {', '.join(OPTION_MAPS.names())}; or give the path "
+                     "of a JSON file option -> class id")
+
+
+def describe_option_map(spec: str | Path | None) -> str:
+    """Where a map comes from, as Markdown for cards: `` `paper` (the GDPO paper's ...)``
+    for a bundled map, the path in backticks for a file."""
+    name = bundled_map_name(spec)
+    if name is None:
+        return f"`{spec}`"
+    return f"`{name}` ({OPTION_MAPS.get(name).description})"
+
+
+def load_option_map(spec: str | Path | None = None) -> dict[str, int]:
+    """An option -> class map: a bundled map by name (``default``, ``paper``; see
+    :func:`bundled_map_name`) or a JSON file; ``None`` is the default map."""
+    name = bundled_map_name(spec)
+    if name is None:
+        text = Path(spec).read_text(encoding="utf-8")  # type: ignore[arg-type]
+        where = str(spec)
     else:
-        text = Path(path).read_text(encoding="utf-8")
-        where = str(path)
-    data = json.loads(text)
+        resource = OPTION_MAPS.get(name).resource
+        text = resources.files("pluralign.data").joinpath(resource).read_text(encoding="utf-8")
+        where = f"pluralign/data/{resource}"
+    return _checked_map(json.loads(text), where)
+
+
+def _checked_map(data: object, where: str) -> dict[str, int]:
     if not isinstance(data, dict):
         raise ValueError(f"{where}: an option map must be a JSON object option -> class id")
     out: dict[str, int] = {}
@@ -157,3 +227,12 @@ def load_option_map(path: str | Path | None = None) -> dict[str, int]:
             raise ValueError(f"{where}: option {option!r} has class {cls!r}, not an integer >= 0")
         out[str(option)] = cls
     return out
+
+
+def option_map_differences(
+    selected: Mapping[str, int], default: Mapping[str, int]
+) -> list[tuple[str, int, int]]:
+    """``(option, class in selected, class in default)`` for every option both maps cover
+    with different classes, sorted by option."""
+    return [(o, selected[o], default[o]) for o in sorted(selected.keys() & default.keys())
+            if selected[o] != default[o]]
