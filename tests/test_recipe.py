@@ -28,3 +28,15 @@ def test_a_full_fine_tuning_recipe_builds_without_lora():
     full = RECIPE.replace(lora_r=0).train_config("gdpo", start="runs/sft/final",
                                                   train_file="t.jsonl", output_dir="o", seed=0)
     assert full.model.lora_r == 0
+
+
+def test_every_sft_family_method_gets_the_sft_steps_and_rate():
+    # icf and uniform-sft are SFT-family methods: they train like SFT, not like a preference stage.
+    recipe = RECIPE.replace(sft_steps=7, preference_steps=9)
+    for method in ("uniform-sft", "icf"):
+        config = recipe.train_config(method, start="smollm2-135m", train_file="t.jsonl",
+                                     output_dir=f"runs/{method}", seed=0)
+        assert (config.max_steps, config.learning_rate) == (7, recipe.sft_learning_rate)
+    kto = recipe.train_config("kto", start="runs/sft/final", train_file="t.jsonl",
+                              output_dir="runs/kto", seed=0)
+    assert (kto.max_steps, kto.learning_rate) == (9, recipe.preference_learning_rate)

@@ -73,7 +73,7 @@ class Recipe:
     def train_config(self, method: str, *, start: str, train_file: str, output_dir: str,
                      seed: int, eval_file: str | None = None, **overrides: Any) -> TrainConfig:
         """The :class:`TrainConfig` of one stage (``sft`` or a preference method)."""
-        sft = method in ("sft", "uniform-sft")
+        sft = get_method(method).family == "sft"  # sft, uniform-sft, icf
         settings: dict[str, Any] = dict(
             method=method, train_file=train_file, eval_file=eval_file, output_dir=output_dir,
             model=self.model_config(start),
