@@ -129,7 +129,7 @@ def test_belief_token_ids_and_targets_follow_belief_order(tokenizer):
     assert pair["belief_token_ids"] == expected
     assert pair["target_distribution"] == [0.6, 0.3, 0.1]
     assert (pair["chosen_belief_index"], pair["rejected_belief_index"]) == (1, 0)
-    assert pair["is_majority_chosen"] is False
+    assert pair["margin_group"] == "others"  # p* 0.3 of (0.6, 0.3, 0.1)
     assert (
         pair["prompt_input_ids"] == pair["chosen"]["input_ids"][: pair["chosen"]["prompt_length"]]
     )

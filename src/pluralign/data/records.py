@@ -293,6 +293,12 @@ def is_majority_chosen(example: GroupPreferenceExample) -> bool:
     return example.target_probability(example.chosen_belief) == max(example.target_distribution)
 
 
+def question_key(record: Any) -> str:
+    """The question a record (or prompt group) asks: its ``question_id``, else its prompt
+    text (records without ids: each wording counts as its own question)."""
+    return record.question_id or record.prompt
+
+
 #: The GDPO paper's three subsets of pairs (Section 3, Figures 2 and 3), in this order; a
 #: margin group's index is its code in the trainers' ``margin_group`` column.
 MARGIN_GROUPS: tuple[str, ...] = ("majority", "lowest_minority", "others")

@@ -98,11 +98,15 @@ def parse_yes_no(text: str | None) -> str:
 # ----------------------------------------------------------------------- llm
 
 
-def _build_backend(kind: str | None, options: dict[str, Any]) -> Any:
+def _build_backend(backend: Any, options: dict[str, Any]) -> Any:
+    """``backend`` when it is a built backend; else one built from ``options``, of the kind
+    ``backend`` names ("openai", "hf"), or the options' own kind when it is None."""
+    if backend is not None and not isinstance(backend, str):
+        return backend
     from pluralign.llm import LLMConfig, make_backend
 
     config = LLMConfig(**options)
-    return make_backend(config, backend=kind) if kind else make_backend(config)
+    return make_backend(config, backend=backend) if backend else make_backend(config)
 
 
 class LLMJudge:
@@ -112,9 +116,7 @@ class LLMJudge:
 
     def __init__(self, backend: Any = None, **llm_options: Any) -> None:
         # ``backend``: a built backend, or the kind ("openai", "hf") to build from the options.
-        if backend is None or isinstance(backend, str):
-            backend = _build_backend(backend, llm_options)
-        self.backend = backend
+        self.backend = _build_backend(backend, llm_options)
 
     def prompt(self, item: JudgeItem) -> str:
         return BPC_PROMPT.format(belief=item.belief, question=item.question, answer=item.response)
@@ -239,9 +241,7 @@ class RatingJudge:
     def __init__(self, rater: Callable[[Sequence[JudgeItem]], list[int | None]] | str | None = None,
                  embedder: Any = None, backend: Any = None, **llm_options: Any) -> None:
         if rater == "llm":
-            if backend is None or isinstance(backend, str):
-                backend = _build_backend(backend, llm_options)
-            self.backend = backend
+            self.backend = _build_backend(backend, llm_options)
             rater = self._llm_ratings
         elif rater is None or rater == "embedding":
             self.embedder = embedder
@@ -296,9 +296,7 @@ class RatingLLMJudge:
 
     def __init__(self, backend: Any = None, **llm_options: Any) -> None:
         # ``backend``: a built backend, or the kind ("openai", "hf") to build from the options.
-        if backend is None or isinstance(backend, str):
-            backend = _build_backend(backend, llm_options)
-        self.backend = backend
+        self.backend = _build_backend(backend, llm_options)
 
     def prompt(self, item: JudgeItem) -> str:
         return RATING_3CLASS_PROMPT.format(answer=item.response)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -113,15 +114,17 @@ def sequence_logps(
 
 def _summaries(margins: torch.Tensor, groups: Sequence[str], seed: int
                ) -> dict[str, MetricResult]:
+    # The same split as the training logs (majority, lowest_minority, others, minority).
+    from pluralign.train.metrics import split_by_margin_group
+
     codes = torch.tensor([MARGIN_GROUPS.index(g) for g in groups], dtype=torch.long)
-    parts = [("all", margins)]
-    parts += [(name, margins[codes == code]) for code, name in enumerate(MARGIN_GROUPS)]
-    parts.append(("minority", margins[codes != MARGIN_GROUPS.index("majority")]))
+    parts = {"all": margins.tolist(), **split_by_margin_group(margins, codes)}
     summary = {}
-    for name, values in parts:
-        mean, low, high = mean_with_interval(values.numpy(), seed=seed)
-        summary[name] = MetricResult(f"margins_{name}", mean, int(values.numel()), low, high,
-                                     {"pairs": int(values.numel())}, values.numpy())
+    for name, listed in parts.items():
+        values = np.asarray(listed, dtype=np.float32)
+        mean, low, high = mean_with_interval(values, seed=seed)
+        summary[name] = MetricResult(f"margins_{name}", mean, int(values.size), low, high,
+                                     {"pairs": int(values.size)}, values)
     return summary
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from pluralign.data.records import MARGIN_GROUPS, GroupPreferenceExample, margin_group
+from pluralign.data.records import MARGIN_GROUPS, GroupPreferenceExample
 from pluralign.train.tokenize import (
     SequenceFormat,
     build_sequence,
@@ -43,7 +43,7 @@ def preference_rows(
             "rejected_belief_len": _span_length(pair["rejected"]["belief_span"]),
             "belief_token_ids": pair["belief_token_ids"],
             "target_probs": pair["target_distribution"],
-            "margin_group": MARGIN_GROUPS.index(margin_group(record)),
+            "margin_group": MARGIN_GROUPS.index(pair["margin_group"]),
         })
     return rows
 

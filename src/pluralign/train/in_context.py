@@ -27,7 +27,7 @@ import random
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
-from pluralign.data.records import GroupPreferenceExample
+from pluralign.data.records import GroupPreferenceExample, question_key
 from pluralign.train.tokenize import MarkerMode, belief_marker
 
 #: The instruction line of the paper's few-shot template (also opens an ICF context).
@@ -65,11 +65,6 @@ def shot_line(example: GroupPreferenceExample, *, include_class: bool = True,
     answer = shot_answer(belief.class_id, belief.description, example.chosen_response,
                          include_class=include_class, marker=marker)
     return f"Question: {example.prompt}, Answer: {answer}"
-
-
-def question_key(record: ShotTarget) -> str:
-    """The question a record asks: its ``question_id``, else its prompt text."""
-    return record.question_id or record.prompt
 
 
 class ShotPool:

@@ -24,7 +24,7 @@ from datasets import Dataset
 from trl import KTOConfig, KTOTrainer
 from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
 
-from pluralign.data.records import GroupPreferenceExample
+from pluralign.data.records import GroupPreferenceExample, question_key
 from pluralign.train.common import GuardedCheckpointsMixin, HiddenStateCapture, check_finite
 from pluralign.train.dataset import preference_rows
 from pluralign.train.losses import gdpo_kto_loss
@@ -128,7 +128,7 @@ def kto_dataset(
                      "belief_len": pair["chosen_belief_len"]})
         rows.append({**shared, "completion_ids": pair["rejected_ids"], "label": False,
                      "belief_len": pair["rejected_belief_len"]})
-        keys += [(record.question_id or record.prompt, record.prompt, index)] * 2
+        keys += [(question_key(record), record.prompt, index)] * 2
     rng = random.Random(seed)
     order = list(range(len(rows)))
     rng.shuffle(order)

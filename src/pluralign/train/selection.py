@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import TrainerCallback
 
+from pluralign.data.records import question_key
 from pluralign.train.metrics import append_metrics_record
 
 if TYPE_CHECKING:
@@ -52,10 +53,6 @@ class ValidationCarve:
     by: str  #: "wording" (held-out prompts of trained questions) or "records"
 
 
-def _question_key(record: GroupPreferenceExample) -> str:
-    return record.question_id or record.prompt
-
-
 def carve_validation(
     records: Sequence[GroupPreferenceExample], fraction: float, seed: int
 ) -> ValidationCarve:
@@ -71,7 +68,7 @@ def carve_validation(
     rng = random.Random(seed)
     wordings: dict[str, list[str]] = {}
     for record in records:
-        prompts = wordings.setdefault(_question_key(record), [])
+        prompts = wordings.setdefault(question_key(record), [])
         if record.prompt not in prompts:
             prompts.append(record.prompt)
     all_prompts = sum(len(p) for p in wordings.values())

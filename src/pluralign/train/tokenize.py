@@ -242,7 +242,7 @@ class TokenizedPair(TypedDict):
     target_distribution: list[float]  # p*, ordered like belief_token_ids
     chosen_belief_index: int
     rejected_belief_index: int
-    is_majority_chosen: bool
+    margin_group: str  # the paper's subset of the pair (pluralign.data.records.margin_group)
 
 
 # ---------------------------------------------------------------------- markers
@@ -446,7 +446,7 @@ def tokenize_example(
     """
     if pairing not in ("gdpo", "dpo"):
         raise ValueError(f"pairing must be 'gdpo' or 'dpo', got {pairing!r}")
-    from pluralign.data.records import is_majority_chosen
+    from pluralign.data.records import margin_group
 
     prompt_ids = encode_prompt(tokenizer, example.prompt, fmt, context=example.context)
     chosen_belief = example.belief(example.chosen_belief)
@@ -477,5 +477,5 @@ def tokenize_example(
         target_distribution=list(example.target_distribution),
         chosen_belief_index=example.belief_index(example.chosen_belief),
         rejected_belief_index=example.belief_index(example.rejected_belief),
-        is_majority_chosen=is_majority_chosen(example),
+        margin_group=margin_group(example),
     )
