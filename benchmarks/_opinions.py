@@ -25,7 +25,7 @@ from pluralign.data.records import GroupPreferenceExample, write_examples
 from pluralign.eval.evaluate import EvalConfig, evaluate
 from pluralign.llm import LLMConfig
 from pluralign.train.api import train
-from pluralign.train.recipe import Recipe
+from pluralign.train.recipe import Recipe, bf16_is_fast
 
 SOURCE = Path(__file__).resolve().parents[1].parent / "shared/data/globalopinionqa/dev_groups.jsonl"
 SHORT = {"United States": "US", "Pakistan": "PK", "S. Africa": "SA"}
@@ -134,7 +134,7 @@ def evaluate_models(finals: dict[str, Path], data: Path, out: Path, seed: int,
     evaluate(EvalConfig(
         models=[str(finals[m]) for m in finals], data=str(data), out=str(out),
         judge="embedding", n_samples=n_samples, max_new_tokens=40, seed=seed,
-        belief_samples=0, progress=False,
+        belief_samples=0, progress=False, bf16=bf16_is_fast(),
     ))
     summary = json.loads((out / "eval.json").read_text())
     summary["rows"] = [json.loads(line) for line in (out / "predictions.jsonl").open()]

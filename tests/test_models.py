@@ -210,3 +210,37 @@ def test_lora_on_the_top_layers_only(tiny_lm):
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
     with pytest.raises(ValueError, match="lora_top_layers"):
         ModelConfig(model="tiny", lora_r=4, lora_top_layers=-1)
+
+
+def test_training_attention_picks_eager_only_where_it_was_measured_faster():
+    from pluralign.models.loading import EAGER_ATTENTION_MAX_TOKENS, training_attention
+
+    auto = ModelConfig(model="tiny")
+    short, long = 134, EAGER_ATTENTION_MAX_TOKENS + 1
+    assert training_attention(auto, device_type="cpu", bf16=True, longest_tokens=short) == "eager"
+    assert training_attention(auto, device_type="cpu", bf16=True,
+                              longest_tokens=EAGER_ATTENTION_MAX_TOKENS) == "eager"
+    assert training_attention(auto, device_type="cpu", bf16=True, longest_tokens=long) is None
+    assert training_attention(auto, device_type="cpu", bf16=False, longest_tokens=short) is None
+    assert training_attention(auto, device_type="cuda", bf16=True, longest_tokens=short) is None
+    chosen = ModelConfig(model="tiny", attn_implementation="sdpa")
+    assert training_attention(chosen, device_type="cpu", bf16=True,
+                              longest_tokens=short) == "sdpa"
+    with pytest.raises(ValueError, match="attn_implementation"):
+        ModelConfig(model="tiny", attn_implementation=" ")
+
+
+def test_attention_kernels_give_the_same_logits_and_bad_names_fail_clearly():
+    eager, _ = load_model("tiny", device="cpu", attn_implementation="eager")
+    sdpa, _ = load_model("tiny", device="cpu", attn_implementation="sdpa")
+    assert eager.config._attn_implementation == "eager"
+    assert sdpa.config._attn_implementation == "sdpa"
+    ids = torch.tensor([[5, 17, 300, 41, 9], [8, 8, 2, 77, 1000]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        want = sdpa(input_ids=ids, attention_mask=mask).logits
+        got = eager(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()
+    torch.testing.assert_close(got[real], want[real], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ModelLoadError, match="attn_implementation: 'no_such_kernel'"):
+        load_model("tiny", device="cpu", attn_implementation="no_such_kernel")

@@ -307,3 +307,16 @@ def test_bundled_model_trains_with_and_without_lora(lora_r, toy_files, tmp_path)
     assert result.global_step == 1 and math.isfinite(losses[0])
     saved = {p.name for p in result.final_dir.iterdir()}
     assert ("adapter_model.safetensors" if lora_r else "model.safetensors") in saved
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_short_bf16_runs_on_cpu_train_with_eager_attention(bf16, toy_files, tmp_path):
+    from pluralign.train.common import unwrap_to_causal_lm
+
+    result = train(make_config(toy_files, tmp_path, "gdpo", bf16=bf16, max_steps=1,
+                               eval_steps=1, save_steps=1))
+    kernel = unwrap_to_causal_lm(result.trainer.model).config._attn_implementation
+    assert kernel == ("eager" if bf16 else "sdpa")
+    # the choice is the training run's: the saved model loads with the default kernel
+    reloaded, _ = load_model(str(result.final_dir))
+    assert unwrap_to_causal_lm(reloaded).config._attn_implementation == "sdpa"

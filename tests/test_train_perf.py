@@ -190,3 +190,59 @@ def test_reference_logps_through_compact_head_equal_trl_fused_head(tiny_lm, tmp_
         policy = fast.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             pair_logprobs=PairRequest(labels, None)).log_probs.sum(dim=1)
     assert (policy - torch.cat(got)).abs().max() > 1e-3
+
+
+def _sft_trainer(tmp_path, model, tokenizer):
+    from trl import SFTConfig
+
+    from pluralign.train.dataset import sft_dataset
+    from pluralign.train.sft import BeliefSFTTrainer
+
+    args = SFTConfig(output_dir=str(tmp_path / "sft"), per_device_train_batch_size=6,
+                     report_to="none", use_cpu=True, max_steps=1, gradient_checkpointing=False)
+    data = sft_dataset(conflicting_opinions(3, 2, seed=5), tokenizer, OPINION_FORMAT)
+    return BeliefSFTTrainer(model=model, args=args, processing_class=tokenizer,
+                            train_dataset=data)
+
+
+def test_sft_compact_nll_and_grads_equal_trl_fused_head(tiny_lm, tmp_path):
+    from trl import SFTTrainer
+
+    base, tokenizer = tiny_lm
+    torch.manual_seed(0)
+    model = apply_lora(copy.deepcopy(base), ModelConfig(model="tiny", lora_r=4, lora_alpha=8.0,
+                                                        lora_dropout=0.0))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    trainer = _sft_trainer(tmp_path, model, tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert trainer._compact_nll_applies(batch)
+    results = {}
+    for name, compute in (("trl", lambda: SFTTrainer.compute_loss(trainer, trainer.model,
+                                                                     dict(batch))),
+                          ("compact", lambda: trainer.compute_loss(trainer.model, dict(batch)))):
+        trainer.model.train()
+        trainer.model.zero_grad()
+        loss = compute()
+        loss.backward()
+        results[name] = (loss.detach(), {n: p.grad.clone() for n, p in
+                                         trainer.model.named_parameters() if p.grad is not None})
+    (want_loss, want_grads), (got_loss, got_grads) = results["trl"], results["compact"]
+    # a randomly initialised model: the NLL is far from zero, so a zero loss would fail here
+    assert want_loss > 1.0
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-5, atol=1e-5)
+    assert want_grads and got_grads.keys() == want_grads.keys()
+    for name, grad in want_grads.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert trainer._metrics["train"]["num_tokens"][-1] > 0
+
+
+def test_sft_keeps_trls_path_where_the_loss_needs_every_logit(tiny_lm, tmp_path):
+    base, tokenizer = tiny_lm
+    trainer = _sft_trainer(tmp_path, copy.deepcopy(base), tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.args.loss_type = "dft"
+    assert not trainer._compact_nll_applies(batch)

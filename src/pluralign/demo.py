@@ -37,9 +37,11 @@ class DemoRunConfig(YamlConfig):
     group: str = field(default="Northvale", metadata={"help": "Demo group whose beliefs to learn."})
     questions: int = field(default=24, metadata={"help": "Demo questions used (of 48)."})
     pairs_per_question: int = field(default=8, metadata={"help": "Training pairs per question."})
-    # Steps are what the demo sizes to its 15-minute budget (2 CPU cores with bf16). GDPO
-    # keeps the recipe's 60: at 45 its validation JSD was still falling (0.17 at 30, 0.11
-    # at 45; 0.08 at 60), so the 10 steps come off SFT, whose validation loss has flattened.
+    # Steps are what the demo sizes to its 15-minute budget (2 CPU cores with bf16; 10.0
+    # minutes since eager attention and the compact SFT head). GDPO keeps the recipe's 60:
+    # at 45 its validation JSD was still falling (0.17 at 30, 0.11 at 45; 0.08 at 60). SFT
+    # keeps 50: 100 SFT steps raised SFT's CBC but left GDPO's JSD and BPC worse
+    # (BENCHMARKS.md, "Demo recipe exploration").
     sft_steps: int = field(default=DEMO_SFT_STEPS, metadata={"help": "SFT optimiser steps."})
     preference_steps: int = field(
         default=DEMO_PREFERENCE_STEPS, metadata={"help": "DPO and GDPO steps each."})

@@ -126,8 +126,8 @@ def demo_command(
     DPO and GDPO from the SFT model, then evaluation of all three on held-out
     paraphrases (JSD, CBC, BPC with the offline embedding judge, RS), the
     reference lines and a report with plots, then the measured time of each
-    stage. 14.6 minutes on 2 idle CPU cores (2026-12-02); --quick took 3.1 and
-    is a smoke run, too short for its numbers to mean much. Any DemoRunConfig
+    stage. 10.0 minutes on 2 idle CPU cores with native bf16 (2026-12-03);
+    --quick is a smoke run, too short for its numbers to mean much. Any DemoRunConfig
     field can be overridden as `--field value`.
 
     Examples:

@@ -91,6 +91,15 @@ class ModelConfig(YamlConfig):
             "then stop below them, so a training step costs less."
         },
     )
+    attn_implementation: str = field(
+        default="auto",
+        metadata={
+            "help": "Attention kernel (transformers' attn_implementation: eager, sdpa, "
+            "flash_attention_2, ...). auto: the model's default, except that training on a CPU "
+            "under bf16 picks eager when every sequence has at most 256 tokens (there SDPA's "
+            "backward is up to 3x slower; BENCHMARKS.md, 'Training step speed')."
+        },
+    )
     lora_modules_to_save: list[str] = field(
         default_factory=list,
         metadata={
@@ -112,6 +121,8 @@ class ModelConfig(YamlConfig):
         if self.lora_top_layers < 0:
             raise ValueError(f"lora_top_layers: must be >= 0 (0: every layer), got "
                              f"{self.lora_top_layers}")
+        if not self.attn_implementation or not self.attn_implementation.strip():
+            raise ValueError("attn_implementation: give a kernel name (eager, sdpa, ...) or auto")
         if self.lora_r and not self.lora_target_modules:
             raise ValueError("lora_target_modules: LoRA needs at least one target module")
 
@@ -157,6 +168,8 @@ def load_model(
         # Causal LMs often ship without one; padding is masked out everywhere.
         tokenizer.pad_token = tokenizer.eos_token
     model.to(resolve_device(config.device))
+    if config.attn_implementation != "auto":
+        set_attention(model, config.attn_implementation)
     if config.lora_r:
         model = apply_lora(model, config)
     logger.info(
@@ -167,6 +180,37 @@ def load_model(
         time.perf_counter() - started,
     )
     return model, tokenizer
+
+
+#: Longest sequence (tokens) for which eager attention beats SDPA in a bf16 training step on a
+#: CPU (per layer, forward + backward, 2 threads: 21 vs 63 ms at 128 tokens, 52 vs 56 at 256,
+#: 60 vs 55 at 320; BENCHMARKS.md, "Training step speed").
+EAGER_ATTENTION_MAX_TOKENS = 256
+
+
+def training_attention(config: ModelConfig, *, device_type: str, bf16: bool,
+                       longest_tokens: int) -> str | None:
+    """The attention kernel a training run should switch to, or None to keep the model's.
+
+    An explicit ``attn_implementation`` wins; ``auto`` picks eager only where it was
+    measured faster: a CPU, bf16 autocast, and short sequences.
+    """
+    if config.attn_implementation != "auto":
+        return config.attn_implementation
+    if device_type == "cpu" and bf16 and 0 < longest_tokens <= EAGER_ATTENTION_MAX_TOKENS:
+        return "eager"
+    return None
+
+
+def set_attention(model: Any, kernel: str) -> None:
+    """Switch ``model`` (a transformers model, or peft around one) to attention ``kernel``,
+    with a clear error when this model or install lacks it."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        inner.set_attn_implementation(kernel)
+    except (ValueError, ImportError) as err:
+        raise ModelLoadError(f"attn_implementation: {kernel!r} is not available for "
+                             f"{type(inner).__name__}: {err}") from err
 
 
 def _load_base(config: ModelConfig) -> tuple[Any, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pluralign.data.records import GroupPreferenceExample, iter_numbered_examples
 from pluralign.models import apply_lora, load_model
+from pluralign.models.loading import set_attention, training_attention
 from pluralign.train.common import check_finite_tensors, process_state
 from pluralign.train.config import TrainConfig
 from pluralign.train.dataset import belief_eval_inputs, preference_dataset, sft_dataset
@@ -83,9 +84,9 @@ def _load_records(path: str | None, limit: int | None,
 def _fitting_records(config: TrainConfig, tokenizer: Any, output_dir: Path,
                      train: list[tuple[int, GroupPreferenceExample]],
                      heldout: list[tuple[int, GroupPreferenceExample]],
-                     ) -> tuple[list[GroupPreferenceExample], list[GroupPreferenceExample]]:
-    """Training and eval records that fit in max_length (see :mod:`pluralign.train.lengths`);
-    what was left out is recorded in run.json."""
+                     ) -> tuple[list[GroupPreferenceExample], list[GroupPreferenceExample], int]:
+    """Training and eval records that fit in max_length (see :mod:`pluralign.train.lengths`),
+    and the longest one's tokens; what was left out is recorded in run.json."""
     fmt = sequence_format(config)
     frames = PROMPT_FRAMES if config.frame_prompts else ("{prompt}",)
     train_records, report = fitting_records(
@@ -99,7 +100,22 @@ def _fitting_records(config: TrainConfig, tokenizer: Any, output_dir: Path,
         reports.append(eval_report)
     if process_state().is_main_process:
         record_length_reports(output_dir, reports)
-    return train_records, heldout_records
+    longest = max(r.longest for r in reports)
+    if config.max_length:  # a dropped record (too_long: drop) may be longer than any kept one
+        longest = min(longest, config.max_length)
+    return train_records, heldout_records, longest
+
+
+def _pick_attention(model: Any, config: TrainConfig, longest_tokens: int) -> None:
+    """Switch to the attention kernel that is fastest for this run, when auto picks one."""
+    device_type = next(model.parameters()).device.type
+    kernel = training_attention(config.model, device_type=device_type, bf16=config.bf16,
+                                longest_tokens=longest_tokens)
+    if kernel is not None:
+        set_attention(model, kernel)
+        logger.info("attention: %s (%s; longest sequence %d tokens)", kernel,
+                    "attn_implementation" if config.model.attn_implementation != "auto"
+                    else "auto on a CPU under bf16", longest_tokens)
 
 
 def _load_policy(config: TrainConfig) -> tuple[Any, Any]:
@@ -303,8 +319,9 @@ def _train_in_folder(config: TrainConfig, resume_from: Path | None,
         # Before the lengths are measured: the shots count toward max_length.
         numbered_train, numbered_heldout = _with_shots(config, numbered_train, numbered_heldout)
     model, tokenizer = _load_policy(config)
-    train_records, heldout_records = _fitting_records(config, tokenizer, output_dir,
-                                                      numbered_train, numbered_heldout)
+    train_records, heldout_records, longest = _fitting_records(
+        config, tokenizer, output_dir, numbered_train, numbered_heldout)
+    _pick_attention(model, config, longest)
     validation_records: list[GroupPreferenceExample] = []
     if config.validation_fraction:
         carve = carve_validation(train_records, config.validation_fraction, config.seed)
