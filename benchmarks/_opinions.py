@@ -166,7 +166,9 @@ def per_prompt_values(rows: list[dict[str, Any]], model: str, metric: str) -> di
                 continue
             value = float(np.mean(scored))
         elif metric == "marker_start":
-            value = np.mean([starts_with_marker(g["response"]) for g in gens])
+            value = np.mean([starts_with_marker(g["response"],
+                                                has_description=g.get("has_description", True))
+                             for g in gens])
         else:
             raise ValueError(metric)
         if value is not None:

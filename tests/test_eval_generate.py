@@ -165,3 +165,21 @@ def test_special_token_generation_parses_the_class(fresh_tiny_lm):
     for g in gens:
         assert g.text.startswith(f"<|belief_{g.class_id}|>")
         assert parse_generation(g.text, "special").class_id == g.class_id
+
+
+@pytest.mark.parametrize("response, marker, has_description, expected", [
+    ("4<Yes>4<Yes> I think so.", "digit", True, True),
+    ("  12 <Somewhat agree> again", "digit", True, True),
+    ("30 km/h is slow enough for town centres.", "digit", True, False),
+    ("I agree, 4<Yes> is my answer.", "digit", True, False),
+    ("<|belief|>3<Neutral>", "digit", True, True),
+    ("<|belief_2|> another belief", "special", True, True),
+    ("10/10 would watch again.", "digit", False, False),
+    ("5<5 stars> shaped review", "digit", False, False),
+    ("<|belief_5|>Great film.", "special", False, True),
+])
+def test_starts_with_marker_counts_leaked_markers_not_numbers(response, marker,
+                                                              has_description, expected):
+    from pluralign.eval.generate import starts_with_marker
+
+    assert starts_with_marker(response, marker, has_description=has_description) is expected

@@ -295,3 +295,22 @@ def test_cli_trains_icf_and_evaluation_prompts_with_training_shots(tmp_path, tin
         pad_token_id=tokenizer.pad_token_id).probs[0] for context in (group.context, None))
     assert prediction.predicted == pytest.approx(with_shots, abs=1e-5)
     assert prediction.predicted != pytest.approx(bare, abs=1e-5)
+    # `pluralign generate` prompts the icf model the same way: its "model p" column is the
+    # reading with shots, not the bare one.
+    result = CliRunner().invoke(app, [
+        "generate", "--model", str(run / "final"), "--data", str(test), "--index", "0",
+        "--n", "2", "--max-new-tokens", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "in-context shots go before the question" in result.output
+    record = test_records[0]
+    markers = [belief_marker_ids(tokenizer, [b.class_id for b in record.beliefs], fmt.marker)]
+    context = in_context_prompts(group_prompts([record]), [], info, fmt.marker,
+                                 seed=0)[0][0].context
+    with_shots, bare = (belief_distributions(
+        model, [encode_prompt(tokenizer, record.prompt, fmt, context=c)], markers,
+        pad_token_id=tokenizer.pad_token_id).probs[0] for c in (context, None))
+    # histogram rows: class (5), description (24), count (5), sampled (8), model p (8), ...
+    printed = [float(line[47:55]) for line in result.output.splitlines()
+               if line[:5].strip().isdigit()]
+    assert printed == pytest.approx(with_shots, abs=2e-3)
+    assert printed != pytest.approx(bare, abs=2e-3)

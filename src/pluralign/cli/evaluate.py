@@ -153,8 +153,10 @@ def parse_target(text: str, k: int) -> list[float]:
 
 
 def _question(prompt: str | None, beliefs: str | None, target: str | None,
-              data: Path | None, index: int) -> tuple[str, list[Any], list[float] | None]:
+              data: Path | None, index: int) -> tuple[Any, list[Any], list[float] | None]:
+    """(the question as a shot target: prompt, question_id, context; its beliefs; p*)."""
     from pluralign.data.records import Belief, read_examples
+    from pluralign.eval.evaluate import PromptGroup
     from pluralign.train.tokenize import DEFAULT_CLASS_IDS
 
     if data is not None:
@@ -162,12 +164,31 @@ def _question(prompt: str | None, beliefs: str | None, target: str | None,
         if not 0 <= index < len(records):
             raise ValueError(f"--index {index} is outside {data} ({len(records)} records)")
         record = records[index]
-        return prompt or record.prompt, list(record.beliefs), list(record.target_distribution)
+        target_p = list(record.target_distribution)
+        # A prompt typed beside --data is another wording: the record's context is not its own.
+        question = PromptGroup(prompt or record.prompt, record.group, record.question_id,
+                               record.beliefs, target_p,
+                               context=None if prompt else record.context)
+        return question, list(record.beliefs), target_p
     if not prompt:
         raise ValueError("give a question (or --data FILE --index I)")
     belief_list = (parse_beliefs(beliefs) if beliefs
                    else [Belief(c, "") for c in DEFAULT_CLASS_IDS])
-    return prompt, belief_list, parse_target(target, len(belief_list)) if target else None
+    target_p = parse_target(target, len(belief_list)) if target else None
+    return (PromptGroup(prompt, "", None, tuple(belief_list), target_p or []), belief_list,
+            target_p)
+
+
+def _with_training_shots(question: Any, model: str, marker: Any, pool: Path | None,
+                         seed: int) -> Any:
+    """An in-context fine-tuned model's question with shots before it, drawn as evaluation
+    draws them (from ``pool``, else the training file the run recorded); others unchanged."""
+    from pluralign.eval.generate import read_format_info
+    from pluralign.eval.prompting import in_context_prompts
+
+    groups, _ = in_context_prompts([question], [], read_format_info(model), marker,
+                                   pool_file=str(pool) if pool else None, seed=seed)
+    return groups[0]
 
 
 def _histogram(beliefs: list[Any], classes: list[int | None], reading: list[float],
@@ -214,8 +235,14 @@ def generate_command(
     trust_remote_code: Annotated[bool, typer.Option(
         "--trust-remote-code", help="Allow a model folder's own modelling code (auto_map) to "
         "run; off by default, and such a model then fails to load.")] = False,
+    kshot_pool: Annotated[Path | None, typer.Option(
+        "--kshot-pool", help="In-context fine-tuned (icf) models: draw the shots from this "
+        "file instead of the training file the run recorded.")] = None,
 ) -> None:
     """Answer a question belief first: print the belief and the response.
+
+    An in-context fine-tuned model (method icf) gets shots of other questions
+    before the question, as it trained and as `pluralign eval` prompts it.
 
     With --n > 1, prints the histogram of sampled beliefs beside the model's
     one-forward-pass distribution and the target (--target, or a record via
@@ -239,23 +266,28 @@ def generate_command(
     from pluralign.train.tokenize import belief_marker_ids, encode_prompt
 
     try:
-        question, belief_list, target_p = _question(prompt, beliefs, target, data, index)
+        asked, belief_list, target_p = _question(prompt, beliefs, target, data, index)
         lm, tokenizer = load_model(model, device=device, trust_remote_code=trust_remote_code)
         fmt = load_sequence_format(model)
+        asked = _with_training_shots(asked, model, fmt.marker, kshot_pool, seed)
         markers = belief_marker_ids(tokenizer, [b.class_id for b in belief_list], fmt.marker)
     except (ModelLoadError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     temp = temperature if temperature is not None else (0.0 if n == 1 else 1.0)
     options = SamplingOptions(temperature=temp, top_p=top_p, max_new_tokens=max_new_tokens,
                               seed=seed)
+    question, context = asked.prompt, asked.context
+    if context is not None:
+        typer.echo("in-context shots go before the question, as the model trained with them")
     gens = generate_beliefs_first(lm, tokenizer, [question], [belief_list], fmt=fmt, n=n,
-                                  options=options)[0]
+                                  options=options, contexts=[context])[0]
     if n == 1:
         g = gens[0]
         typer.echo(f"belief: {g.class_id} <{g.description or ''}>")
         typer.echo(f"response: {g.response}")
         return
-    reading = belief_distributions(lm, [encode_prompt(tokenizer, question, fmt)], [markers],
+    reading = belief_distributions(lm, [encode_prompt(tokenizer, question, fmt, context=context)],
+                                   [markers],
                                    pad_token_id=tokenizer.pad_token_id).probs[0]
     typer.echo(f"question: {question}")
     for line in _histogram(belief_list, [g.class_id for g in gens], reading, target_p):

@@ -355,7 +355,8 @@ def _generation_metrics(predictions: Sequence[PromptPrediction], gens: Sequence[
 
 def marker_start_share(generations: Sequence[Generation]) -> MetricResult:
     """Share of generations whose response opens with another belief marker (a leak)."""
-    starts = sum(starts_with_marker(g.response) for g in generations)
+    starts = sum(starts_with_marker(g.response, has_description=g.has_description)
+                 for g in generations)
     value, low, high = proportion_with_interval(starts, len(generations))
     return MetricResult("marker_start", value, len(generations), low, high,
                         {"marker_starts": starts, "generations": len(generations)})

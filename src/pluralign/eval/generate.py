@@ -50,6 +50,8 @@ _DIGIT_MARKER = re.compile(r"\s*(\d+)")
 #: A digit marker is one token, one digit in SmolLM2: with no description after it,
 #: ``510/10 would watch`` is class 5 and the review ``10/10 would watch``.
 _ONE_DIGIT_MARKER = re.compile(r"\s*(\d)")
+#: A digit marker and the ``<`` that opens its description: what a leaked marker looks like.
+_DIGIT_MARKER_LEAK = re.compile(r"\s*\d+\s*<")
 _SPECIAL_MARKER = re.compile(r"\s*<\|belief_(\d+)\|>")
 
 
@@ -106,13 +108,20 @@ class Generation:
         return asdict(self)
 
 
-def starts_with_marker(response: str, marker: MarkerMode = "digit") -> bool:
+def starts_with_marker(response: str, marker: MarkerMode = "digit", *,
+                       has_description: bool = True) -> bool:
     """Whether a response opens with another belief marker (``4<Yes>...``, ``<|belief_4|>``)
-    or the separator: the leak of a format whose belief slot follows a common token."""
+    or the separator: the leak of a format whose belief slot follows a common token.
+
+    A digit marker counts only with its description's ``<`` after it: a response that
+    opens with a number ("30 km/h is ...") is not a leak. Without descriptions (the
+    ``{rating}{review}`` format) a leading digit cannot be told from the review's own
+    text, so there only special markers and the separator count.
+    """
     text = response.lstrip()
     if marker == "special" or text.startswith("<|belief"):
         return bool(_SPECIAL_MARKER.match(text)) or text.startswith("<|belief|>")
-    return bool(_DIGIT_MARKER.match(text))
+    return has_description and bool(_DIGIT_MARKER_LEAK.match(text))
 
 
 # ----------------------------------------------------------------------- parsing
