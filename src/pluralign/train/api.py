@@ -107,15 +107,17 @@ def _fitting_records(config: TrainConfig, tokenizer: Any, output_dir: Path,
 
 
 def _pick_attention(model: Any, config: TrainConfig, longest_tokens: int) -> None:
-    """Switch to the attention kernel that is fastest for this run, when auto picks one."""
+    """Switch to eager attention where ``auto`` finds it faster for this run. An explicit
+    ``attn_implementation`` was already set by ``load_model``."""
+    if config.model.attn_implementation != "auto":
+        return
     device_type = next(model.parameters()).device.type
     kernel = training_attention(config.model, device_type=device_type, bf16=config.bf16,
                                 longest_tokens=longest_tokens)
     if kernel is not None:
         set_attention(model, kernel)
-        logger.info("attention: %s (%s; longest sequence %d tokens)", kernel,
-                    "attn_implementation" if config.model.attn_implementation != "auto"
-                    else "auto on a CPU under bf16", longest_tokens)
+        logger.info("attention: %s (auto on a CPU under bf16; longest sequence %d tokens)",
+                    kernel, longest_tokens)
 
 
 def _load_policy(config: TrainConfig) -> tuple[Any, Any]:
