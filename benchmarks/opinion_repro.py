@@ -40,7 +40,7 @@ from _opinions import (
 )
 from _report import machine_line, write_section
 
-from pluralign.train.recipe import RECIPE
+from pluralign.train.recipe import RECIPE, Recipe
 
 # Table 2 of the GDPO paper (JSD, CBC, BPC, RS) for SFT / DPO / GDPO.
 PAPER = {
@@ -71,13 +71,25 @@ def parse_args() -> argparse.Namespace:
                         help="belief-first generations per held-out framing prompt")
     parser.add_argument("--sft-steps", type=int, default=RECIPE.sft_steps)
     parser.add_argument("--pref-steps", type=int, default=RECIPE.preference_steps)
+    parser.add_argument("--sequence-format", default=RECIPE.sequence_format,
+                        help="sequence format of every stage (default: the recipe's)")
+    parser.add_argument("--lora-top-layers", type=int, default=RECIPE.lora_top_layers,
+                        help="LoRA on the last N layers only (default: the recipe's; 0: all)")
     parser.add_argument("--out", type=Path, default=Path("runs/opinion_repro"))
+    parser.add_argument("--no-write", action="store_true", help="print, leave BENCHMARKS.md")
     parser.add_argument("--quick", action="store_true",
                         help="United States only, one seed")
     args = parser.parse_args()
     if args.quick:
         args.groups, args.seeds = ["United States"], [0]
     return args
+
+
+def run_recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe with this run's steps, sequence format and LoRA layers."""
+    return RECIPE.replace(sft_steps=args.sft_steps, preference_steps=args.pref_steps,
+                          sequence_format=args.sequence_format,
+                          lora_top_layers=args.lora_top_layers)
 
 
 def run_group(group: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -88,7 +100,7 @@ def run_group(group: str, args: argparse.Namespace) -> dict[str, Any]:
     files = build_group(group, DataSpec(questions=args.questions,
                                         cache_dir=args.out / "llm-cache"), out / "data")
     data_seconds = time.perf_counter() - started
-    recipe = RECIPE.replace(sft_steps=args.sft_steps, preference_steps=args.pref_steps)
+    recipe = run_recipe(args)
     values: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     lines: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {m: 0.0 for m in METHODS}
@@ -184,27 +196,31 @@ def main() -> None:
             + ", ".join(f"{m} {s / 60:.1f}" for m, s in result["seconds"].items())
             + f"; total {result['total_seconds'] / 60:.1f} min")
         print("\n".join(table + checks + notes), flush=True)
-    recipe = RECIPE.replace(sft_steps=args.sft_steps, preference_steps=args.pref_steps)
+    recipe = run_recipe(args)
+    fmt = ("default sequence format (`<|belief|>` separator)" if recipe.sequence_format == "auto"
+           else f"sequence format `{recipe.sequence_format}`")
+    layers = (f" on the last {recipe.lora_top_layers} layers" if recipe.lora_top_layers else "")
     body = (
         "## GlobalOpinionQA reproduction (`benchmarks/opinion_repro.py`)\n\n"
         f"Source `../shared/data/globalopinionqa/dev_groups.jsonl`, first {args.questions} rows "
         "per group; responses written by the bundled SmolLM2-135M-Instruct (`framed` writer: "
         "3 fixed framings around the unchanged question, one response per belief), 12 pairs "
         "per question, split by question (75% train / 25% held-out questions), one framing of "
-        "each training question held out. Default sequence format (`<|belief|>` separator). "
+        f"each training question held out; {fmt}. "
         f"Recipe (`pluralign.train.recipe`): SFT {recipe.sft_steps} steps lr "
         f"{recipe.sft_learning_rate}, then DPO and GDPO {recipe.preference_steps} steps lr "
         f"{recipe.preference_learning_rate} beta {recipe.beta} from the SFT model; batch "
-        f"{recipe.batch_size}, LoRA r={recipe.lora_r}; each stage keeps the weights that did "
-        "best on a validation split carved from the training questions (belief JSD for GDPO, "
-        "the validation loss for SFT and DPO). Seeds "
+        f"{recipe.batch_size}, LoRA r={recipe.lora_r}{layers}; each stage keeps the weights "
+        "that did best on a validation split carved from the training questions (belief JSD "
+        "for GDPO, the validation loss for SFT and DPO). Seeds "
         f"{', '.join(map(str, args.seeds))}: mean over seeds and prompts with a 95% two-level "
         "bootstrap interval. BPC (offline embedding judge) and RS count every generation. "
         f"Held-out questions: JSD only. Machine: {machine_line()}. Run on "
         f"{time.strftime('%Y-%m-%d')}; total {(time.perf_counter() - started) / 60:.1f} min.\n\n"
         + "\n".join(table) + "\n\n" + "\n".join(f"- {c}" for c in checks + notes)
     )
-    write_section("opinion-repro" + ("-quick" if args.quick else ""), body)
+    if not args.no_write:
+        write_section("opinion-repro" + ("-quick" if args.quick else ""), body)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ CANDIDATES: dict[str, tuple[str, Recipe]] = {
                               "weights 2", RECIPE.replace(beta=0.5, frame_prompts=True,
                                                           calibration_weight=2.0,
                                                           belief_nll_weight=2.0)),
+    "lora-b0.5-framed-options": ("LoRA r16, beta 0.5, framed, answer options listed before "
+                                 "the question (separated-options format)",
+                                 RECIPE.replace(beta=0.5, frame_prompts=True,
+                                                sequence_format="separated-options")),
 }
 METRICS = ("jsd", "cbc", "bpc", "rs", "marker_start")
 
@@ -65,7 +69,8 @@ def parse_args() -> argparse.Namespace:
 def sft_key(recipe: Recipe) -> str:
     """Candidates that differ only after SFT share one SFT run."""
     return (f"sft-r{recipe.lora_r}-lr{recipe.sft_learning_rate}-s{recipe.sft_steps}"
-            f"{'-framed' if recipe.frame_prompts else ''}")
+            f"{'-framed' if recipe.frame_prompts else ''}"
+            f"{'' if recipe.sequence_format == 'auto' else '-' + recipe.sequence_format}")
 
 
 def validation_file(files: dict[str, Path], recipe: Recipe, seed: int, out: Path) -> Path:

@@ -110,6 +110,19 @@ def test_mmoqa_conversion_of_a_local_file(tmp_path):
     assert e.belief(5).description == "Very good"
     split_q = [{x.question_id for x in split} for split in result.splits.values()]
     assert sum(len(q) for q in split_q) == 3  # 3 questions, each in one split
+    assert "sequence_format" not in e.metadata  # opinions: the default format
+
+
+def test_mmoqa_movie_review_records_name_the_reviews_format(tmp_path):
+    from pluralign.train.tokenize import records_format_name
+
+    path = tmp_path / "movie_review_train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in mmoqa_rows()), encoding="utf-8")
+    result = build_mmoqa(MmoqaConfig(source=str(path)))
+    examples = [e for split in result.splits.values() for e in split]
+    assert examples and examples[0].group == "movie-reviewers"
+    # Training with sequence_format auto then writes {rating}{review}, as the paper does.
+    assert records_format_name(examples) == "reviews"
 
 
 # ------------------------------------------------------------------ mining

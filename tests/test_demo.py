@@ -50,3 +50,8 @@ def test_stage_clock_rescales_the_estimate_with_measured_speed(monkeypatch):
 def test_demo_config_rejects_zero_steps():
     with pytest.raises(ValueError, match="sft_steps: must be >= 1"):
         DemoRunConfig(sft_steps=0)
+
+
+def test_demo_config_names_an_unknown_sequence_format():
+    with pytest.raises(ValueError, match=r"sequence_format: .*separated-options"):
+        DemoRunConfig(sequence_format="separated-option")

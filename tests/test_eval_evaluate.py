@@ -189,3 +189,38 @@ def test_bf16_autocast_reads_the_same_beliefs(run_and_data, tmp_path):
     assert readings[True].keys() == readings[False].keys() and len(readings[True]) == 3
     for prompt, fp32 in readings[False].items():
         np.testing.assert_allclose(readings[True][prompt], fp32, atol=0.02)
+
+
+def test_a_run_trained_with_options_is_read_with_its_options(tmp_path):
+    """Training saves the options format; evaluation rebuilds the prompts with the options."""
+    from pluralign.eval.beliefs import belief_distributions
+    from pluralign.eval.generate import load_sequence_format
+    from pluralign.models import ModelConfig, load_model
+    from pluralign.train.api import train
+    from pluralign.train.config import TrainConfig
+    from pluralign.train.tokenize import SEPARATED_FORMAT, belief_marker_ids, encode_prompt
+
+    records = conflicting_opinions(2, 4, seed=3)
+    write_examples(tmp_path / "train.jsonl", records)
+    run = train(TrainConfig(method="sft", train_file=str(tmp_path / "train.jsonl"),
+                            output_dir=str(tmp_path / "sft"), max_steps=2, save_steps=10_000,
+                            sequence_format="separated-options", seed=0,
+                            model=ModelConfig(model="tiny", lora_r=0, device="cpu")),
+                console_logs=False)
+    fmt = load_sequence_format(run.final_dir)
+    assert fmt.lists_options and fmt.separator == SEPARATED_FORMAT.separator
+    evaluate(EvalConfig(models=[str(run.final_dir)], data=str(tmp_path / "train.jsonl"),
+                        out=str(tmp_path / "out"), n_samples=1, belief_samples=0,
+                        max_new_tokens=4, device="cpu", progress=False))
+    row = json.loads((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()[0])
+    model, tokenizer = load_model(str(run.final_dir), device="cpu")
+    group = group_prompts(records)[0]
+    markers = [belief_marker_ids(tokenizer, list(group.class_ids))]
+    with_options = encode_prompt(tokenizer, group.prompt, fmt, beliefs=group.beliefs)
+    without = encode_prompt(tokenizer, group.prompt, SEPARATED_FORMAT)
+    read = belief_distributions(model, [with_options], markers,
+                                pad_token_id=tokenizer.pad_token_id).probs[0]
+    unlisted = belief_distributions(model, [without], markers,
+                                    pad_token_id=tokenizer.pad_token_id).probs[0]
+    np.testing.assert_allclose(row["predicted"], read, atol=1e-5)
+    assert np.abs(np.asarray(unlisted) - np.asarray(read)).max() > 1e-4

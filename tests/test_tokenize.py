@@ -247,3 +247,60 @@ def test_offsets_line_up_with_model_logits(tiny_lm):
     )
     marker_logp = token_logps[0, chosen["marker_position"]]
     torch.testing.assert_close(belief_logps[0, pair["chosen_belief_index"]], marker_logp)
+
+
+# ---------------------------------------------------------------------- answer options
+
+
+@pytest.fixture
+def separator_tokenizer(tiny_lm):
+    """A private tokenizer copy with the ``<|belief|>`` separator added."""
+    from pluralign.train.tokenize import SEPARATED_FORMAT, add_format_tokens
+
+    tokenizer = copy.deepcopy(tiny_lm[1])
+    add_format_tokens(tokenizer, None, SEPARATED_FORMAT)
+    return tokenizer
+
+
+def test_options_format_lists_the_answer_options_before_the_question(separator_tokenizer):
+    from pluralign.train.tokenize import BELIEF_SEPARATOR, named_format
+
+    fmt = named_format("separated-options")
+    assert fmt.lists_options
+    pair = tokenize_example(OPINION, separator_tokenizer, fmt)
+    prompt_text = separator_tokenizer.decode(pair["prompt_input_ids"])
+    assert prompt_text == ("<Q>Options: 4 = Somewhat good job; 2 = Somewhat bad job; 0 = DK.\n"
+                           "Is the European Union doing a good job?<A>" + BELIEF_SEPARATOR)
+    chosen = pair["chosen"]
+    # The marker still follows the separator, and the prompt is what the pair shares.
+    assert chosen["input_ids"][: chosen["prompt_length"]] == pair["prompt_input_ids"]
+    assert separator_tokenizer.decode(chosen["input_ids"][chosen["marker_position"]]) == "2"
+    start, end = chosen["description_span"]
+    assert separator_tokenizer.decode(chosen["input_ids"][start:end]) == "<Somewhat bad job>"
+
+
+def test_options_format_needs_the_beliefs_other_formats_ignore_them(separator_tokenizer):
+    from pluralign.train.tokenize import SEPARATED_FORMAT, named_format
+
+    with pytest.raises(ValueError, match="pass the question's beliefs"):
+        encode_prompt(separator_tokenizer, OPINION.prompt, named_format("separated-options"))
+    plain = encode_prompt(separator_tokenizer, OPINION.prompt, SEPARATED_FORMAT)
+    assert encode_prompt(separator_tokenizer, OPINION.prompt, SEPARATED_FORMAT,
+                         beliefs=OPINION.beliefs) == plain
+    assert not SEPARATED_FORMAT.lists_options
+
+
+def test_option_template_is_checked_and_saved_with_the_run():
+    from pluralign.train.tokenize import named_format
+
+    with pytest.raises(ValueError, match=r"option_template must contain \{description\}"):
+        SequenceFormat(option_template="{class_id}")
+    fmt = SequenceFormat(prompt_template="{options} | {prompt}", option_template="({class_id}) "
+                         "{description}")
+    assert SequenceFormat.from_info(fmt.to_info()) == fmt
+    assert fmt.options_text(OPINION.beliefs) == (
+        "(4) Somewhat good job; (2) Somewhat bad job; (0) DK")
+    # Runs saved before options existed rebuild the default option template.
+    info = named_format("separated-options").to_info()
+    del info["option_template"]
+    assert SequenceFormat.from_info(info) == named_format("separated-options")

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from pluralign.config import YamlConfig, reject_non_finite
+from pluralign.registry import UnknownNameError
 from pluralign.train.recipe import RECIPE, Recipe, bf16_is_fast
+from pluralign.train.tokenize import AUTO_FORMAT, named_format
 
 STAGES = ("data", "sft", "dpo", "gdpo", "evaluate")
 DEMO_SFT_STEPS, DEMO_PREFERENCE_STEPS, DEMO_EVAL_EVERY = 50, RECIPE.preference_steps, 20
@@ -56,6 +58,11 @@ class DemoRunConfig(YamlConfig):
         default=DEMO_EVAL_EVERY,
         metadata={"help": "Evaluate on the validation split (carved from the training "
                           "records) every N steps; the best evaluation's weights are kept."})
+    sequence_format: str = field(
+        default=RECIPE.sequence_format,
+        metadata={"help": "Sequence format of training and evaluation: a registered name "
+                          "(pluralign ls sequence-formats) or auto (the default where the "
+                          "records name none)."})
     samples: int = field(default=2, metadata={"help": "Belief-first generations per question."})
     max_new_tokens: int = field(default=40, metadata={"help": "Tokens per generated answer."})
     seed: int = field(default=0, metadata={"help": "Seed of data, LoRA init and sampling."})
@@ -68,6 +75,11 @@ class DemoRunConfig(YamlConfig):
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.beta <= 0:
             raise ValueError(f"beta: must be > 0, got {self.beta}")
+        if self.sequence_format != AUTO_FORMAT:
+            try:
+                named_format(self.sequence_format)
+            except UnknownNameError as exc:
+                raise ValueError(f"sequence_format: {exc} (or {AUTO_FORMAT})") from None
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoRunConfig:
@@ -84,7 +96,7 @@ class DemoRunConfig(YamlConfig):
             batch_size=self.batch_size, lora_r=self.lora_r,
             sft_learning_rate=self.sft_learning_rate,
             preference_learning_rate=self.preference_learning_rate, beta=self.beta,
-            eval_every=self.eval_every)
+            eval_every=self.eval_every, sequence_format=self.sequence_format)
 
 
 @dataclass

@@ -286,8 +286,8 @@ def generate_command(
         typer.echo(f"belief: {g.class_id} <{g.description or ''}>")
         typer.echo(f"response: {g.response}")
         return
-    reading = belief_distributions(lm, [encode_prompt(tokenizer, question, fmt, context=context)],
-                                   [markers],
+    prompt_ids = encode_prompt(tokenizer, question, fmt, context=context, beliefs=belief_list)
+    reading = belief_distributions(lm, [prompt_ids], [markers],
                                    pad_token_id=tokenizer.pad_token_id).probs[0]
     typer.echo(f"question: {question}")
     for line in _histogram(belief_list, [g.class_id for g in gens], reading, target_p):

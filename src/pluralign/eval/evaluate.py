@@ -430,7 +430,8 @@ def predict_local(model: Any, tokenizer: Any, groups: Sequence[PromptGroup], fmt
     from pluralign.eval.generate import generate_beliefs_first, sampled_belief_distribution
     from pluralign.train.tokenize import belief_marker_ids, encode_prompt
 
-    prompt_ids = [encode_prompt(tokenizer, g.prompt, fmt, context=g.context) for g in groups]
+    prompt_ids = [encode_prompt(tokenizer, g.prompt, fmt, context=g.context, beliefs=g.beliefs)
+                  for g in groups]
     markers = [belief_marker_ids(tokenizer, list(g.class_ids), fmt.marker) for g in groups]
     reading = belief_distributions(model, prompt_ids, markers, pad_token_id=tokenizer.pad_token_id,
                                    batch_size=config.batch_size, progress=config.progress)
@@ -481,7 +482,8 @@ def marker_mass_after_descriptions(model: Any, tokenizer: Any, groups: Sequence[
 
     rows, markers, owners = [], [], []
     for i, g in enumerate(groups):
-        prompt_ids = encode_prompt(tokenizer, g.prompt, fmt, context=g.context)
+        prompt_ids = encode_prompt(tokenizer, g.prompt, fmt, context=g.context,
+                                   beliefs=g.beliefs)
         ids = belief_marker_ids(tokenizer, list(g.class_ids), fmt.marker)
         separator = separator_id(tokenizer, fmt)
         watched = ids if separator is None else [*ids, separator]

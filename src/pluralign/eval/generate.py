@@ -316,8 +316,8 @@ def generate_beliefs_first(
         raise ValueError(f"{len(prompts)} prompts but {len(contexts)} contexts")
     was_training = model.training
     model.eval()
-    prompt_ids = [encode_prompt(tokenizer, p, fmt, context=c)
-                  for p, c in zip(prompts, contexts, strict=True)]
+    prompt_ids = [encode_prompt(tokenizer, p, fmt, context=c, beliefs=s)
+                  for p, c, s in zip(prompts, contexts, belief_sets, strict=True)]
     marker_ids = [belief_marker_ids(tokenizer, [b.class_id for b in s], fmt.marker)
                   for s in belief_sets]
     logits = last_position_logits(model, prompt_ids, pad_token_id=tokenizer.pad_token_id,

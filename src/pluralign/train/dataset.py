@@ -89,7 +89,8 @@ def sft_dataset(
         items = [(r, r.chosen_belief, r.chosen_response) for r in records]
     rows = []
     for record, class_id, response in items:
-        prompt_ids = encode_prompt(tokenizer, record.prompt, fmt, context=record.context)
+        prompt_ids = encode_prompt(tokenizer, record.prompt, fmt, context=record.context,
+                                   beliefs=record.beliefs)
         belief = record.belief(class_id)
         sequence = build_sequence(tokenizer, prompt_ids, class_id, belief.description, response,
                                   fmt)

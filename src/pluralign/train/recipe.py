@@ -62,6 +62,8 @@ class Recipe:
     frame_prompts: bool = True
     eval_every: int = 20
     warmup_steps: int = 5
+    #: ``auto``: the format the records name (``separated`` where none is named).
+    sequence_format: str = "auto"
 
     def model_config(self, start: str) -> ModelConfig:
         # Dropout off: a LoRA dropout copies every activation and slows a CPU step by a
@@ -84,7 +86,7 @@ class Recipe:
             eval_steps=self.eval_every, logging_steps=self.eval_every, save_steps=10_000,
             seed=seed, beta=self.beta, bf16=bf16_is_fast(),
             validation_fraction=self.validation_fraction, eval_on_start=False,
-            frame_prompts=self.frame_prompts,
+            frame_prompts=self.frame_prompts, sequence_format=self.sequence_format,
         )
         if get_method(method).uses_belief_terms:  # DPO keeps its belief weights at 0
             settings.update(calibration_weight=self.calibration_weight,

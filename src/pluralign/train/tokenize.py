@@ -15,6 +15,12 @@ Prompt formats (:class:`SequenceFormat`, registered by name in
   The dedicated separator token ``<|belief|>`` (added to the tokenizer by
   :func:`add_format_tokens`) ends every prompt, so the token before the belief
   slot occurs nowhere else in a sequence;
+* ``separated-options``: ``separated`` with the question's answer options listed
+  before it, ``<Q>Options: 1 = Oppose; 2 = Support.\n{prompt}<A><|belief|>...``
+  (``{options}`` in the prompt template, each option written by
+  ``option_template``). A wording such as "For or against?" does not say which
+  of several scales the answers use; with the options in view the model writes
+  its class's own description;
 * ``paper``: the paper's exact ``<Q>{prompt}<A>{class}<{description}>{response}<eos>``.
   Its prompt ends in ``>``, and so does every description: the calibration
   terms teach "a belief marker follows ``>``", and trained models write another
@@ -88,6 +94,9 @@ class SequenceFormat:
     #: else in a sequence, so that "a belief marker follows it" is learnt for
     #: the belief slot only.
     separator: str | None = None
+    #: How one answer option is written where ``prompt_template`` holds ``{options}``
+    #: (the options are joined by :data:`OPTION_SEPARATOR`).
+    option_template: str = "{class_id} = {description}"
 
     def __post_init__(self) -> None:
         if self.marker not in ("digit", "special"):
@@ -103,6 +112,20 @@ class SequenceFormat:
         if self.separator is not None and not self.separator.strip():
             raise ValueError(f"separator must be a non-blank token text or None, got "
                              f"{self.separator!r}")
+        for key in ("{class_id}", "{description}"):
+            if key not in self.option_template:
+                raise ValueError(f"option_template must contain {key}: {self.option_template!r}")
+
+    @property
+    def lists_options(self) -> bool:
+        """Whether the prompt names the question's answer options (``{options}``)."""
+        return not self.chat_template and "{options}" in self.prompt_template
+
+    def options_text(self, beliefs: Sequence[Any]) -> str:
+        """The answer options as the prompt lists them: ``1 = Oppose; 2 = Support``."""
+        return OPTION_SEPARATOR.join(
+            self.option_template.format(class_id=b.class_id, description=b.description)
+            for b in beliefs)
 
     def to_info(self) -> dict[str, Any]:
         """What a run folder records (``pluralign_format.json``) to rebuild this format."""
@@ -111,7 +134,7 @@ class SequenceFormat:
             "prompt_template": self.prompt_template,
             "description_template": self.description_template,
             "system_prompt": self.system_prompt, "add_bos": self.add_bos,
-            "separator": self.separator,
+            "separator": self.separator, "option_template": self.option_template,
         }
 
     @classmethod
@@ -130,8 +153,12 @@ class SequenceFormat:
             system_prompt=info.get("system_prompt", paper.system_prompt),
             add_bos=bool(info.get("add_bos", paper.add_bos)),
             separator=info.get("separator", paper.separator),
+            option_template=info.get("option_template", paper.option_template),
         )
 
+
+#: What joins the answer options a ``{options}`` prompt lists.
+OPTION_SEPARATOR = "; "
 
 #: The separator token of the default format (an added special token).
 BELIEF_SEPARATOR = "<|belief|>"
@@ -149,6 +176,13 @@ REVIEW_FORMAT = SequenceFormat(prompt_template="{prompt}", description_template=
 REVIEWS_PAPER_FORMAT = SequenceFormat(description_template=None)
 #: The reviews default: the paper's review answer after the ``<|belief|>`` separator.
 REVIEWS_FORMAT = SequenceFormat(description_template=None, separator=BELIEF_SEPARATOR)
+#: :data:`SEPARATED_FORMAT` with the question's answer options before the question:
+#: ``<Q>Options: 1 = Oppose; 2 = Support.\n{prompt}<A><|belief|>...``. A question's
+#: wording does not always say which scale its answers use ("Agree or disagree?" vs
+#: "For or against?"); with the options in view the model copies its class's
+#: description instead of guessing the scale.
+OPTIONS_FORMAT = SequenceFormat(prompt_template="<Q>Options: {options}.\n{prompt}<A>",
+                                separator=BELIEF_SEPARATOR)
 #: Chat-template prompt followed by ``{class}<{description}>{response}<eos>``.
 CHAT_FORMAT = SequenceFormat(chat_template=True)
 
@@ -161,6 +195,11 @@ SEQUENCE_FORMATS.register(
     help="<Q>{prompt}<A><|belief|>{class}<{description}>{response}: a dedicated separator token "
          "before the belief slot, which occurs nowhere else (default where records name no "
          "format).")
+SEQUENCE_FORMATS.register(
+    "separated-options", OPTIONS_FORMAT,
+    help="<Q>Options: 1 = ...; 2 = ....\n{prompt}<A><|belief|>{class}<{description}>{response}: "
+         "the separated format with the question's answer options listed before it, so the "
+         "description written is the option's own.")
 SEQUENCE_FORMATS.register(
     "paper", PAPER_FORMAT,
     help="The GDPO paper's exact <Q>{prompt}<A>{class}<{description}>{response}; its '>' also "
@@ -341,13 +380,16 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 
 
 def encode_prompt(tokenizer: Any, prompt: str, fmt: SequenceFormat = OPINION_FORMAT, *,
-                  context: str | None = None) -> list[int]:
+                  context: str | None = None, beliefs: Sequence[Any] | None = None
+                  ) -> list[int]:
     """Token ids of the prompt part: through ``<A>`` or the chat generation prompt, then
     the separator when ``fmt`` has one (the belief marker comes next).
 
     ``context`` (in-context examples) goes before the prompt template, as the
     reference code writes ``{context}<Q>{prompt}<A>``; with a chat template it
-    opens the user turn.
+    opens the user turn. ``beliefs`` (objects with ``class_id`` and
+    ``description``) are the question's answer options, which a format whose
+    template holds ``{options}`` lists; other formats ignore them.
     """
     context = context or ""
     if fmt.chat_template:
@@ -362,7 +404,13 @@ def encode_prompt(tokenizer: Any, prompt: str, fmt: SequenceFormat = OPINION_FOR
         # types across transformers versions, and the template already holds its own specials.
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
-        text = context + fmt.prompt_template.format(prompt=prompt)
+        options = ""
+        if fmt.lists_options:
+            if not beliefs:
+                raise ValueError("this sequence format lists the answer options in the prompt "
+                                 "({options} in its prompt_template): pass the question's beliefs")
+            options = fmt.options_text(beliefs)
+        text = context + fmt.prompt_template.format(prompt=prompt, options=options)
     ids = _encode(tokenizer, text)
     if fmt.add_bos:
         if tokenizer.bos_token_id is None:
@@ -448,7 +496,8 @@ def tokenize_example(
         raise ValueError(f"pairing must be 'gdpo' or 'dpo', got {pairing!r}")
     from pluralign.data.records import margin_group
 
-    prompt_ids = encode_prompt(tokenizer, example.prompt, fmt, context=example.context)
+    prompt_ids = encode_prompt(tokenizer, example.prompt, fmt, context=example.context,
+                               beliefs=example.beliefs)
     chosen_belief = example.belief(example.chosen_belief)
     rejected_belief = (
         chosen_belief if pairing == "gdpo" else example.belief(example.rejected_belief)

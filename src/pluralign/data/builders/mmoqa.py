@@ -26,12 +26,17 @@ from pluralign.data.builders.opinions import question_id
 from pluralign.data.builders.splits import SPLIT_METHODS, split_examples
 from pluralign.data.records import Belief, GroupPreferenceExample, RecordError
 from pluralign.registry import BUILDERS
+from pluralign.train.tokenize import FORMAT_METADATA_KEY
 
 HUB_IDS = tuple(f"Binwei01/{name}{size}" for name in ("mmoqa_usa", "mmoqa_pk", "mmoqa_sa",
                                                       "movie_review") for size in ("", "_large"))
 #: Group names of the paper's sets (the country the dialogues were written for).
 GROUPS = {"mmoqa_usa": "United States", "mmoqa_pk": "Pakistan", "mmoqa_sa": "South Africa",
           "movie_review": "movie-reviewers"}
+#: Sets whose records name a sequence format (``metadata["sequence_format"]``), which
+#: training with ``sequence_format: auto`` follows: the review set is the paper's
+#: ``{rating}{review}`` task, trained and evaluated without a description.
+SET_FORMATS = {"movie_review": "reviews"}
 _HUB_SPLITS = {"train": "train", "validation": "eval", "valid": "eval", "eval": "eval",
                "dev": "eval", "test": "test"}
 
@@ -84,8 +89,11 @@ def _class_of(options: list[str], options_map: Any) -> list[int]:
     return classes
 
 
-def convert_row(row: Mapping[str, Any], group: str) -> GroupPreferenceExample:
-    """One released row -> one record; raises ``ValueError``/``KeyError`` naming the problem."""
+def convert_row(row: Mapping[str, Any], group: str, sequence_format: str | None = None
+                ) -> GroupPreferenceExample:
+    """One released row -> one record; raises ``ValueError``/``KeyError`` naming the problem.
+
+    ``sequence_format`` (None: none) is the format the record names for training."""
     options = [str(o) for o in _value(row["options"])]
     probs = [float(p) for p in _value(row["probabilities"])]
     if len(options) != len(probs):
@@ -111,13 +119,15 @@ def convert_row(row: Mapping[str, Any], group: str) -> GroupPreferenceExample:
         # The released ICF rows' in-context examples, placed before <Q> as the reference code does.
         context=row.get("context"),
         metadata={"question": question, "accept_choice": row.get("accept_choice"),
-                  "reject_choice": row.get("reject_choice")},
+                  "reject_choice": row.get("reject_choice"),
+                  **({FORMAT_METADATA_KEY: sequence_format} if sequence_format else {})},
         renormalize=True,
     )
 
 
 def convert_rows(
-    rows: Iterable[Mapping[str, Any]], group: str, report: BuildReport, where: str
+    rows: Iterable[Mapping[str, Any]], group: str, report: BuildReport, where: str,
+    sequence_format: str | None = None,
 ) -> list[GroupPreferenceExample]:
     """Convert rows; a bad row is counted and warned about (``where[i]``), never silently."""
     out = []
@@ -125,7 +135,7 @@ def convert_rows(
                                  mininterval=2.0)):
         report.counts["rows read"] += 1
         try:
-            out.append(convert_row(row, group))
+            out.append(convert_row(row, group, sequence_format))
         except (KeyError, ValueError, TypeError, SyntaxError, RecordError) as error:
             report.skip("row that could not be converted")
             if report.skipped["row that could not be converted"] <= 20:
@@ -133,11 +143,17 @@ def convert_rows(
     return out
 
 
-def _group_for(source: str) -> str:
+def _set_of(source: str) -> str | None:
+    """The released set a source is (``mmoqa_pk``, ``movie_review``, ...), by its name."""
     name = Path(source).name if Path(source).exists() else source.split("/")[-1]
-    for key, group in GROUPS.items():
-        if name.startswith(key):
-            return group
+    return next((key for key in GROUPS if name.startswith(key)), None)
+
+
+def _group_for(source: str) -> str:
+    key = _set_of(source)
+    if key is not None:
+        return GROUPS[key]
+    name = Path(source).name if Path(source).exists() else source.split("/")[-1]
     return name.split(".")[0] or "group"
 
 
@@ -154,9 +170,10 @@ def build_mmoqa(config: MmoqaConfig) -> BuildResult:
     """The GDPO paper's released sets (mmoqa_usa/pk/sa, movie_review) -> our records."""
     report = BuildReport("mmoqa", config.source, config.seed)
     group = config.group or _group_for(config.source)
+    fmt = SET_FORMATS.get(_set_of(config.source) or "")
     path = Path(config.source)
     if path.exists():
-        examples = convert_rows(_local_rows(path), group, report, str(path))
+        examples = convert_rows(_local_rows(path), group, report, str(path), fmt)
         splits = split_examples(examples, by=config.split_by, fractions=config.fractions,
                                 seed=config.seed)
         method = config.split_by
@@ -168,7 +185,7 @@ def build_mmoqa(config: MmoqaConfig) -> BuildResult:
         for name, rows in hub.items():
             target = _HUB_SPLITS.get(name, name)
             splits.setdefault(target, []).extend(
-                convert_rows(rows, group, report, f"{config.source}:{name}"))
+                convert_rows(rows, group, report, f"{config.source}:{name}", fmt))
         method = "the hub's own splits"
     report.counts["records"] = sum(len(v) for v in splits.values())
     return BuildResult(splits, report, method)
