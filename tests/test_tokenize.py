@@ -304,3 +304,20 @@ def test_option_template_is_checked_and_saved_with_the_run():
     info = named_format("separated-options").to_info()
     del info["option_template"]
     assert SequenceFormat.from_info(info) == named_format("separated-options")
+
+
+def test_options_with_the_chat_template_is_refused_where_it_is_configured():
+    import dataclasses
+
+    from pluralign.train.config import TrainConfig
+    from pluralign.train.tokenize import named_format
+
+    # The chat template replaces prompt_template: the options would silently vanish.
+    with pytest.raises(ValueError, match="cannot use the chat template"):
+        dataclasses.replace(named_format("separated-options"), chat_template=True)
+    with pytest.raises(ValueError, match=r"sequence_format separated-options: .*chat template"):
+        TrainConfig(train_file="t.jsonl", sequence_format="separated-options",
+                    use_chat_template=True)
+    with pytest.raises(ValueError, match=r"sequence_format: .*\(or auto\)"):
+        TrainConfig(train_file="t.jsonl", sequence_format="separatd")
+    assert TrainConfig(train_file="t.jsonl", use_chat_template=True).use_chat_template

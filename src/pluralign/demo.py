@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pluralign.config import YamlConfig, reject_non_finite
-from pluralign.registry import UnknownNameError
 from pluralign.train.recipe import RECIPE, Recipe, bf16_is_fast
-from pluralign.train.tokenize import AUTO_FORMAT, named_format
+from pluralign.train.tokenize import check_format_name
 
 STAGES = ("data", "sft", "dpo", "gdpo", "evaluate")
 DEMO_SFT_STEPS, DEMO_PREFERENCE_STEPS, DEMO_EVAL_EVERY = 50, RECIPE.preference_steps, 20
@@ -75,11 +74,7 @@ class DemoRunConfig(YamlConfig):
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.beta <= 0:
             raise ValueError(f"beta: must be > 0, got {self.beta}")
-        if self.sequence_format != AUTO_FORMAT:
-            try:
-                named_format(self.sequence_format)
-            except UnknownNameError as exc:
-                raise ValueError(f"sequence_format: {exc} (or {AUTO_FORMAT})") from None
+        check_format_name(self.sequence_format)
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoRunConfig:

@@ -10,7 +10,7 @@ from pluralign.models import ModelConfig
 from pluralign.registry import UnknownNameError, did_you_mean
 from pluralign.train.methods import Method, get_method
 from pluralign.train.selection import SELECTION_METRICS
-from pluralign.train.tokenize import AUTO_FORMAT, named_format
+from pluralign.train.tokenize import check_format_name
 
 
 def _lora_default() -> ModelConfig:
@@ -183,11 +183,7 @@ class TrainConfig(YamlConfig):
             get_method(self.method)
         except UnknownNameError as exc:
             raise ValueError(f"method: {exc}") from None
-        try:
-            if self.sequence_format != AUTO_FORMAT:
-                named_format(self.sequence_format)
-        except UnknownNameError as exc:
-            raise ValueError(f"sequence_format: {exc} (or auto)") from None
+        check_format_name(self.sequence_format, chat_template=self.use_chat_template)
         if self.beta <= 0:
             raise ValueError(f"beta: must be > 0, got {self.beta}")
         if self.learning_rate <= 0:

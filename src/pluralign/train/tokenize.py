@@ -51,6 +51,7 @@ that a collator can pad.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
@@ -115,6 +116,11 @@ class SequenceFormat:
         for key in ("{class_id}", "{description}"):
             if key not in self.option_template:
                 raise ValueError(f"option_template must contain {key}: {self.option_template!r}")
+        if self.chat_template and "{options}" in self.prompt_template:
+            # The chat template replaces prompt_template, and with it the options list.
+            raise ValueError("a format that lists the answer options ({options} in its "
+                             "prompt_template) cannot use the chat template, which replaces "
+                             "that template; set use_chat_template false")
 
     @property
     def lists_options(self) -> bool:
@@ -222,6 +228,27 @@ FORMAT_METADATA_KEY = "sequence_format"
 def named_format(name: str) -> SequenceFormat:
     """The format registered as ``name`` (``separated``, ``paper``, ``reviews``, ...)."""
     return SEQUENCE_FORMATS.get(name)
+
+
+def check_format_name(name: str, *, allow_auto: bool = True, chat_template: bool = False
+                      ) -> None:
+    """ValueError naming the ``sequence_format`` field unless ``name`` is a registered format
+    (or ``auto``) that can take ``chat_template``: the config-time check of every config
+    with that field."""
+    from pluralign.registry import UnknownNameError
+
+    if allow_auto and name == AUTO_FORMAT:
+        return
+    try:
+        fmt = named_format(name)
+    except UnknownNameError as exc:
+        raise ValueError(f"sequence_format: {exc}{f' (or {AUTO_FORMAT})' if allow_auto else ''}"
+                         ) from None
+    if chat_template:
+        try:
+            dataclasses.replace(fmt, chat_template=True)
+        except ValueError as exc:
+            raise ValueError(f"sequence_format {name}: {exc}") from None
 
 
 def records_format_name(records: Iterable[GroupPreferenceExample], source: str = "records"

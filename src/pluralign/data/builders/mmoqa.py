@@ -143,18 +143,19 @@ def convert_rows(
     return out
 
 
+def _source_name(source: str) -> str:
+    """A local file's name, or the last part of a Hub id."""
+    return Path(source).name if Path(source).exists() else source.split("/")[-1]
+
+
 def _set_of(source: str) -> str | None:
     """The released set a source is (``mmoqa_pk``, ``movie_review``, ...), by its name."""
-    name = Path(source).name if Path(source).exists() else source.split("/")[-1]
-    return next((key for key in GROUPS if name.startswith(key)), None)
+    return next((key for key in GROUPS if _source_name(source).startswith(key)), None)
 
 
 def _group_for(source: str) -> str:
     key = _set_of(source)
-    if key is not None:
-        return GROUPS[key]
-    name = Path(source).name if Path(source).exists() else source.split("/")[-1]
-    return name.split(".")[0] or "group"
+    return GROUPS[key] if key is not None else _source_name(source).split(".")[0] or "group"
 
 
 def _local_rows(path: Path) -> list[dict[str, Any]]:

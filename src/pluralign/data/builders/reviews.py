@@ -45,8 +45,8 @@ from pluralign.config import YamlConfig
 from pluralign.data.builders.cards import BuildReport, BuildResult
 from pluralign.data.builders.splits import SPLIT_METHODS, split_examples
 from pluralign.data.records import Belief, GroupPreferenceExample, distribution_from_counts
-from pluralign.registry import BUILDERS, UnknownNameError
-from pluralign.train.tokenize import FORMAT_METADATA_KEY, named_format
+from pluralign.registry import BUILDERS
+from pluralign.train.tokenize import FORMAT_METADATA_KEY, check_format_name
 
 RATINGS = (1, 2, 3, 4, 5)
 RATING_BELIEFS = tuple(Belief(r, f"{r} star" + ("s" if r > 1 else "")) for r in RATINGS)
@@ -107,10 +107,7 @@ class ReviewsConfig(YamlConfig):
             raise ValueError(f"min_reviews: must be >= 2, got {self.min_reviews}")
         if self.split_by not in SPLIT_METHODS:
             raise ValueError(f"split_by: must be one of {SPLIT_METHODS}, got {self.split_by!r}")
-        try:
-            named_format(self.sequence_format)
-        except UnknownNameError as exc:
-            raise ValueError(f"sequence_format: {exc}") from None
+        check_format_name(self.sequence_format, allow_auto=False)
 
 
 def _open_text(path: Path) -> Any:
