@@ -75,11 +75,14 @@ def test_eval_compares_models_in_one_report(app, data, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["eval", "--model", "tiny", "--model", "tiny", "--data",
                                  str(data), "--out", str(out), "--n", "2", "--max-new-tokens",
-                                 "3", "--belief-samples", "8", "--device", "cpu"])
+                                 "3", "--belief-samples", "8", "--device", "cpu",
+                                 "--response-temperature", "0"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "eval.json").read_text())
     assert list(summary["models"]) == ["tiny", "tiny-2"]
     assert summary["config"]["n_samples"] == 2 and summary["config"]["belief_samples"] == 8
+    assert (summary["config"]["temperature"], summary["config"]["response_temperature"]) == (
+        1.0, 0.0)
     assert "tiny: jsd" in result.output and (out / "report.html").is_file()
 
 

@@ -153,6 +153,9 @@ def test_config_errors_name_the_field(tmp_path):
         evaluate(EvalConfig(data=str(tmp_path / "x.jsonl")))
     with pytest.raises(ValueError, match="n_samples"):
         EvalConfig(models=["tiny"], data="x", n_samples=-1)
+    with pytest.raises(ValueError, match="response_temperature: must be >= 0"):
+        EvalConfig(models=["tiny"], data="x", response_temperature=-1.0)
+    assert EvalConfig(models=["tiny"], data="x", temperature=0.7).sampling().text_temperature == 0.7
 
 
 def test_prompts_without_any_belief_sample_are_counted_not_filled_in():

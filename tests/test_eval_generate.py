@@ -91,6 +91,29 @@ def test_greedy_belief_is_the_argmax_of_the_reading(tiny_lm):
     assert [g.class_id for g in gens] == [best] * 3
 
 
+def test_greedy_responses_keep_sampled_beliefs(tiny_lm):
+    """response_temperature 0: the beliefs are still drawn at temperature 1 (the same draws as
+    a fully sampled run), and each drawn belief's text is its greedy continuation."""
+    model, tokenizer = tiny_lm
+    prompt = "Is remote work good?"
+    sampled = SamplingOptions(temperature=1.0, max_new_tokens=5, seed=7)
+    greedy_text = SamplingOptions(temperature=1.0, max_new_tokens=5, seed=7,
+                                  response_temperature=0.0)
+    assert (sampled.text_temperature, greedy_text.text_temperature) == (1.0, 0.0)
+    both = generate_beliefs_first(model, tokenizer, [prompt], [STANCES], n=12, options=sampled)[0]
+    clean = generate_beliefs_first(model, tokenizer, [prompt], [STANCES], n=12,
+                                   options=greedy_text)[0]
+    assert [g.class_id for g in clean] == [g.class_id for g in both]
+    assert len({g.class_id for g in clean}) >= 2  # still a distribution, not the argmax
+    greedy = SamplingOptions(temperature=0.0, max_new_tokens=5)
+    for g in clean:  # the greedy continuation of the same prefix, one class at a time
+        only = generate_beliefs_first(model, tokenizer, [prompt], [(STANCES[
+            [b.class_id for b in STANCES].index(g.class_id)],)], n=1, options=greedy)[0][0]
+        assert g.text == only.text
+    with pytest.raises(ValueError, match="response_temperature"):
+        SamplingOptions(response_temperature=-0.1)
+
+
 def test_sampled_estimate_agrees_with_the_one_pass_reading_when_the_bias_is_forced(fresh_tiny_lm):
     model, tokenizer = fresh_tiny_lm
     markers = belief_marker_ids(tokenizer, [1, 2, 4, 5])

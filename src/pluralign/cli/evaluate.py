@@ -40,6 +40,9 @@ def eval_command(
     ] = None,
     temperature: Annotated[float | None, typer.Option(
         min=0.0, help="Sampling temperature (default 1.0; 0 is greedy).")] = None,
+    response_temperature: Annotated[float | None, typer.Option(
+        min=0.0, help="Temperature of the text written after the drawn belief (default: "
+        "--temperature; 0 is greedy). Beliefs are still drawn at --temperature.")] = None,
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass (default 1.0).")
                      ] = None,
     max_new_tokens: Annotated[int | None, typer.Option(
@@ -105,6 +108,7 @@ def eval_command(
     given = {
         "models": model, "data": data, "out": out, "judge": judge, "n_samples": n,
         "belief_samples": belief_samples, "temperature": temperature, "top_p": top_p,
+        "response_temperature": response_temperature,
         "max_new_tokens": max_new_tokens, "seed": seed, "max_prompts": max_prompts,
         "ref_model": ref_model, "beta": beta, "kshot": kshot, "kshot_model": kshot_model,
         "kshot_base_url": kshot_base_url, "kshot_pool": kshot_pool, "judge_model": judge_model,

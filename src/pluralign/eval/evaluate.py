@@ -81,7 +81,12 @@ class EvalConfig(YamlConfig):
     belief_samples: int = field(default=64, metadata={
         "help": "First-token samples per prompt for the sampled belief estimate (0: skip)."})
     temperature: float = field(default=1.0, metadata={
-        "help": "Sampling temperature of beliefs and responses; 0 decodes greedily."})
+        "help": "Sampling temperature of the belief markers (and of the responses where "
+                "response_temperature is None); 0 decodes greedily."})
+    response_temperature: float | None = field(default=None, metadata={
+        "help": "Temperature of the description and response written after the drawn "
+                "belief (None: temperature; 0: greedy). Beliefs are still drawn at "
+                "temperature, so JSD and the sampled belief estimate do not change."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass of responses."})
     bf16: bool = field(default=False, metadata={
         "help": "Run the models' forwards under bfloat16 autocast: about twice as fast on GPUs "
@@ -134,6 +139,9 @@ class EvalConfig(YamlConfig):
         for name in ("batch_size", "generation_batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.response_temperature is not None and self.response_temperature < 0:
+            raise ValueError(f"response_temperature: must be >= 0 (0: greedy), got "
+                             f"{self.response_temperature}")
         if self.belief_samples < 0 or self.kshot < 0:
             raise ValueError("belief_samples and kshot must be >= 0")
         if self.kshot and not self.kshot_pool:
@@ -153,7 +161,8 @@ class EvalConfig(YamlConfig):
 
     def sampling(self) -> SamplingOptions:
         return SamplingOptions(temperature=self.temperature, top_p=self.top_p,
-                               max_new_tokens=self.max_new_tokens, seed=self.seed)
+                               max_new_tokens=self.max_new_tokens, seed=self.seed,
+                               response_temperature=self.response_temperature)
 
 
 # ----------------------------------------------------------------------- prompts

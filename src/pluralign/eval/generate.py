@@ -57,20 +57,36 @@ _SPECIAL_MARKER = re.compile(r"\s*<\|belief_(\d+)\|>")
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """How generations are sampled; ``temperature == 0`` decodes greedily."""
+    """How generations are sampled; a temperature of 0 decodes greedily.
+
+    The belief is drawn at ``temperature`` from the model's distribution over
+    the belief markers, the quantity pluralism is about. The text after it
+    (description and response) is decoded at ``response_temperature`` (None:
+    the same ``temperature``) with ``top_p``: a lower value writes cleaner
+    text for the drawn belief without narrowing which beliefs are drawn.
+    """
 
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 64
     seed: int = 0
+    response_temperature: float | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.response_temperature is not None and self.response_temperature < 0:
+            raise ValueError(
+                f"response_temperature must be >= 0, got {self.response_temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @property
+    def text_temperature(self) -> float:
+        """Temperature of the text after the belief marker."""
+        return self.temperature if self.response_temperature is None else self.response_temperature
 
 
 @dataclass(frozen=True)
@@ -270,8 +286,8 @@ def _continue(
     """
     ids, mask = _left_pad(rows, tokenizer.pad_token_id)
     kwargs: dict[str, Any] = {"max_new_tokens": options.max_new_tokens}
-    if options.temperature > 0:
-        kwargs.update(do_sample=True, temperature=options.temperature, top_p=options.top_p)
+    if options.text_temperature > 0:
+        kwargs.update(do_sample=True, temperature=options.text_temperature, top_p=options.top_p)
     else:  # keep the model's generation_config sampling defaults from warning in greedy mode
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     device = _device(model)
