@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from pluralign.data.records import write_examples
 from pluralign.data.toy import conflicting_opinions
@@ -194,22 +195,30 @@ def test_bf16_autocast_reads_the_same_beliefs(run_and_data, tmp_path):
         np.testing.assert_allclose(readings[True][prompt], fp32, atol=0.02)
 
 
+def _tiny_run(tmp_path, method: str, sequence_format: str):
+    """Two steps of ``method`` on the tiny model with ``sequence_format``; records, run."""
+    from pluralign.models import ModelConfig
+    from pluralign.train.api import train
+    from pluralign.train.config import TrainConfig
+
+    records = conflicting_opinions(2, 4, seed=3)
+    write_examples(tmp_path / "train.jsonl", records)
+    run = train(TrainConfig(method=method, train_file=str(tmp_path / "train.jsonl"),
+                            output_dir=str(tmp_path / method), max_steps=2, save_steps=10_000,
+                            sequence_format=sequence_format, seed=0,
+                            model=ModelConfig(model="tiny", lora_r=0, device="cpu")),
+                console_logs=False)
+    return records, run
+
+
 def test_a_run_trained_with_options_is_read_with_its_options(tmp_path):
     """Training saves the options format; evaluation rebuilds the prompts with the options."""
     from pluralign.eval.beliefs import belief_distributions
     from pluralign.eval.generate import load_sequence_format
-    from pluralign.models import ModelConfig, load_model
-    from pluralign.train.api import train
-    from pluralign.train.config import TrainConfig
+    from pluralign.models import load_model
     from pluralign.train.tokenize import SEPARATED_FORMAT, belief_marker_ids, encode_prompt
 
-    records = conflicting_opinions(2, 4, seed=3)
-    write_examples(tmp_path / "train.jsonl", records)
-    run = train(TrainConfig(method="sft", train_file=str(tmp_path / "train.jsonl"),
-                            output_dir=str(tmp_path / "sft"), max_steps=2, save_steps=10_000,
-                            sequence_format="separated-options", seed=0,
-                            model=ModelConfig(model="tiny", lora_r=0, device="cpu")),
-                console_logs=False)
+    records, run = _tiny_run(tmp_path, "sft", "separated-options")
     fmt = load_sequence_format(run.final_dir)
     assert fmt.lists_options and fmt.separator == SEPARATED_FORMAT.separator
     evaluate(EvalConfig(models=[str(run.final_dir)], data=str(tmp_path / "train.jsonl"),
@@ -227,3 +236,31 @@ def test_a_run_trained_with_options_is_read_with_its_options(tmp_path):
                                     pad_token_id=tokenizer.pad_token_id).probs[0]
     np.testing.assert_allclose(row["predicted"], read, atol=1e-5)
     assert np.abs(np.asarray(unlisted) - np.asarray(read)).max() > 1e-4
+
+
+def test_a_marker_options_run_generates_after_the_given_options(tmp_path):
+    """GDPO trains on the marker-options format, saves it, and generation writes the options
+    in after the drawn marker: the continuation is the model's own after those tokens."""
+    from pluralign.eval.generate import (
+        SamplingOptions,
+        decode_until_eos,
+        generate_beliefs_first,
+        load_sequence_format,
+    )
+    from pluralign.models import load_model
+    from pluralign.train.tokenize import belief_marker_id, encode_prompt, marker_options_ids
+
+    records, run = _tiny_run(tmp_path, "gdpo", "marker-options")
+    fmt = load_sequence_format(run.final_dir)
+    assert fmt.marker_options_template == "(Options: {options})"
+    model, tokenizer = load_model(str(run.final_dir), device="cpu")
+    group = group_prompts(records)[0]
+    gen = generate_beliefs_first(model, tokenizer, [group.prompt], [group.beliefs], fmt=fmt,
+                                 options=SamplingOptions(temperature=0.0, max_new_tokens=5))[0][0]
+    given = marker_options_ids(tokenizer, fmt, group.beliefs)
+    ids = [*encode_prompt(tokenizer, group.prompt, fmt), belief_marker_id(tokenizer, gen.class_id),
+           *given]
+    out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=5, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+    assert gen.text == str(gen.class_id) + decode_until_eos(tokenizer, out)
+    assert "(Options:" not in gen.text  # given, not part of what the model wrote

@@ -112,3 +112,10 @@ def test_kto_dataset_is_deterministic_given_the_seed(tiny_lm):
 
     assert build(7) == build(7)
     assert build(7) != build(8)
+
+
+def test_options_after_the_marker_are_refused_by_kto(tiny_lm):
+    fmt = dataclasses.replace(OPINION_FORMAT, marker_options_template="({options})")
+    with pytest.raises(ValueError, match="gdpo-kto does not support options written after"):
+        kto_dataset(conflicting_opinions(2, 2, seed=0), tiny_lm[1], fmt, pairing="gdpo",
+                    batch_size=4)

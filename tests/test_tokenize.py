@@ -321,3 +321,39 @@ def test_options_with_the_chat_template_is_refused_where_it_is_configured():
     with pytest.raises(ValueError, match=r"sequence_format: .*\(or auto\)"):
         TrainConfig(train_file="t.jsonl", sequence_format="separatd")
     assert TrainConfig(train_file="t.jsonl", use_chat_template=True).use_chat_template
+
+
+def test_marker_options_are_given_after_the_marker_and_read_by_no_loss(separator_tokenizer):
+    from pluralign.train.tokenize import BELIEF_SEPARATOR, SEPARATED_FORMAT, named_format
+
+    fmt = named_format("marker-options")
+    pair = tokenize_example(OPINION, separator_tokenizer, fmt)
+    plain = tokenize_example(OPINION, separator_tokenizer, SEPARATED_FORMAT)
+    # Everything through the belief slot is the separated format's: the options come later.
+    assert pair["prompt_input_ids"] == plain["prompt_input_ids"]
+    assert separator_tokenizer.decode(pair["prompt_input_ids"]).endswith("<A>" + BELIEF_SEPARATOR)
+    chosen = pair["chosen"]
+    p = chosen["prompt_length"]
+    assert separator_tokenizer.decode(chosen["input_ids"][p]) == "2"
+    start, end = chosen["options_span"]
+    assert start == p + 1
+    assert separator_tokenizer.decode(chosen["input_ids"][start:end]) == (
+        "(Options: 4 = Somewhat good job; 2 = Somewhat bad job; 0 = DK)")
+    d_start, d_end = chosen["description_span"]
+    assert d_start == end
+    assert separator_tokenizer.decode(chosen["input_ids"][d_start:d_end]) == "<Somewhat bad job>"
+    # Given text: no label, not in the belief mask; marker and description are.
+    assert all(chosen["labels"][i] == IGNORE_INDEX for i in range(start, end))
+    assert chosen["labels"][p] == chosen["input_ids"][p]
+    assert chosen["labels"][d_start:] == chosen["input_ids"][d_start:]
+    assert [i for i, m in enumerate(chosen["belief_mask"]) if m] == [p, *range(d_start, d_end)]
+    assert chosen["belief_span"] == (p, d_end)
+    assert plain["chosen"]["options_span"] == (p + 1, p + 1)
+    with pytest.raises(ValueError, match="pass the question's beliefs"):
+        from pluralign.train.tokenize import build_sequence
+
+        build_sequence(separator_tokenizer, pair["prompt_input_ids"], 2, "Somewhat bad job",
+                       "x", fmt)
+    assert SequenceFormat.from_info(fmt.to_info()) == fmt
+    with pytest.raises(ValueError, match=r"marker_options_template must contain \{options\}"):
+        SequenceFormat(marker_options_template="(Options)")

@@ -215,12 +215,12 @@ def test_accelerate_launch_with_two_cpu_processes(toy_files, tmp_path):
     assert (tmp_path / "ddp" / "final" / "adapter_model.safetensors").is_file()
 
 
-def _collated_batch(tokenizer, records, exclude: bool):
+def _collated_batch(tokenizer, records, exclude: bool, fmt=None):
     from pluralign.train.dataset import preference_rows
     from pluralign.train.preference import BeliefPreferenceCollator
     from pluralign.train.tokenize import OPINION_FORMAT
 
-    rows = preference_rows(records, tokenizer, OPINION_FORMAT, pairing="gdpo")
+    rows = preference_rows(records, tokenizer, fmt or OPINION_FORMAT, pairing="gdpo")
     collator = BeliefPreferenceCollator(pad_token_id=tokenizer.pad_token_id,
                                         exclude_belief_from_preference=exclude)
     return rows, collator(rows)
@@ -270,6 +270,46 @@ def test_belief_logps_from_the_hook_equal_a_full_forward(tiny_lm):
             token = batch["input_ids"][b, last + j + 1]
             torch.testing.assert_close(span_logps[b, j], full[b, last + j, token])
         assert int(span_mask[b].sum()) == int(batch["chosen_belief_lens"][b])
+
+
+def test_options_given_after_the_marker_are_in_no_loss(tiny_lm):
+    """marker-options: the options between marker and description are masked out of the
+    preference completion and of the belief span the NLL reads; the marker and the
+    description stay in both."""
+    import dataclasses
+
+    from pluralign.train.common import HiddenStateCapture
+    from pluralign.train.preference import belief_span_logps
+    from pluralign.train.tokenize import OPINION_FORMAT
+
+    model, tokenizer = tiny_lm
+    fmt = dataclasses.replace(OPINION_FORMAT, marker_options_template="(Options: {options})")
+    rows, batch = _collated_batch(tokenizer, conflicting_opinions(2, 2, seed=3), False, fmt)
+    half = len(rows)
+    for i, row in enumerate(rows):
+        start, given = len(row["prompt_ids"]), row["options_len"]
+        assert given > 5
+        assert tokenizer.decode(batch["input_ids"][i, start + 1 : start + 1 + given]) == (
+            "(Options: 1 = Strongly oppose; 2 = Somewhat oppose; 4 = Somewhat support; "
+            "5 = Strongly support)")
+        for r in (i, half + i):
+            mask = batch["completion_mask"][r]
+            assert mask[start] == 1 and mask[start + 1 + given] == 1
+            assert int(mask[start + 1 : start + 1 + given].sum()) == 0
+    capture = HiddenStateCapture(model)
+    try:
+        with torch.no_grad(), capture.armed():
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        _, _, span_mask = belief_span_logps(
+            capture, batch["input_ids"], batch["prompt_lens"], batch["chosen_belief_lens"],
+            batch["belief_token_ids"], batch["options_lens"])
+    finally:
+        capture.remove()
+    for b, row in enumerate(rows):
+        given = row["options_len"]
+        expected = [True] + [False] * given + [True] * (row["chosen_belief_len"] - 1 - given)
+        assert span_mask[b, : row["chosen_belief_len"]].tolist() == expected
+        assert int(span_mask[b].sum()) == row["chosen_belief_len"] - given
 
 
 def test_uniform_sft_draws_every_available_belief(tiny_lm):

@@ -497,7 +497,8 @@ def marker_mass_after_descriptions(model: Any, tokenizer: Any, groups: Sequence[
         separator = separator_id(tokenizer, fmt)
         watched = ids if separator is None else [*ids, separator]
         for b in g.beliefs:
-            sequence = build_sequence(tokenizer, prompt_ids, b.class_id, b.description, "", fmt)
+            sequence = build_sequence(tokenizer, prompt_ids, b.class_id, b.description, "", fmt,
+                                      beliefs=g.beliefs)
             rows.append(sequence["input_ids"][: sequence["belief_span"][1]])
             markers.append(watched)
             owners.append(i)

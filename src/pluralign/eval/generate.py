@@ -42,6 +42,7 @@ from pluralign.train.tokenize import (
     belief_marker,
     belief_marker_ids,
     encode_prompt,
+    marker_options_ids,
     named_format,
     records_format_name,
 )
@@ -336,13 +337,15 @@ def generate_beliefs_first(
                   for p, c, s in zip(prompts, contexts, belief_sets, strict=True)]
     marker_ids = [belief_marker_ids(tokenizer, [b.class_id for b in s], fmt.marker)
                   for s in belief_sets]
+    # Options the format writes in after the marker: given, as in training, not generated.
+    given = [marker_options_ids(tokenizer, fmt, s) for s in belief_sets]
     logits = last_position_logits(model, prompt_ids, pad_token_id=tokenizer.pad_token_id,
                                   batch_size=batch_size)
     generator = torch.Generator().manual_seed(options.seed)
     rows, owners, classes = [], [], []
     for i, (ids, markers) in enumerate(zip(prompt_ids, marker_ids, strict=True)):
         for k in _pick(logits[i, markers], n, options.temperature, generator):
-            rows.append([*ids, markers[k]])
+            rows.append([*ids, markers[k], *given[i]])
             owners.append(i)
             classes.append(belief_sets[i][k].class_id)
     texts: list[str] = []

@@ -41,6 +41,9 @@ def preference_rows(
             "rejected_ids": pair["rejected"]["input_ids"][prompt_length:],
             "chosen_belief_len": _span_length(pair["chosen"]["belief_span"]),
             "rejected_belief_len": _span_length(pair["rejected"]["belief_span"]),
+            # Given options after the marker (marker-options format; 0 elsewhere): the same
+            # tokens in both sequences, read by no loss.
+            "options_len": _span_length(pair["chosen"]["options_span"]),
             "belief_token_ids": pair["belief_token_ids"],
             "target_probs": pair["target_distribution"],
             "margin_group": MARGIN_GROUPS.index(pair["margin_group"]),
@@ -93,7 +96,7 @@ def sft_dataset(
                                    beliefs=record.beliefs)
         belief = record.belief(class_id)
         sequence = build_sequence(tokenizer, prompt_ids, class_id, belief.description, response,
-                                  fmt)
+                                  fmt, beliefs=record.beliefs)
         rows.append({"input_ids": sequence["input_ids"], "labels": sequence["labels"]})
     return Dataset.from_list(rows)
 

@@ -118,6 +118,11 @@ def kto_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if fmt.marker_options_template is not None:
+        # Its KL completions come from other questions, whose given options differ.
+        raise ValueError("sequence_format: gdpo-kto does not support options written after "
+                         "the belief marker (marker-options); use separated or "
+                         "separated-options")
     rows: list[dict[str, Any]] = []
     keys: list[tuple[str, str, int]] = []
     pairs = preference_rows(records, tokenizer, fmt, pairing=pairing)

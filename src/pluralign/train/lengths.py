@@ -65,7 +65,7 @@ def record_length(record: GroupPreferenceExample, tokenizer: Any, fmt: SequenceF
                                 (record.rejected_belief, record.rejected_response)):
         belief = record.belief(belief_id)
         sequence = build_sequence(tokenizer, prompt_ids, belief.class_id, belief.description,
-                                  response, unbounded)
+                                  response, unbounded, beliefs=record.beliefs)
         lengths.append(len(sequence["input_ids"]))
     return max(lengths)
 

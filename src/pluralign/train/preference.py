@@ -47,10 +47,12 @@ logger = logging.getLogger(__name__)
 BELIEF_COLUMNS = (
     "belief_token_ids", "target_probs", "chosen_belief_len", "rejected_belief_len", "margin_group",
 )
+#: Columns read where present: datasets tokenised before they existed lack them.
+OPTIONAL_BELIEF_COLUMNS = ("options_len",)
 #: Batch keys the collator adds; removed before anything reaches the model.
 BELIEF_BATCH_KEYS = (
     "prompt_lens", "chosen_belief_lens", "rejected_belief_lens", "belief_token_ids",
-    "belief_mask", "target_probs", "margin_group",
+    "belief_mask", "target_probs", "margin_group", "options_lens",
 )
 
 
@@ -198,6 +200,14 @@ class BeliefPreferenceCollator(DataCollatorForPreference):
         prompt_lens = torch.tensor([len(e["prompt_ids"]) for e in examples])
         chosen_lens = torch.tensor([e["chosen_belief_len"] for e in examples])
         rejected_lens = torch.tensor([e["rejected_belief_len"] for e in examples])
+        # Options given after the marker (marker-options format) are no part of any response.
+        options_lens = torch.tensor([int(e.get("options_len", 0)) for e in examples])
+        if bool(options_lens.any()):
+            positions = torch.arange(batch["completion_mask"].size(1))
+            starts = torch.cat([prompt_lens, prompt_lens]) + 1
+            given = (positions >= starts[:, None]) & (
+                positions < (starts + torch.cat([options_lens, options_lens]))[:, None])
+            batch["completion_mask"] = batch["completion_mask"].masked_fill(given, 0)
         if self.exclude_belief_from_preference:
             positions = torch.arange(batch["completion_mask"].size(1))
             starts = torch.cat([prompt_lens, prompt_lens])
@@ -208,6 +218,7 @@ class BeliefPreferenceCollator(DataCollatorForPreference):
         batch["prompt_lens"] = prompt_lens
         batch["chosen_belief_lens"] = chosen_lens
         batch["rejected_belief_lens"] = rejected_lens
+        batch["options_lens"] = options_lens
         batch["belief_token_ids"] = pad_rows(ids, 0, torch.long)
         batch["belief_mask"] = pad_rows([[True] * len(row) for row in ids], False, torch.bool)
         batch["target_probs"] = pad_rows([e["target_probs"] for e in examples], 0.0, torch.float32)
@@ -237,14 +248,17 @@ def belief_span_logps(
     prompt_lens: torch.Tensor,
     span_lens: torch.Tensor,
     belief_token_ids: torch.Tensor,
+    options_lens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Belief log-probs from the captured hidden states of the chosen rows.
 
     Returns ``(belief_logps (B, K), span_token_logps (B, L), span_mask (B, L))``:
     full-vocabulary log-probs of the K belief tokens at the last prompt
     position, and the log-probs of the chosen belief span's tokens (marker and
-    description) with the mask of real span positions. Only ``B x L`` positions
-    are projected through the LM head (L = the longest belief span).
+    description) with the mask of real span positions. ``options_lens`` (B,):
+    tokens of given options right after the marker, which the mask leaves out.
+    Only ``B x L`` positions are projected through the LM head (L = the longest
+    belief span).
     """
     batch = prompt_lens.size(0)
     hidden = capture.hidden[:batch]
@@ -258,6 +272,9 @@ def belief_span_logps(
     span_tokens = input_ids[:batch].to(hidden.device)[rows, positions + 1]
     span_token_logps = logps.gather(-1, span_tokens[..., None]).squeeze(-1)
     span_mask = offsets[None, :] < span_lens.to(hidden.device)[:, None]
+    if options_lens is not None:  # offset 0 is the marker, the given options follow it
+        span_mask &= ~((offsets[None, :] >= 1)
+                       & (offsets[None, :] < 1 + options_lens.to(hidden.device)[:, None]))
     belief_logps = logps[:, 0].gather(-1, belief_token_ids.to(hidden.device))
     return belief_logps, span_token_logps, span_mask
 
@@ -317,7 +334,8 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *BELIEF_COLUMNS]))
+        self._signature_columns = list(dict.fromkeys(
+            [*self._signature_columns, *BELIEF_COLUMNS, *OPTIONAL_BELIEF_COLUMNS]))
 
     def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
         inputs = {k: v for k, v in inputs.items() if k not in BELIEF_BATCH_KEYS}
@@ -358,7 +376,7 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
         ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
         belief_logps, span_logps, span_mask = belief_span_logps(
             hidden, inputs["input_ids"], belief["prompt_lens"],
-            belief["chosen_belief_lens"], belief["belief_token_ids"],
+            belief["chosen_belief_lens"], belief["belief_token_ids"], belief["options_lens"],
         )
         belief_mask = belief["belief_mask"].to(belief_logps.device)
         result = gdpo_loss(

@@ -98,6 +98,12 @@ class SequenceFormat:
     #: How one answer option is written where ``prompt_template`` holds ``{options}``
     #: (the options are joined by :data:`OPTION_SEPARATOR`).
     option_template: str = "{class_id} = {description}"
+    #: Text written right after the belief marker, before the description, that lists the
+    #: answer options (holds ``{options}``; None: none). It is given, never learnt: it is
+    #: left out of every loss and generation writes it in after the drawn marker, so the
+    #: description is copied from the options while everything before the belief slot, and
+    #: so the belief distribution, stays as in a format without options.
+    marker_options_template: str | None = None
 
     def __post_init__(self) -> None:
         if self.marker not in ("digit", "special"):
@@ -116,6 +122,10 @@ class SequenceFormat:
         for key in ("{class_id}", "{description}"):
             if key not in self.option_template:
                 raise ValueError(f"option_template must contain {key}: {self.option_template!r}")
+        if self.marker_options_template is not None and (
+                "{options}" not in self.marker_options_template):
+            raise ValueError(f"marker_options_template must contain {{options}} (or be None): "
+                             f"{self.marker_options_template!r}")
         if self.chat_template and "{options}" in self.prompt_template:
             # The chat template replaces prompt_template, and with it the options list.
             raise ValueError("a format that lists the answer options ({options} in its "
@@ -141,6 +151,7 @@ class SequenceFormat:
             "description_template": self.description_template,
             "system_prompt": self.system_prompt, "add_bos": self.add_bos,
             "separator": self.separator, "option_template": self.option_template,
+            "marker_options_template": self.marker_options_template,
         }
 
     @classmethod
@@ -160,6 +171,7 @@ class SequenceFormat:
             add_bos=bool(info.get("add_bos", paper.add_bos)),
             separator=info.get("separator", paper.separator),
             option_template=info.get("option_template", paper.option_template),
+            marker_options_template=info.get("marker_options_template"),
         )
 
 
@@ -189,6 +201,12 @@ REVIEWS_FORMAT = SequenceFormat(description_template=None, separator=BELIEF_SEPA
 #: description instead of guessing the scale.
 OPTIONS_FORMAT = SequenceFormat(prompt_template="<Q>Options: {options}.\n{prompt}<A>",
                                 separator=BELIEF_SEPARATOR)
+#: :data:`SEPARATED_FORMAT` with the answer options written right after the belief marker:
+#: ``<Q>{prompt}<A><|belief|>{class}(Options: 1 = Oppose; 2 = Support)<{description}>...``.
+#: The options are given text (generation writes them in after the drawn marker, no loss
+#: reads them), so the belief slot sees exactly what it sees in the separated format.
+MARKER_OPTIONS_FORMAT = SequenceFormat(separator=BELIEF_SEPARATOR,
+                                       marker_options_template="(Options: {options})")
 #: Chat-template prompt followed by ``{class}<{description}>{response}<eos>``.
 CHAT_FORMAT = SequenceFormat(chat_template=True)
 
@@ -206,6 +224,12 @@ SEQUENCE_FORMATS.register(
     help="<Q>Options: 1 = ...; 2 = ....\n{prompt}<A><|belief|>{class}<{description}>{response}: "
          "the separated format with the question's answer options listed before it, so the "
          "description written is the option's own.")
+SEQUENCE_FORMATS.register(
+    "marker-options", MARKER_OPTIONS_FORMAT,
+    help="<Q>{prompt}<A><|belief|>{class}(Options: 1 = ...; ...)<{description}>{response}: the "
+         "separated format with the answer options written in after the belief marker (given "
+         "text, in no loss), so the description is copied while the belief slot sees what it "
+         "sees without options.")
 SEQUENCE_FORMATS.register(
     "paper", PAPER_FORMAT,
     help="The GDPO paper's exact <Q>{prompt}<A>{class}<{description}>{response}; its '>' also "
@@ -292,7 +316,8 @@ class TokenizedSequence(TypedDict):
     prompt_length: int
     marker_position: int
     description_span: tuple[int, int]
-    belief_span: tuple[int, int]  # marker + description
+    belief_span: tuple[int, int]  # marker + given options (if any) + description
+    options_span: tuple[int, int]  # the given options after the marker (empty: none)
     response_span: tuple[int, int]  # response through eos
     belief_class_id: int
     truncated: bool
@@ -453,6 +478,18 @@ def _eos_id(tokenizer: Any) -> int:
     return int(tokenizer.eos_token_id)
 
 
+def marker_options_ids(tokenizer: Any, fmt: SequenceFormat,
+                       beliefs: Sequence[Any] | None) -> list[int]:
+    """Token ids of the options ``fmt`` writes after the belief marker ([] where none)."""
+    if fmt.marker_options_template is None:
+        return []
+    if not beliefs:
+        raise ValueError("this sequence format writes the answer options after the belief "
+                         "marker (marker_options_template): pass the question's beliefs")
+    return _encode(tokenizer, fmt.marker_options_template.format(
+        options=fmt.options_text(beliefs)))
+
+
 def build_sequence(
     tokenizer: Any,
     prompt_ids: Sequence[int],
@@ -460,13 +497,18 @@ def build_sequence(
     description: str,
     response: str,
     fmt: SequenceFormat = OPINION_FORMAT,
+    *,
+    beliefs: Sequence[Any] | None = None,
 ) -> TokenizedSequence:
-    """``prompt_ids + marker + description + response + eos`` with its offsets.
+    """``prompt_ids + marker + options + description + response + eos`` with its offsets.
 
-    The response is truncated (eos included) when ``fmt.max_length`` is set and
-    exceeded; a prompt plus belief that alone exceed it is an error.
+    ``options`` (only in a format with ``marker_options_template``, built from
+    ``beliefs``) are given text: labels ignore them and the belief mask leaves
+    them out. The response is truncated (eos included) when ``fmt.max_length``
+    is set and exceeded; a prompt plus belief that alone exceed it is an error.
     """
     marker_ids = [belief_marker_id(tokenizer, class_id, fmt.marker)]
+    options_ids = marker_options_ids(tokenizer, fmt, beliefs)
     description_ids = (
         _encode(tokenizer, fmt.description_template.format(description=description))
         if fmt.description_template is not None
@@ -474,7 +516,8 @@ def build_sequence(
     )
     response_ids = [*_encode(tokenizer, response), _eos_id(tokenizer)]
     prompt_length = len(prompt_ids)
-    belief_end = prompt_length + 1 + len(description_ids)
+    options_end = prompt_length + 1 + len(options_ids)
+    belief_end = options_end + len(description_ids)
     truncated = False
     if fmt.max_length is not None and belief_end + len(response_ids) > fmt.max_length:
         if belief_end >= fmt.max_length:
@@ -484,18 +527,22 @@ def build_sequence(
             )
         response_ids = response_ids[: fmt.max_length - belief_end]
         truncated = True
-    input_ids = [*prompt_ids, *marker_ids, *description_ids, *response_ids]
+    input_ids = [*prompt_ids, *marker_ids, *options_ids, *description_ids, *response_ids]
     length = len(input_ids)
+    given = range(prompt_length + 1, options_end)
     return TokenizedSequence(
         input_ids=input_ids,
         attention_mask=[1] * length,
-        labels=[IGNORE_INDEX] * prompt_length + input_ids[prompt_length:],
-        belief_mask=[1 if prompt_length <= i < belief_end else 0 for i in range(length)],
+        labels=[IGNORE_INDEX if i < prompt_length or i in given else t
+                for i, t in enumerate(input_ids)],
+        belief_mask=[1 if prompt_length <= i < belief_end and i not in given else 0
+                     for i in range(length)],
         response_mask=[1 if i >= belief_end else 0 for i in range(length)],
         prompt_length=prompt_length,
         marker_position=prompt_length,
-        description_span=(prompt_length + 1, belief_end),
+        description_span=(options_end, belief_end),
         belief_span=(prompt_length, belief_end),
+        options_span=(prompt_length + 1, options_end),
         response_span=(belief_end, length),
         belief_class_id=class_id,
         truncated=truncated,
@@ -536,6 +583,7 @@ def tokenize_example(
         chosen_belief.description,
         example.chosen_response,
         fmt,
+        beliefs=example.beliefs,
     )
     rejected = build_sequence(
         tokenizer,
@@ -544,6 +592,7 @@ def tokenize_example(
         rejected_belief.description,
         example.rejected_response,
         fmt,
+        beliefs=example.beliefs,
     )
     return TokenizedPair(
         chosen=chosen,
