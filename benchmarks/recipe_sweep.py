@@ -50,6 +50,10 @@ CANDIDATES: dict[str, tuple[str, Recipe]] = {
                                  "the question (separated-options format)",
                                  RECIPE.replace(beta=0.5, frame_prompts=True,
                                                 sequence_format="separated-options")),
+    "lora-b0.5-framed-marker-options": ("LoRA r16, beta 0.5, framed, answer options given "
+                                        "after the belief marker (marker-options format)",
+                                        RECIPE.replace(beta=0.5, frame_prompts=True,
+                                                       sequence_format="marker-options")),
 }
 METRICS = ("jsd", "cbc", "bpc", "rs", "marker_start")
 

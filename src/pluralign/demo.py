@@ -22,6 +22,12 @@ from pluralign.train.tokenize import check_format_name
 
 STAGES = ("data", "sft", "dpo", "gdpo", "evaluate")
 DEMO_SFT_STEPS, DEMO_PREFERENCE_STEPS, DEMO_EVAL_EVERY = 50, RECIPE.preference_steps, 20
+#: The demo's casual wordings often do not say which answer scale a question uses, and without
+#: the options in view GDPO wrote another scale's description (held-out CBC 0.69-0.77 on seeds
+#: 0-2). Written after the belief marker they leave the belief slot's prefix as it was: GDPO's
+#: validation JSD over seeds 0-2 was 0.086 against 0.085 without them (0.205 with the options
+#: before the question), held-out CBC 1.000 (BENCHMARKS.md, "Demo recipe exploration").
+DEMO_SEQUENCE_FORMAT = "marker-options"
 
 
 @dataclass
@@ -58,10 +64,11 @@ class DemoRunConfig(YamlConfig):
         metadata={"help": "Evaluate on the validation split (carved from the training "
                           "records) every N steps; the best evaluation's weights are kept."})
     sequence_format: str = field(
-        default=RECIPE.sequence_format,
+        default=DEMO_SEQUENCE_FORMAT,
         metadata={"help": "Sequence format of training and evaluation: a registered name "
-                          "(pluralign ls sequence-formats) or auto (the default where the "
-                          "records name none)."})
+                          "(pluralign ls sequence-formats) or auto (the format the records "
+                          "name, separated where none). The demo's default writes the answer "
+                          "options after the belief marker."})
     samples: int = field(default=2, metadata={"help": "Belief-first generations per question."})
     max_new_tokens: int = field(default=40, metadata={"help": "Tokens per generated answer."})
     seed: int = field(default=0, metadata={"help": "Seed of data, LoRA init and sampling."})
@@ -135,7 +142,9 @@ class StageClock:
         self.seconds[self._current] = time.perf_counter() - self._stage_started
 
 
-def _write_data(config: DemoRunConfig, out: Path) -> tuple[Path, Path]:
+def write_demo_data(config: DemoRunConfig, out: Path) -> tuple[Path, Path]:
+    """The demo's training file (each question as asked) and held-out file (a casual
+    paraphrase of each), under ``out/data``."""
     from pluralign.data.demo import demo_pairs, demo_questions
     from pluralign.data.records import write_examples
 
@@ -228,7 +237,7 @@ def run_demo(config: DemoRunConfig, echo: Callable[[str], None] = print) -> Demo
     clock = StageClock({"data": 0.5, "sft": config.sft_steps, "dpo": pref, "gdpo": pref,
                         "evaluate": 3.0 * config.samples * config.questions / 4}, echo)
     clock.start(0, "data", f"demo data: {config.questions} questions of {config.group}")
-    files = _write_data(config, out)
+    files = write_demo_data(config, out)
     clock.finish()
     finals: dict[str, Path] = {}
     clock.start(1, "sft", f"SFT of {config.model} with LoRA r={config.lora_r}")
