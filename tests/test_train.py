@@ -146,7 +146,8 @@ def test_pluralign_train_is_callable(toy_files, tmp_path):
     assert fmt == {"method": "sft", "sequence_format": "separated", "belief_format": "digit",
                    "use_chat_template": False, "separator": "<|belief|>", "add_bos": False,
                    "prompt_template": "<Q>{prompt}<A>", "description_template": "<{description}>",
-                   "system_prompt": None, "option_template": "{class_id} = {description}"}
+                   "system_prompt": None, "option_template": "{class_id} = {description}",
+                   "marker_options_template": None}
 
 
 def test_console_logs_off_keeps_the_bar_and_the_metrics_file(toy_files, tmp_path, capsys):
