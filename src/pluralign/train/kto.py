@@ -32,6 +32,7 @@ from pluralign.train.metrics import belief_diagnostics, split_by_margin_group
 from pluralign.train.preference import (
     belief_span_logps,
     check_belief_weights,
+    mask_spans,
     pad_rows,
     refuse_unimplemented_options,
 )
@@ -232,10 +233,7 @@ class BeliefUnpairedCollator(DataCollatorForUnpairedPreference):
                                  ("KL_", torch.tensor([e["KL_belief_len"] for e in examples]))):
                 key = f"{prefix}completion_mask"
                 if key in batch:
-                    positions = torch.arange(batch[key].size(1))
-                    in_span = (positions >= prompt_lens[:, None]) & (
-                        positions < (prompt_lens + lens)[:, None])
-                    batch[key] = batch[key].masked_fill(in_span, 0)
+                    batch[key] = mask_spans(batch[key], prompt_lens, lens)
         ids = [e["belief_token_ids"] for e in examples]
         batch["prompt_lens"] = prompt_lens
         batch["belief_lens"] = belief_lens

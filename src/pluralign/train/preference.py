@@ -179,6 +179,13 @@ class GDPOConfig(DPOConfig):
                              "train with dropout")
 
 
+def mask_spans(mask: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``mask`` (N, T) with positions ``starts[n] <= t < starts[n] + lengths[n]`` set to 0."""
+    positions = torch.arange(mask.size(1))
+    in_span = (positions >= starts[:, None]) & (positions < (starts + lengths)[:, None])
+    return mask.masked_fill(in_span, 0)
+
+
 def pad_rows(rows: list[list[Any]], value: Any, dtype: torch.dtype) -> torch.Tensor:
     width = max(len(row) for row in rows)
     return torch.tensor([list(row) + [value] * (width - len(row)) for row in rows], dtype=dtype)
@@ -202,18 +209,13 @@ class BeliefPreferenceCollator(DataCollatorForPreference):
         rejected_lens = torch.tensor([e["rejected_belief_len"] for e in examples])
         # Options given after the marker (marker-options format) are no part of any response.
         options_lens = torch.tensor([int(e.get("options_len", 0)) for e in examples])
+        starts = torch.cat([prompt_lens, prompt_lens])  # chosen rows, then rejected rows
         if bool(options_lens.any()):
-            positions = torch.arange(batch["completion_mask"].size(1))
-            starts = torch.cat([prompt_lens, prompt_lens]) + 1
-            given = (positions >= starts[:, None]) & (
-                positions < (starts + torch.cat([options_lens, options_lens]))[:, None])
-            batch["completion_mask"] = batch["completion_mask"].masked_fill(given, 0)
+            batch["completion_mask"] = mask_spans(batch["completion_mask"], starts + 1,
+                                                  torch.cat([options_lens, options_lens]))
         if self.exclude_belief_from_preference:
-            positions = torch.arange(batch["completion_mask"].size(1))
-            starts = torch.cat([prompt_lens, prompt_lens])
-            ends = starts + torch.cat([chosen_lens, rejected_lens])
-            in_span = (positions >= starts[:, None]) & (positions < ends[:, None])
-            batch["completion_mask"] = batch["completion_mask"].masked_fill(in_span, 0)
+            batch["completion_mask"] = mask_spans(batch["completion_mask"], starts,
+                                                  torch.cat([chosen_lens, rejected_lens]))
         ids = [e["belief_token_ids"] for e in examples]
         batch["prompt_lens"] = prompt_lens
         batch["chosen_belief_lens"] = chosen_lens

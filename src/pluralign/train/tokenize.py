@@ -137,8 +137,12 @@ class SequenceFormat:
         """Whether the prompt names the question's answer options (``{options}``)."""
         return not self.chat_template and "{options}" in self.prompt_template
 
-    def options_text(self, beliefs: Sequence[Any]) -> str:
-        """The answer options as the prompt lists them: ``1 = Oppose; 2 = Support``."""
+    def options_text(self, beliefs: Sequence[Any] | None) -> str:
+        """The answer options as the sequence lists them: ``1 = Oppose; 2 = Support``."""
+        if not beliefs:
+            raise ValueError("this sequence format writes the question's answer options "
+                             "({options} in its prompt_template or marker_options_template): "
+                             "pass the question's beliefs")
         return OPTION_SEPARATOR.join(
             self.option_template.format(class_id=b.class_id, description=b.description)
             for b in beliefs)
@@ -456,12 +460,7 @@ def encode_prompt(tokenizer: Any, prompt: str, fmt: SequenceFormat = OPINION_FOR
         # types across transformers versions, and the template already holds its own specials.
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
-        options = ""
-        if fmt.lists_options:
-            if not beliefs:
-                raise ValueError("this sequence format lists the answer options in the prompt "
-                                 "({options} in its prompt_template): pass the question's beliefs")
-            options = fmt.options_text(beliefs)
+        options = fmt.options_text(beliefs) if fmt.lists_options else ""
         text = context + fmt.prompt_template.format(prompt=prompt, options=options)
     ids = _encode(tokenizer, text)
     if fmt.add_bos:
@@ -483,9 +482,6 @@ def marker_options_ids(tokenizer: Any, fmt: SequenceFormat,
     """Token ids of the options ``fmt`` writes after the belief marker ([] where none)."""
     if fmt.marker_options_template is None:
         return []
-    if not beliefs:
-        raise ValueError("this sequence format writes the answer options after the belief "
-                         "marker (marker_options_template): pass the question's beliefs")
     return _encode(tokenizer, fmt.marker_options_template.format(
         options=fmt.options_text(beliefs)))
 
