@@ -277,22 +277,16 @@ def demo_pair_records(n: int, prompt_tokens: int = 0, tokenizer: Any = None) -> 
     return out
 
 
-def load_lora_model(model: str, lora_r: int) -> tuple[Any, Any]:
-    from pluralign.models import ModelConfig, load_model
-
-    if not lora_r:
-        return load_model(ModelConfig(model=model))
-    return load_model(ModelConfig(model=model, lora_r=lora_r, lora_alpha=2.0 * lora_r))
-
-
 def _train_config(spec: dict[str, Any], out: Path) -> Any:
     from pluralign.models import ModelConfig
     from pluralign.train.config import TrainConfig
 
     return TrainConfig(
         method=spec.get("method", "gdpo"), train_file="(in memory)", output_dir=str(out),
+        # SDPA, the model's own kernel, for every trainer (TRL's too): under bf16 on a CPU
+        # `auto` would give pluralign's trainer eager attention and TRL's not.
         model=ModelConfig(model=spec["model"], lora_r=spec["lora_r"],
-                          lora_alpha=2.0 * spec["lora_r"]),
+                          lora_alpha=2.0 * spec["lora_r"], attn_implementation="sdpa"),
         max_steps=spec["steps"], per_device_train_batch_size=spec["batch"],
         logging_steps=10**6, save_steps=10**6, learning_rate=1e-4, seed=0, beta=0.1,
         bf16=spec.get("bf16", False), max_length=spec.get("max_length", 1024),
@@ -300,28 +294,25 @@ def _train_config(spec: dict[str, Any], out: Path) -> Any:
 
 
 def pluralign_trainer(spec: dict[str, Any], out: Path) -> Any:
-    """pluralign's GDPOTrainer as ``pluralign.train`` builds it, with ``spec['flags']``."""
-    from pluralign.train.api import _belief_args, _Context, _pairing, sequence_format
-    from pluralign.train.dataset import preference_dataset
-    from pluralign.train.preference import GDPOConfig, GDPOTrainer
+    """pluralign's trainer for the spec's method as ``pluralign.train`` builds it, on demo
+    records, with ``spec['flags']`` over its TRL config's arguments."""
+    from pluralign.train.api import build_trainer, load_policy
 
     config = _train_config(spec, out)
-    model, tokenizer = load_lora_model(spec["model"], spec["lora_r"])
+    # The tokenizer first: long prompts are cut to a token count.
+    model, tokenizer = load_policy(config)
     records = demo_pair_records(spec["batch"] * spec["steps"], spec.get("prompt_tokens", 0),
                                 tokenizer)
-    ctx = _Context(config, config.method_spec, model, tokenizer, sequence_format(config),
-                   records, [], out)
-    args = GDPOConfig(**{**_belief_args(ctx), **spec.get("flags", {})})
-    pairing = spec.get("pairing") or _pairing(ctx.method)
-    data = preference_dataset(records, tokenizer, ctx.fmt, pairing=pairing)
-    return GDPOTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=data)
+    return build_trainer(config, train_records=records, policy=(model, tokenizer),
+                         trainer_options=spec.get("flags", {}))
 
 
 def trl_trainer(spec: dict[str, Any], out: Path) -> Any:
     """TRL's own DPOTrainer on the same token ids (DPO pairs), precomputed reference log-probs."""
     from trl import DPOConfig, DPOTrainer
 
-    from pluralign.train.api import _trl_common, sequence_format
+    from pluralign.train.api import load_policy, sequence_format
+    from pluralign.train.arguments import training_arguments
     from pluralign.train.dataset import preference_dataset
 
     class PretokenizedDPOTrainer(DPOTrainer):
@@ -331,12 +322,13 @@ def trl_trainer(spec: dict[str, Any], out: Path) -> Any:
             return dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
 
     config = _train_config(spec, out)
-    model, tokenizer = load_lora_model(spec["model"], spec["lora_r"])
+    # The model and tokenizer pluralign trains (with the sequence format's tokens).
+    model, tokenizer = load_policy(config)
     records = demo_pair_records(spec["batch"] * spec["steps"], spec.get("prompt_tokens", 0),
                                 tokenizer)
     data = preference_dataset(records, tokenizer, sequence_format(config),
                               pairing=spec.get("pairing", "dpo"))
-    common = _trl_common(config, out, has_eval=False)
+    common = training_arguments(config, has_eval=False)
     args = DPOConfig(**common, beta=0.1, precompute_ref_log_probs=True)
     return PretokenizedDPOTrainer(model=model, args=args, processing_class=tokenizer,
                                   train_dataset=data)

@@ -5,7 +5,7 @@ bundled model after a short SFT on the demo pairs (trained once and cached;
 ``--model`` reads another) and the demo questions x groups (cycled to
 ``--prompts`` prompts, each with its group's p*):
 
-- reading: :func:`pluralign.eval.beliefs.belief_distributions`, one batched
+- reading: :func:`pluralign.beliefs.readout.belief_distributions`, one batched
   forward per 16 prompts, softmax over the K belief tokens at the last
   position;
 - pluralign's sampled estimate
@@ -38,10 +38,11 @@ SAMPLE_SIZES = (16, 64, 256)
 
 def _prompts(count: int, model_ref: str) -> tuple[list[Any], list[Any], list[Any], Any, Any]:
     """Prompt ids, belief marker ids and targets of ``count`` prompts; the model."""
+    from pluralign.beliefs.formats import OPINION_FORMAT
+    from pluralign.beliefs.tokenize import belief_marker_ids, encode_prompt
     from pluralign.data.demo import demo_records
     from pluralign.eval.evaluate import group_prompts
     from pluralign.models import load_model
-    from pluralign.train.tokenize import OPINION_FORMAT, belief_marker_ids, encode_prompt
 
     model, tokenizer = load_model(model_ref)
     if hasattr(model, "merge_and_unload"):  # evaluate the SFT adapter at base-model speed
@@ -57,7 +58,7 @@ def _prompts(count: int, model_ref: str) -> tuple[list[Any], list[Any], list[Any
 def eval_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from pluralign.eval.beliefs import belief_distributions
+    from pluralign.beliefs.readout import belief_distributions
     from pluralign.eval.generate import sampled_belief_distribution
     from pluralign.eval.metrics import jsd
 

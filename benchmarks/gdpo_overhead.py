@@ -38,9 +38,10 @@ def specs(model: str, batch: int, steps: int, warmup: int) -> list[dict]:
     out = []
     for path, flags in PATHS.items():
         for method in ("dpo", "gdpo"):
-            # DPO scores the same response tokens as GDPO (belief span left out of both).
-            flags = {**flags, "exclude_belief_from_preference": True}
-            out.append({"kind": "train", "impl": "pluralign", "method": method, "pairing": "gdpo",
+            # DPO on GDPO's pairs, scoring the same response tokens as GDPO (the belief span
+            # left out of both): the gdpo-conditioned method, whose belief weights are 0.
+            trained = "gdpo-conditioned" if method == "dpo" else method
+            out.append({"kind": "train", "impl": "pluralign", "method": trained,
                         "model": model, "lora_r": MODELS[model], "batch": batch,
                         "steps": warmup + steps, "warmup": warmup, "flags": flags,
                         "label": f"{model} {path} {method}", "path": path})

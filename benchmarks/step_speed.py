@@ -15,6 +15,7 @@ Usage: .venv/bin/python benchmarks/step_speed.py [--quick] [--repeats 3] [--lock
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,28 +39,25 @@ def _recipe_config(spec: dict[str, Any], out: Path) -> Any:
     from pluralign.train.recipe import RECIPE
 
     recipe = RECIPE.replace(batch_size=spec["batch"], lora_r=LORA_R)
-    return recipe.train_config(
+    config = recipe.train_config(
         spec["method"], start=spec["model"], train_file="(in memory)", output_dir=str(out),
         seed=0, max_steps=spec["steps"], bf16=spec["bf16"], validation_fraction=0.0,
         frame_prompts=False, logging_steps=10**6, save_steps=10**6)
+    # The spec's attention kernel, set where the model loads (auto would pick its own).
+    model = dataclasses.replace(config.model, attn_implementation=spec["attention"])
+    return dataclasses.replace(config, model=model)
 
 
 def recipe_trainer(spec: dict[str, Any], out: Path) -> Any:
     """The SFT or GDPO trainer ``pluralign.train`` builds for the recipe, with the spec's
     attention kernel and (SFT) LM head."""
-    from pluralign.models.loading import set_attention
-    from pluralign.train import api
-    from pluralign.train.sft import BeliefSFTTrainer
+    from pluralign.train.api import build_trainer
 
-    config = _recipe_config(spec, out)
-    model, tokenizer = api._load_policy(config)
-    set_attention(model, spec["attention"])
-    if spec.get("sft_head") == "trl":  # this worker process only
-        BeliefSFTTrainer._compact_nll_applies = lambda self, inputs: False
-    records = demo_pair_records(spec["batch"] * spec["steps"])
-    ctx = api._Context(config, config.method_spec, model, tokenizer, api.sequence_format(config),
-                       records, [], out)
-    return api.TRAINER_FAMILIES[config.method_spec.family](ctx)
+    trainer = build_trainer(_recipe_config(spec, out),
+                            train_records=demo_pair_records(spec["batch"] * spec["steps"]))
+    if spec.get("sft_head") == "trl":
+        trainer.compact_nll = False  # TRL's fused head for the SFT loss
+    return trainer
 
 
 def step_worker(spec: dict[str, Any]) -> dict[str, Any]:

@@ -38,8 +38,9 @@ from _timing import (
 MODEL = "smollm2-135m"
 TRL_DPO = {"impl": "trl", "method": "dpo", "pairing": "dpo"}
 OURS = {
-    "pluralign DPO": {"impl": "pluralign", "method": "dpo", "pairing": "dpo"},
-    "pluralign GDPO": {"impl": "pluralign", "method": "gdpo", "pairing": "gdpo"},
+    # pluralign's trainers pair as their method does (dpo: DPO pairs, gdpo: GDPO pairs).
+    "pluralign DPO": {"impl": "pluralign", "method": "dpo"},
+    "pluralign GDPO": {"impl": "pluralign", "method": "gdpo"},
 }
 WITHOUT_SHARING = {"share_prefix": False}
 TRL_HEAD = {"compact_logprobs": False, "share_prefix": False}

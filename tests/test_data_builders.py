@@ -114,7 +114,7 @@ def test_mmoqa_conversion_of_a_local_file(tmp_path):
 
 
 def test_mmoqa_movie_review_records_name_the_reviews_format(tmp_path):
-    from pluralign.train.tokenize import records_format_name
+    from pluralign.beliefs.formats import records_format_name
 
     path = tmp_path / "movie_review_train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in mmoqa_rows()), encoding="utf-8")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from pluralign.beliefs.distances import jsd_per_prompt
 from pluralign.data.records import write_examples
 from pluralign.data.toy import conflicting_opinions
 from pluralign.eval.evaluate import EvalConfig, evaluate, group_prompts, model_label, run_dir_of
-from pluralign.eval.metrics import jsd_per_prompt
 
 
 @pytest.fixture(scope="module")
@@ -213,10 +213,11 @@ def _tiny_run(tmp_path, method: str, sequence_format: str):
 
 def test_a_run_trained_with_options_is_read_with_its_options(tmp_path):
     """Training saves the options format; evaluation rebuilds the prompts with the options."""
-    from pluralign.eval.beliefs import belief_distributions
+    from pluralign.beliefs.formats import SEPARATED_FORMAT
+    from pluralign.beliefs.readout import belief_distributions
+    from pluralign.beliefs.tokenize import belief_marker_ids, encode_prompt
     from pluralign.eval.generate import load_sequence_format
     from pluralign.models import load_model
-    from pluralign.train.tokenize import SEPARATED_FORMAT, belief_marker_ids, encode_prompt
 
     records, run = _tiny_run(tmp_path, "sft", "separated-options")
     fmt = load_sequence_format(run.final_dir)
@@ -241,6 +242,7 @@ def test_a_run_trained_with_options_is_read_with_its_options(tmp_path):
 def test_a_marker_options_run_generates_after_the_given_options(tmp_path):
     """GDPO trains on the marker-options format, saves it, and generation writes the options
     in after the drawn marker: the continuation is the model's own after those tokens."""
+    from pluralign.beliefs.tokenize import belief_marker_id, encode_prompt, marker_options_ids
     from pluralign.eval.generate import (
         SamplingOptions,
         decode_until_eos,
@@ -248,7 +250,6 @@ def test_a_marker_options_run_generates_after_the_given_options(tmp_path):
         load_sequence_format,
     )
     from pluralign.models import load_model
-    from pluralign.train.tokenize import belief_marker_id, encode_prompt, marker_options_ids
 
     records, run = _tiny_run(tmp_path, "gdpo", "marker-options")
     fmt = load_sequence_format(run.final_dir)

@@ -9,9 +9,11 @@ import math
 import pytest
 import torch
 
+from pluralign.beliefs.formats import OPINION_FORMAT
+from pluralign.beliefs.readout import belief_distributions
+from pluralign.beliefs.tokenize import belief_marker_ids, encode_prompt
 from pluralign.data.records import Belief
 from pluralign.data.toy import STANCES
-from pluralign.eval.beliefs import belief_distributions
 from pluralign.eval.generate import (
     SamplingOptions,
     description_class,
@@ -22,7 +24,6 @@ from pluralign.eval.generate import (
     parse_generation,
     sampled_belief_distribution,
 )
-from pluralign.train.tokenize import OPINION_FORMAT, belief_marker_ids, encode_prompt
 
 
 @pytest.mark.parametrize(
@@ -177,7 +178,8 @@ def test_sequence_format_comes_from_the_trained_run(tmp_path):
 
 
 def test_special_token_generation_parses_the_class(fresh_tiny_lm):
-    from pluralign.train.tokenize import SequenceFormat, add_belief_tokens
+    from pluralign.beliefs.formats import SequenceFormat
+    from pluralign.beliefs.tokenize import add_belief_tokens
 
     model, tokenizer = fresh_tiny_lm
     tokenizer = copy.deepcopy(tokenizer)  # the session tokenizer must keep its vocabulary

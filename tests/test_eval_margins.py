@@ -5,11 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pluralign.beliefs.formats import IGNORE_INDEX
+from pluralign.beliefs.readout import token_logps_from_logits
+from pluralign.beliefs.tokenize import tokenize_example
 from pluralign.data.records import MARGIN_GROUPS, is_majority_chosen, margin_group
 from pluralign.data.toy import conflicting_opinions
-from pluralign.eval.margins import pairing_for_method, reward_margins
-from pluralign.train.losses import dpo_loss, token_logps_from_logits
-from pluralign.train.tokenize import IGNORE_INDEX, tokenize_example
+from pluralign.eval.margins import (
+    pairing_for_method,
+    pairing_for_model,
+    pairing_from_info,
+    reward_margins,
+)
+from pluralign.runs import write_format_info
+from pluralign.train.losses import dpo_loss
 
 
 @pytest.fixture
@@ -89,3 +97,18 @@ def test_pairing_follows_the_training_method():
     assert pairing_for_method("dpo") == "dpo"
     assert pairing_for_method("gdpo") == "gdpo"
     assert pairing_for_method(None) == "gdpo"
+
+
+def test_the_recorded_pairing_wins_over_the_method_name(tmp_path):
+    write_format_info(tmp_path, {"method": "gdpo", "pairing": "dpo"})
+    assert pairing_for_model(tmp_path) == "dpo"
+    with pytest.raises(ValueError, match="pairing must be one of gdpo, dpo"):
+        pairing_from_info({"method": "gdpo", "pairing": "chosen"})
+
+
+def test_format_files_without_a_pairing_fall_back_to_the_method(tmp_path):
+    # Run folders written before training recorded the pairing name only the method.
+    write_format_info(tmp_path, {"method": "dpo"})
+    assert pairing_for_model(tmp_path) == "dpo"
+    assert pairing_from_info({"method": "gdpo-kto"}) == "gdpo"
+    assert pairing_for_model(tmp_path / "no-format-file") == "gdpo"

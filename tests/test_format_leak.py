@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from pluralign.beliefs.formats import BELIEF_SEPARATOR
+from pluralign.beliefs.tokenize import encode_prompt
 from pluralign.data.records import read_examples, write_examples
 from pluralign.data.toy import conflicting_opinions
 from pluralign.eval.evaluate import group_prompts, marker_mass_after_descriptions
@@ -18,7 +20,6 @@ from pluralign.eval.generate import load_sequence_format
 from pluralign.models import ModelConfig, load_model
 from pluralign.train.api import train
 from pluralign.train.config import TrainConfig
-from pluralign.train.tokenize import BELIEF_SEPARATOR, encode_prompt
 
 
 @pytest.fixture(scope="module")

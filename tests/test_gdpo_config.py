@@ -4,17 +4,21 @@ trainers do not implement refused by name (issue 16.7)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
 
+from pluralign.beliefs.formats import OPINION_FORMAT
 from pluralign.data.toy import conflicting_opinions
+from pluralign.train.arguments import trainer_arguments
+from pluralign.train.belief_loss import BELIEF_LOSS_FIELDS, BeliefLossArgs
+from pluralign.train.config import TrainConfig
 from pluralign.train.dataset import preference_rows
 from pluralign.train.kto import GDPOKTOConfig
 from pluralign.train.preference import GDPOConfig, GDPOTrainer
-from pluralign.train.tokenize import OPINION_FORMAT
 
 BETA = 0.1
 
@@ -139,3 +143,47 @@ def test_kto_config_defaults_and_weight_check():
     with pytest.raises(ValueError, match="must be >= 0 and not all 0"):
         GDPOKTOConfig(output_dir="unused", use_cpu=True, calibration_weight=0.0,
                       belief_nll_weight=0.0, preference_weight=0.0)
+
+
+@pytest.mark.parametrize("config_class", [GDPOConfig, GDPOKTOConfig, TrainConfig])
+def test_belief_loss_options_are_declared_once(config_class):
+    declared = {f.name: f for f in dataclasses.fields(config_class)}
+    for spec in dataclasses.fields(BeliefLossArgs):
+        if spec.name not in declared:  # TrainConfig: the method decides the exclusion
+            assert config_class is TrainConfig and spec.name == "exclude_belief_from_preference"
+            continue
+        assert declared[spec.name].metadata["help"].startswith(spec.metadata["help"])
+    assert issubclass(config_class, BeliefLossArgs) == (config_class is not TrainConfig)
+
+
+@pytest.mark.parametrize(("method", "expected"), [
+    ("gdpo", (2.0, 1.0, 1.0, True)),
+    ("dpo", (2.0, 0.0, 1.0, False)),
+    ("kto", (2.0, 0.0, 1.0, False)),
+    ("gdpo-kto", (2.0, 1.0, 1.0, True)),
+])
+def test_train_config_maps_its_belief_options_onto_the_trainer_config(method, expected):
+    config = TrainConfig(method=method, train_file="unused", output_dir="unused",
+                         calibration_weight=2.0, belief_nll_reduction="sum")
+    arguments = trainer_arguments(config, has_eval=False)
+    trl_config = (GDPOKTOConfig if "kto" in method else GDPOConfig)(**arguments)
+    assert (trl_config.calibration_weight, trl_config.belief_nll_weight,
+            trl_config.preference_weight, trl_config.exclude_belief_from_preference) == expected
+    assert trl_config.belief_nll_reduction == "sum"
+    assert trl_config.belief_loss() == config.belief_loss()
+
+
+def test_sft_gets_no_belief_options():
+    config = TrainConfig(method="sft", train_file="unused", output_dir="unused")
+    assert not set(trainer_arguments(config, has_eval=False)) & set(BELIEF_LOSS_FIELDS)
+
+
+def test_belief_options_are_checked_in_one_place():
+    with pytest.raises(ValueError, match=r"^belief_nll_weight: must be >= 0, got -1\.0"):
+        TrainConfig(method="gdpo", belief_nll_weight=-1.0)
+    with pytest.raises(ValueError, match="calibration_normalize: must be one of full_vocab, "):
+        GDPOConfig(output_dir="unused", use_cpu=True, calibration_normalize="softmax")
+    config = TrainConfig(method="gdpo", calibration_weight=0.0, belief_nll_weight=0.0,
+                         preference_weight=0.0)  # each >= 0: the set is checked once resolved
+    with pytest.raises(ValueError, match="must be >= 0 and not all 0"):
+        config.belief_loss()

@@ -9,20 +9,16 @@ import random
 import pytest
 
 from openai_stub_server import StubServer
+from pluralign.beliefs.formats import SEPARATED_FORMAT
+from pluralign.beliefs.shots import KSHOT_SYSTEM, ShotPool, in_context_records, sample_shots
+from pluralign.beliefs.tokenize import encode_prompt, tokenize_example
 from pluralign.data.records import GroupPreferenceExample, RecordFileError, read_examples
 from pluralign.data.records import write_examples as write_records
 from pluralign.data.toy import conflicting_opinions
 from pluralign.eval.evaluate import EvalConfig, evaluate, group_prompts
 from pluralign.eval.prompting import in_context_prompts
 from pluralign.train.config import TrainConfig
-from pluralign.train.in_context import (
-    KSHOT_SYSTEM,
-    ShotPool,
-    in_context_records,
-    sample_shots,
-)
 from pluralign.train.methods import get_method
-from pluralign.train.tokenize import SEPARATED_FORMAT, encode_prompt, tokenize_example
 
 WORDINGS = ("What do you think about {t}?", "How do you feel about {t}?", "Your view on {t}?")
 
@@ -192,7 +188,7 @@ def test_released_icf_rows_keep_their_context():
 
 def test_icf_context_goes_before_the_q_wrapper(tiny_lm):
     _, tokenizer = tiny_lm
-    from pluralign.train.tokenize import add_format_tokens
+    from pluralign.beliefs.tokenize import add_format_tokens
 
     tokenizer = _with_separator(tokenizer, add_format_tokens)
     records = styled(3, 1)
@@ -242,11 +238,11 @@ def test_cli_trains_icf_and_evaluation_prompts_with_training_shots(tmp_path, tin
     from datasets import load_from_disk
     from typer.testing import CliRunner
 
+    from pluralign.beliefs.readout import belief_distributions
+    from pluralign.beliefs.tokenize import belief_marker_ids
     from pluralign.cli.main import app
-    from pluralign.eval.beliefs import belief_distributions
     from pluralign.eval.generate import load_sequence_format
     from pluralign.models import load_model
-    from pluralign.train.tokenize import belief_marker_ids
 
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
     train_records = styled(4, 1)

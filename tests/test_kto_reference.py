@@ -9,9 +9,10 @@ from collections import defaultdict
 
 import pytest
 
+from pluralign.beliefs.formats import OPINION_FORMAT
+from pluralign.beliefs.tokenize import encode_prompt
 from pluralign.data.toy import conflicting_opinions
 from pluralign.train.kto import kl_donors, kto_dataset
-from pluralign.train.tokenize import OPINION_FORMAT, encode_prompt
 
 PHRASINGS = ("{prompt}", "Quick question: {prompt}", "In a survey you are asked: {prompt}")
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from pluralign.beliefs.readout import token_logps_from_logits
 from pluralign.train.losses import (
     belief_calibration_loss,
     belief_kl,
@@ -17,7 +18,6 @@ from pluralign.train.losses import (
     gdpo_kto_loss,
     gdpo_loss,
     kto_loss,
-    token_logps_from_logits,
 )
 
 

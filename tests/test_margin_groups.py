@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pluralign.beliefs.margin_groups import split_by_margin_group
 from pluralign.data.records import (
     MARGIN_GROUPS,
     Belief,
@@ -20,7 +21,6 @@ from pluralign.data.records import (
 from pluralign.eval import report
 from pluralign.eval.evaluate import ModelEvaluation
 from pluralign.eval.margins import MarginsResult, _summaries
-from pluralign.train.metrics import split_by_margin_group
 
 STANCES = (Belief(1, "Strongly oppose"), Belief(2, "Somewhat oppose"),
            Belief(4, "Somewhat support"), Belief(5, "Strongly support"))
@@ -85,8 +85,8 @@ def test_eval_summaries_split_three_ways_plus_the_union():
 
 
 def test_preference_rows_carry_the_margin_group_code(tiny_lm):
+    from pluralign.beliefs.formats import OPINION_FORMAT
     from pluralign.train.dataset import preference_rows
-    from pluralign.train.tokenize import OPINION_FORMAT
 
     records = [record((0.1, 0.2, 0.3, 0.4), c) for c in (5, 1, 2)]
     rows = preference_rows(records, tiny_lm[1], OPINION_FORMAT, pairing="gdpo")

@@ -10,22 +10,21 @@ from numpy.testing import assert_allclose
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import binomtest
 
+from pluralign.beliefs.distances import jsd_per_prompt
 from pluralign.eval.metrics import (
     JSDResult,
     MetricResult,
     bootstrap_mean_interval,
     bpc,
-    bundled_embedder_path,
     cbc,
     cosine_similarities,
-    embed_texts,
     jsd,
-    jsd_per_prompt,
     mean_with_interval,
     response_similarity,
     rs,
     wilson_interval,
 )
+from pluralign.models.embed import bundled_embedder_path, embed_texts
 from pluralign.registry import METRICS
 
 SQRT_LN2 = math.sqrt(math.log(2))
@@ -257,7 +256,8 @@ def test_bundled_minilm_loads_offline_and_ranks_a_paraphrase_higher():
 
 
 def test_jsd_accepts_prompts_with_different_numbers_of_beliefs():
-    from pluralign.eval.metrics import jsd, jsd_per_prompt
+    from pluralign.beliefs.distances import jsd_per_prompt
+    from pluralign.eval.metrics import jsd
 
     predicted = [[0.5, 0.5], [1.0, 0.0, 0.0]]
     target = [[0.5, 0.5], [0.0, 1.0, 0.0]]

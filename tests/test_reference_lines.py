@@ -117,7 +117,7 @@ def test_reference_lines_subset_and_validation():
 
 
 def test_reference_lines_on_questions_with_different_numbers_of_beliefs():
-    from pluralign.eval.metrics import jsd_per_prompt
+    from pluralign.beliefs.distances import jsd_per_prompt
 
     targets = [[0.7, 0.3], [0.5, 0.3, 0.2]]
     lines = reference_lines(targets, ["majority", "reverse"])

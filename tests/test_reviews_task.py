@@ -20,6 +20,14 @@ import typer
 from typer.testing import CliRunner
 
 from openai_stub_server import Reply, StubServer
+from pluralign.beliefs.formats import (
+    BELIEF_SEPARATOR,
+    OPINION_FORMAT,
+    REVIEWS_PAPER_FORMAT,
+    named_format,
+    resolve_format_name,
+)
+from pluralign.beliefs.tokenize import add_format_tokens, tokenize_example
 from pluralign.cli.data import data_app
 from pluralign.cli.evaluate import eval_command
 from pluralign.data.builders import ReviewsConfig, build_reviews
@@ -40,15 +48,6 @@ from pluralign.models import ModelConfig
 from pluralign.registry import JUDGES, SEQUENCE_FORMATS
 from pluralign.train.api import sequence_format, train
 from pluralign.train.config import TrainConfig
-from pluralign.train.tokenize import (
-    BELIEF_SEPARATOR,
-    OPINION_FORMAT,
-    REVIEWS_PAPER_FORMAT,
-    add_format_tokens,
-    named_format,
-    resolve_format_name,
-    tokenize_example,
-)
 
 runner = CliRunner()
 

@@ -6,20 +6,22 @@ import copy
 
 import pytest
 
-from pluralign.data import Belief, GroupPreferenceExample
-from pluralign.train.tokenize import (
+from pluralign.beliefs.formats import (
     CHAT_FORMAT,
     IGNORE_INDEX,
     OPINION_FORMAT,
     REVIEW_FORMAT,
     BeliefMarkerError,
     SequenceFormat,
+)
+from pluralign.beliefs.tokenize import (
     add_belief_tokens,
     belief_marker_id,
     belief_marker_ids,
     encode_prompt,
     tokenize_example,
 )
+from pluralign.data import Belief, GroupPreferenceExample
 
 OPINION = GroupPreferenceExample(
     prompt="Is the European Union doing a good job?",
@@ -233,7 +235,8 @@ def test_offsets_line_up_with_model_logits(tiny_lm):
     """The logits at prompt_length - 1 predict the marker: both log-prob paths agree."""
     import torch
 
-    from pluralign.train.losses import gather_belief_logps, token_logps_from_logits
+    from pluralign.beliefs.readout import token_logps_from_logits
+    from pluralign.train.losses import gather_belief_logps
 
     model, tokenizer = tiny_lm
     pair = tokenize_example(OPINION, tokenizer, OPINION_FORMAT)
@@ -255,7 +258,8 @@ def test_offsets_line_up_with_model_logits(tiny_lm):
 @pytest.fixture
 def separator_tokenizer(tiny_lm):
     """A private tokenizer copy with the ``<|belief|>`` separator added."""
-    from pluralign.train.tokenize import SEPARATED_FORMAT, add_format_tokens
+    from pluralign.beliefs.formats import SEPARATED_FORMAT
+    from pluralign.beliefs.tokenize import add_format_tokens
 
     tokenizer = copy.deepcopy(tiny_lm[1])
     add_format_tokens(tokenizer, None, SEPARATED_FORMAT)
@@ -263,7 +267,7 @@ def separator_tokenizer(tiny_lm):
 
 
 def test_options_format_lists_the_answer_options_before_the_question(separator_tokenizer):
-    from pluralign.train.tokenize import BELIEF_SEPARATOR, named_format
+    from pluralign.beliefs.formats import BELIEF_SEPARATOR, named_format
 
     fmt = named_format("separated-options")
     assert fmt.lists_options
@@ -280,7 +284,7 @@ def test_options_format_lists_the_answer_options_before_the_question(separator_t
 
 
 def test_options_format_needs_the_beliefs_other_formats_ignore_them(separator_tokenizer):
-    from pluralign.train.tokenize import SEPARATED_FORMAT, named_format
+    from pluralign.beliefs.formats import SEPARATED_FORMAT, named_format
 
     with pytest.raises(ValueError, match="pass the question's beliefs"):
         encode_prompt(separator_tokenizer, OPINION.prompt, named_format("separated-options"))
@@ -291,7 +295,7 @@ def test_options_format_needs_the_beliefs_other_formats_ignore_them(separator_to
 
 
 def test_option_template_is_checked_and_saved_with_the_run():
-    from pluralign.train.tokenize import named_format
+    from pluralign.beliefs.formats import named_format
 
     with pytest.raises(ValueError, match=r"option_template must contain \{description\}"):
         SequenceFormat(option_template="{class_id}")
@@ -309,8 +313,8 @@ def test_option_template_is_checked_and_saved_with_the_run():
 def test_options_with_the_chat_template_is_refused_where_it_is_configured():
     import dataclasses
 
+    from pluralign.beliefs.formats import named_format
     from pluralign.train.config import TrainConfig
-    from pluralign.train.tokenize import named_format
 
     # The chat template replaces prompt_template: the options would silently vanish.
     with pytest.raises(ValueError, match="cannot use the chat template"):
@@ -324,7 +328,7 @@ def test_options_with_the_chat_template_is_refused_where_it_is_configured():
 
 
 def test_marker_options_are_given_after_the_marker_and_read_by_no_loss(separator_tokenizer):
-    from pluralign.train.tokenize import BELIEF_SEPARATOR, SEPARATED_FORMAT, named_format
+    from pluralign.beliefs.formats import BELIEF_SEPARATOR, SEPARATED_FORMAT, named_format
 
     fmt = named_format("marker-options")
     pair = tokenize_example(OPINION, separator_tokenizer, fmt)
@@ -350,7 +354,7 @@ def test_marker_options_are_given_after_the_marker_and_read_by_no_loss(separator
     assert chosen["belief_span"] == (p, d_end)
     assert plain["chosen"]["options_span"] == (p + 1, p + 1)
     with pytest.raises(ValueError, match="pass the question's beliefs"):
-        from pluralign.train.tokenize import build_sequence
+        from pluralign.beliefs.tokenize import build_sequence
 
         build_sequence(separator_tokenizer, pair["prompt_input_ids"], 2, "Somewhat bad job",
                        "x", fmt)

@@ -13,7 +13,7 @@ from pluralign.data.records import write_examples
 from pluralign.data.toy import conflicting_opinions
 from pluralign.models import ModelConfig, load_model
 from pluralign.registry import METHODS
-from pluralign.train.api import train
+from pluralign.train.api import build_trainer, train
 from pluralign.train.common import COMPLETE_MARKER, TrainingDiverged
 from pluralign.train.config import TrainConfig
 from pluralign.train.metrics import read_metrics
@@ -143,11 +143,48 @@ def test_pluralign_train_is_callable(toy_files, tmp_path):
     result = pluralign.train(make_config(toy_files, tmp_path, "sft", max_steps=1))
     assert result.global_step == 1
     fmt = json.loads((result.final_dir / "pluralign_format.json").read_text())
-    assert fmt == {"method": "sft", "sequence_format": "separated", "belief_format": "digit",
+    assert fmt == {"method": "sft", "pairing": "dpo", "sequence_format": "separated",
+                   "belief_format": "digit",
                    "use_chat_template": False, "separator": "<|belief|>", "add_bos": False,
                    "prompt_template": "<Q>{prompt}<A>", "description_template": "<{description}>",
                    "system_prompt": None, "option_template": "{class_id} = {description}",
                    "marker_options_template": None}
+
+
+@pytest.mark.parametrize("method", ["dpo", "gdpo"])
+def test_the_format_file_records_the_pairing_that_margins_use(method, toy_files, tmp_path):
+    from pluralign.eval.margins import pairing_for_model
+    from pluralign.runs import read_format_info, write_format_info
+
+    result = train(make_config(toy_files, tmp_path, method, max_steps=1, eval_file=None))
+    info = read_format_info(result.final_dir)
+    assert info["pairing"] == METHODS.get(method).pairing == method
+    assert pairing_for_model(result.final_dir) == method
+    # Margins follow the recorded pairing, not the method name.
+    flipped = {"dpo": "gdpo", "gdpo": "dpo"}[method]
+    write_format_info(result.final_dir, {**info, "pairing": flipped})
+    assert pairing_for_model(result.final_dir) == flipped
+
+
+def test_build_trainer_is_the_trainer_train_runs(toy_files, tmp_path):
+    from pluralign.data.records import read_examples
+    from pluralign.train.metrics import MetricsJsonlCallback
+    from pluralign.train.preference import GDPOTrainer
+
+    records = read_examples(toy_files / "train.jsonl")
+    config = make_config(toy_files, tmp_path, "gdpo", train_file="", eval_file=None,
+                         calibration_weight=0.5)
+    trainer = build_trainer(config, train_records=records[:6],
+                            trainer_options={"share_prefix": False})
+    assert isinstance(trainer, GDPOTrainer) and len(trainer.train_dataset) == 6
+    args = trainer.args  # the config's belief options, the method's exclusion, the option
+    assert (args.calibration_weight, args.belief_nll_weight, args.preference_weight) == (
+        0.5, 1.0, 1.0)
+    assert args.exclude_belief_from_preference and not args.share_prefix
+    assert any(isinstance(c, MetricsJsonlCallback) for c in trainer.callback_handler.callbacks)
+    assert not (tmp_path / "gdpo" / "final").exists()  # train() writes final/, not this
+    trainer.train()
+    assert trainer.state.global_step == 2
 
 
 def test_console_logs_off_keeps_the_bar_and_the_metrics_file(toy_files, tmp_path, capsys):
@@ -217,9 +254,9 @@ def test_accelerate_launch_with_two_cpu_processes(toy_files, tmp_path):
 
 
 def _collated_batch(tokenizer, records, exclude: bool, fmt=None):
+    from pluralign.beliefs.formats import OPINION_FORMAT
     from pluralign.train.dataset import preference_rows
     from pluralign.train.preference import BeliefPreferenceCollator
-    from pluralign.train.tokenize import OPINION_FORMAT
 
     rows = preference_rows(records, tokenizer, fmt or OPINION_FORMAT, pairing="gdpo")
     collator = BeliefPreferenceCollator(pad_token_id=tokenizer.pad_token_id,
@@ -279,9 +316,9 @@ def test_options_given_after_the_marker_are_in_no_loss(tiny_lm):
     description stay in both."""
     import dataclasses
 
+    from pluralign.beliefs.formats import OPINION_FORMAT
     from pluralign.train.common import HiddenStateCapture
     from pluralign.train.preference import belief_span_logps
-    from pluralign.train.tokenize import OPINION_FORMAT
 
     model, tokenizer = tiny_lm
     fmt = dataclasses.replace(OPINION_FORMAT, marker_options_template="(Options: {options})")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from datasets import Dataset
 
+from pluralign.beliefs.formats import OPINION_FORMAT
 from pluralign.data.toy import conflicting_opinions
 from pluralign.models import apply_lora
 from pluralign.models.loading import ModelConfig
@@ -20,7 +21,6 @@ from pluralign.train.logprobs import (
     token_logprobs,
 )
 from pluralign.train.preference import BeliefPreferenceCollator, GDPOConfig, GDPOTrainer
-from pluralign.train.tokenize import OPINION_FORMAT
 
 
 def _rows(tokenizer, pairing: str, seed: int = 5):

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pluralign.beliefs.formats import check_format_name
 from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.train.recipe import RECIPE, Recipe, bf16_is_fast
-from pluralign.train.tokenize import check_format_name
 
 STAGES = ("data", "sft", "dpo", "gdpo", "evaluate")
 DEMO_SFT_STEPS, DEMO_PREFERENCE_STEPS, DEMO_EVAL_EVERY = 50, RECIPE.preference_steps, 20

@@ -32,7 +32,7 @@ BUILTIN_MODULES: list[str] = [
     "pluralign.llm.config",
     "pluralign.data.builders",
     "pluralign.data.demo",
-    "pluralign.train.tokenize",
+    "pluralign.beliefs.formats",
 ]
 
 
@@ -126,6 +126,14 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def registration_order(self) -> list[str]:
+        """Names in the order they were registered: pluralign's own before plugins'.
+
+        Evaluation computes metrics in this order, so eval.json lists the
+        built-in ones as the metric modules define them, not alphabetically.
+        """
+        return list(self._entries)
+
     def entries(self) -> list[Entry[T]]:
         return [self._entries[n] for n in self.names()]
 
@@ -173,6 +181,16 @@ def load_all() -> list[str]:
     """
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
+    return load_plugins()
+
+
+def load_plugins() -> list[str]:
+    """Import the installed plugins only (the ``pluralign.plugins`` entry points).
+
+    For code that must not import all of pluralign (evaluation never imports
+    training); returns the failures as :func:`load_all` does. Loading twice is
+    harmless: a plugin module registers when it is first imported.
+    """
     failures = []
     for ep in entry_points(group=PLUGIN_GROUP):
         try:

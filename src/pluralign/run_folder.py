@@ -26,12 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pluralign.runs import CONFIG_NAME, META_NAME
+from pluralign.runs import (
+    CONFIG_NAME,
+    FINAL_DIR,
+    FINAL_STAGING_DIR,
+    META_NAME,
+    METRICS_FILE,
+    TOKENIZED_DIR,
+)
 
 LOCK_NAME = ".pluralign.lock"
 #: What a training run writes at the top of its folder; anything else there is the user's.
 OWNED_NAMES = frozenset({
-    CONFIG_NAME, META_NAME, "metrics.jsonl", "final", "final.partial", "tokenized", LOCK_NAME,
+    CONFIG_NAME, META_NAME, METRICS_FILE, FINAL_DIR, FINAL_STAGING_DIR, TOKENIZED_DIR, LOCK_NAME,
 })
 _OWNED_PATTERN = re.compile(r"^(incomplete-)?checkpoint-\d+$")
 
@@ -94,7 +101,7 @@ def lock_run_folder(folder: Path) -> RunFolderLock:
 
 def _saved_outputs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()
-                  if p.name == "final" or (_OWNED_PATTERN.match(p.name) and
+                  if p.name == FINAL_DIR or (_OWNED_PATTERN.match(p.name) and
                   not p.name.startswith("incomplete-")))
 
 

@@ -1,4 +1,20 @@
-"""Run folders: every run writes its resolved config beside its outputs."""
+"""The run folder contract: what a run writes where, named once.
+
+A training run's folder (``pluralign train --output_dir RUN``)::
+
+    RUN/config.yaml            the resolved config (CONFIG_NAME)
+    RUN/run.json               version, command, library versions (META_NAME)
+    RUN/metrics.jsonl          every logged record, train and eval (METRICS_FILE)
+    RUN/tokenized/             the tokenised datasets (TOKENIZED_DIR)
+    RUN/checkpoint-N/          Trainer checkpoints
+    RUN/final/                 the trained model (FINAL_DIR), written through
+    RUN/final.partial/         a staging folder (FINAL_STAGING_DIR) so a crash
+                               never leaves half a model
+    RUN/final/pluralign_format.json   method, sequence format, pairing (FORMAT_FILE)
+
+:func:`write_format_info` and :func:`read_format_info` are the one writer and
+reader of the format file; training writes it, evaluation and generation read it.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +30,28 @@ from pluralign.config import save_config
 
 CONFIG_NAME = "config.yaml"
 META_NAME = "run.json"
+METRICS_FILE = "metrics.jsonl"
+TOKENIZED_DIR = "tokenized"
+FINAL_DIR = "final"
+FINAL_STAGING_DIR = "final.partial"
+#: What ``final/`` records beside the weights: the method, the sequence format
+#: (:meth:`pluralign.beliefs.formats.SequenceFormat.to_info`) and the pairing, so that
+#: evaluation and generation build the sequences training used.
+FORMAT_FILE = "pluralign_format.json"
+
+
+def write_format_info(model_dir: str | Path, info: dict[str, Any]) -> Path:
+    """Write ``model_dir/pluralign_format.json``; returns its path."""
+    path = Path(model_dir) / FORMAT_FILE
+    path.write_text(json.dumps(info, indent=2))
+    return path
+
+
+def read_format_info(model_ref: str | Path) -> dict[str, Any]:
+    """The format file of a trained model ({} when there is none: a model pluralign did
+    not train, or a hub id)."""
+    path = Path(model_ref) / FORMAT_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def prepare_run_dir(output_dir: str | Path, config: Any, *, command: str = "") -> Path:

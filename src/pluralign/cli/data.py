@@ -6,8 +6,9 @@ The lead app mounts this with ``app.add_typer(data_app, name="data")``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -63,6 +64,38 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from pluralign.llm import LLMError
 
     return (ValueError, FileNotFoundError, LLMError)
+
+
+def _builder(name: str) -> Callable[..., Any]:
+    """The data builder registered as ``name`` (``pluralign ls builders``), a plugin's too."""
+    import importlib
+
+    from pluralign.registry import BUILDERS, load_plugins
+
+    for module in ("pluralign.data.builders", "pluralign.data.demo"):  # pluralign's builders
+        importlib.import_module(module)
+
+    if name not in BUILDERS:
+        load_plugins()  # only then: pluralign's own builders need no entry-point scan
+    return BUILDERS.get(name)
+
+
+def builder_config_class(builder: Callable[..., Any]) -> type[Any]:
+    """The config class of a builder: the annotation of its first parameter.
+
+    Every builder takes its config first (``build_x(config: XConfig, ...)``);
+    an optional config (``XConfig | None``) names its class the same way.
+    """
+    import inspect
+    import typing
+
+    first = next(iter(inspect.signature(builder).parameters), None)
+    hint = typing.get_type_hints(builder).get(first) if first else None
+    for candidate in (hint, *typing.get_args(hint)):
+        if isinstance(candidate, type) and hasattr(candidate, "load"):
+            return candidate
+    raise ValueError(f"builder {getattr(builder, '__name__', builder)!r}: its first parameter "
+                     "must be annotated with its config class (a YamlConfig)")
 
 
 def _llm(backend: str, model: str | None, base_url: str | None, key_env: str | None,
@@ -159,7 +192,7 @@ def opinions_command(
 
         pluralign data opinions --source dev_groups.jsonl -g Pakistan --uniform -o data/pk-u
     """
-    from pluralign.data.builders import OpinionsConfig, build_opinions
+    from pluralign.data.builders import OpinionsConfig
 
     try:
         config = OpinionsConfig(
@@ -169,7 +202,7 @@ def opinions_command(
             split_by=split_by, seed=seed,
             llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache, llm_timeout,
                      llm_retries))
-        result = build_opinions(config)
+        result = _builder("opinions")(config)
     except _user_errors() as error:
         raise _fail(str(error)) from error
     _save(result, out, "Opinion QA pairs (GlobalOpinionQA)",
@@ -210,11 +243,11 @@ def reviews_command(
 
         pluralign data reviews reviews.jsonl.gz --metadata meta.jsonl --min-reviews 20 -o data/m
     """
-    from pluralign.data.builders import ReviewsConfig, build_reviews
+    from pluralign.data.builders import ReviewsConfig
     from pluralign.data.builders.reviews import METADATA_HINT
 
     try:
-        result = build_reviews(ReviewsConfig(
+        result = _builder("reviews")(ReviewsConfig(
             reviews=str(reviews), metadata=str(metadata) if metadata else None,
             min_reviews=min_reviews, group=group, split_by=split_by, seed=seed,
             sequence_format=sequence_format))
@@ -248,10 +281,10 @@ def mmoqa_command(
 
         pluralign data mmoqa ./mmoqa_pk_train.jsonl --group Pakistan --out data/mmoqa-pk
     """
-    from pluralign.data.builders import MmoqaConfig, build_mmoqa
+    from pluralign.data.builders import MmoqaConfig
 
     try:
-        result = build_mmoqa(MmoqaConfig(source=source, group=group, split_by=split_by,
+        result = _builder("mmoqa")(MmoqaConfig(source=source, group=group, split_by=split_by,
                                          seed=seed))
     except _user_errors() as error:
         raise _fail(str(error)) from error
@@ -285,7 +318,7 @@ def mine_command(
 
         pluralign data mine hh.jsonl.gz --llm-backend openai --llm-model qwen -o data/hh
     """
-    from pluralign.data.builders import MiningConfig, build_mining
+    from pluralign.data.builders import MiningConfig
 
     try:
         config = MiningConfig(
@@ -294,7 +327,7 @@ def mine_command(
             group=group, split_by=split_by, seed=seed,
             llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache, llm_timeout,
                      llm_retries))
-        result = build_mining(config)
+        result = _builder("mine")(config)
     except _user_errors() as error:
         raise _fail(str(error)) from error
     _save(result, out, "Mined beliefs", "Statements mined from chosen/rejected choices; per "
@@ -358,3 +391,36 @@ def stats_command(
         typer.echo(f"{path}")
         for key, value in stats.items():
             typer.echo(f"  {key}: {value}")
+
+
+@data_app.command("build")
+def build_command(
+    name: Annotated[str, typer.Argument(help="A registered builder (`pluralign ls builders`), "
+                                        "a plugin's included.")],
+    out: Out,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of the "
+                                                "builder's config.")] = None,
+    settings: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE of the "
+                                                       "builder's config; repeat.")] = None,
+) -> None:
+    """Run any registered builder, plugins' included, from its config (YAML and --set).
+
+    Examples:
+
+        pluralign data build demo --set pairs_per_question=4 -o data/demo
+
+        pluralign data build mmoqa --set source=./mmoqa_pk_train.jsonl -o data/mmoqa-pk
+    """
+    try:
+        builder = _builder(name)
+        overrides = []
+        for item in settings or []:
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+            overrides.append(f"--{key}={value}")
+        result = builder(builder_config_class(builder).load(config, overrides))
+    except (*_user_errors(), KeyError) as error:
+        raise _fail(str(error)) from error
+    doc = (builder.__doc__ or "").strip().splitlines()
+    _save(result, out, f"{name} data", doc[0] if doc else f"Built by the {name} builder.")

@@ -44,13 +44,14 @@ def demo_data_command(
         pluralign data demo --style direct --uniform -o data/demo-uniform
     """
     from pluralign.data.builders import save_build
-    from pluralign.data.demo import DEMO_STYLES, DemoConfig, build_demo
+    from pluralign.data.demo import DEMO_STYLES, DemoConfig
+    from pluralign.registry import BUILDERS
 
     try:
         config = DemoConfig(groups=list(groups or []), pairs_per_question=pairs,
                             styles=list(styles or DEMO_STYLES), uniform=uniform,
                             split_by=split_by, seed=seed)
-        result = build_demo(config)
+        result = BUILDERS.get("demo")(config)
     except ValueError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from error

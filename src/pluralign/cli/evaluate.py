@@ -159,9 +159,9 @@ def parse_target(text: str, k: int) -> list[float]:
 def _question(prompt: str | None, beliefs: str | None, target: str | None,
               data: Path | None, index: int) -> tuple[Any, list[Any], list[float] | None]:
     """(the question as a shot target: prompt, question_id, context; its beliefs; p*)."""
+    from pluralign.beliefs.formats import DEFAULT_CLASS_IDS
     from pluralign.data.records import Belief, read_examples
     from pluralign.eval.evaluate import PromptGroup
-    from pluralign.train.tokenize import DEFAULT_CLASS_IDS
 
     if data is not None:
         records = read_examples(data)
@@ -187,8 +187,8 @@ def _with_training_shots(question: Any, model: str, marker: Any, pool: Path | No
                          seed: int) -> Any:
     """An in-context fine-tuned model's question with shots before it, drawn as evaluation
     draws them (from ``pool``, else the training file the run recorded); others unchanged."""
-    from pluralign.eval.generate import read_format_info
     from pluralign.eval.prompting import in_context_prompts
+    from pluralign.runs import read_format_info
 
     groups, _ = in_context_prompts([question], [], read_format_info(model), marker,
                                    pool_file=str(pool) if pool else None, seed=seed)
@@ -260,14 +260,14 @@ def generate_command(
 
         pluralign generate --model runs/gdpo/final --n 20 --data data/us/test.jsonl --index 3
     """
-    from pluralign.eval.beliefs import belief_distributions
+    from pluralign.beliefs.readout import belief_distributions
+    from pluralign.beliefs.tokenize import belief_marker_ids, encode_prompt
     from pluralign.eval.generate import (
         SamplingOptions,
         generate_beliefs_first,
         load_sequence_format,
     )
     from pluralign.models import ModelLoadError, load_model
-    from pluralign.train.tokenize import belief_marker_ids, encode_prompt
 
     try:
         asked, belief_list, target_p = _question(prompt, beliefs, target, data, index)

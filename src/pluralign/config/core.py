@@ -408,7 +408,8 @@ def describe_fields(cls: type, prefix: str = "") -> Iterable[tuple[str, str, str
 
 
 class YamlConfig:
-    """Mixin giving a config dataclass ``from_yaml``/``from_args``/``save``."""
+    """Mixin giving a config dataclass ``load`` (YAML file plus overrides), ``to_dict``,
+    ``to_yaml`` and ``save``."""
 
     @classmethod
     def load(
@@ -416,6 +417,8 @@ class YamlConfig:
         path: str | Path | None = None,
         overrides: Sequence[str] | Mapping[str, Any] = (),
     ) -> C:
+        """The config from ``path`` (YAML, optional) with ``overrides`` applied on top: CLI
+        words (``["--lr", "1e-4"]``) or a mapping of dotted names to values."""
         return load_config(cls, path, overrides)
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,13 +16,12 @@ the record's belief set (:func:`description_class`) for CBC.
 the share of each marker among ``n`` samples of the *first generated token*
 (full vocabulary, so samples that are no marker at all are counted apart).
 It is reported beside the one-forward-pass reading of
-:func:`pluralign.eval.beliefs.belief_distributions`.
+:func:`pluralign.beliefs.readout.belief_distributions`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -33,19 +32,21 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pluralign.data.records import Belief, GroupPreferenceExample
-from pluralign.train.tokenize import (
-    FORMAT_FILE,
+from pluralign.beliefs.formats import (
     OPINION_FORMAT,
     MarkerMode,
     SequenceFormat,
+    named_format,
+    records_format_name,
+)
+from pluralign.beliefs.tokenize import (
     belief_marker,
     belief_marker_ids,
     encode_prompt,
     marker_options_ids,
-    named_format,
-    records_format_name,
 )
+from pluralign.data.records import Belief, GroupPreferenceExample
+from pluralign.runs import read_format_info
 
 _DIGIT_MARKER = re.compile(r"\s*(\d+)")
 #: A digit marker is one token, one digit in SmolLM2: with no description after it,
@@ -209,10 +210,8 @@ def load_sequence_format(model_ref: str | Path, default: SequenceFormat = OPINIO
     A model that pluralign did not train has no separator token in its
     tokenizer, so it is prompted in the paper's format.
     """
-    path = Path(model_ref)
-    if not (path / FORMAT_FILE).is_file():
-        return default
-    return SequenceFormat.from_info(json.loads((path / FORMAT_FILE).read_text()))
+    info = read_format_info(model_ref)
+    return SequenceFormat.from_info(info) if info else default
 
 
 def untrained_format(records: Sequence[GroupPreferenceExample]) -> SequenceFormat:
@@ -224,12 +223,6 @@ def untrained_format(records: Sequence[GroupPreferenceExample]) -> SequenceForma
     if name is None:
         return OPINION_FORMAT
     return dataclasses.replace(named_format(name), separator=None)
-
-
-def read_format_info(model_ref: str | Path) -> dict[str, Any]:
-    """The raw ``pluralign_format.json`` of a trained model ({} when there is none)."""
-    path = Path(model_ref) / FORMAT_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 # ----------------------------------------------------------------------- model calls

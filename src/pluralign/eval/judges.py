@@ -6,7 +6,10 @@ answer, or the generation itself, could not be read) or "api_error" (the judge
 could not be asked). Failures are never counted as "yes" (the GDPO reference
 code did that); :func:`pluralign.eval.metrics.bpc` leaves them out of the share.
 
-Registered in ``JUDGES`` (factories taking keyword options):
+Registered in ``JUDGES`` (factories taking keyword options; evaluation builds
+one with its ``from_eval_config`` classmethod, which picks the judge's options
+from an :class:`~pluralign.eval.config.EvalConfig`, or without options where a
+factory has none):
 
 * ``llm``: the paper's zero-shot BPC prompt through the LLM backend;
 * ``embedding``: offline, no API: the response's nearest belief by sentence
@@ -29,8 +32,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pluralign.eval.metrics import embed_texts
+from pluralign.models.embed import embed_texts
 from pluralign.registry import JUDGES
+
+#: What the ``from_eval_config`` classmethods take: an EvalConfig, not imported (not even for
+#: type checking): the config module imports this one to register the judges it validates.
+EvalOptions = Any
 
 #: The paper's BPC prompt (appendix H), filled with the belief, question and answer.
 BPC_PROMPT = (
@@ -98,6 +105,13 @@ def parse_yes_no(text: str | None) -> str:
 # ----------------------------------------------------------------------- llm
 
 
+def _llm_options(config: EvalOptions) -> dict[str, Any]:
+    """The LLM judges' options of an evaluation config (``judge_*``, ``progress``)."""
+    return {"backend": config.judge_backend, "model": config.judge_model,
+            "base_url": config.judge_base_url, "api_key_env": config.judge_api_key_env,
+            "cache_dir": config.judge_cache_dir, "progress": config.progress}
+
+
 def _build_backend(backend: Any, options: dict[str, Any]) -> Any:
     """``backend`` when it is a built backend; else one built from ``options``, of the kind
     ``backend`` names ("openai", "hf"), or the options' own kind when it is None."""
@@ -117,6 +131,10 @@ class LLMJudge:
     def __init__(self, backend: Any = None, **llm_options: Any) -> None:
         # ``backend``: a built backend, or the kind ("openai", "hf") to build from the options.
         self.backend = _build_backend(backend, llm_options)
+
+    @classmethod
+    def from_eval_config(cls, config: EvalOptions) -> LLMJudge:
+        return cls(**_llm_options(config))
 
     def prompt(self, item: JudgeItem) -> str:
         return BPC_PROMPT.format(belief=item.belief, question=item.question, answer=item.response)
@@ -176,6 +194,10 @@ class EmbeddingJudge:
     def __init__(self, embedder: Any = None, min_similarity: float = 0.3) -> None:
         self.embedder = embedder  # None: the bundled MiniLM; a folder path or a model object
         self.min_similarity = min_similarity
+
+    @classmethod
+    def from_eval_config(cls, config: EvalOptions) -> EmbeddingJudge:
+        return cls(embedder=config.embedder, min_similarity=config.judge_min_similarity)
 
     def judge(self, items: Sequence[JudgeItem]) -> list[str]:
         texts: dict[str, int] = {}
@@ -248,6 +270,11 @@ class RatingJudge:
             rater = self._nearest_ratings
         self.rater = rater
 
+    @classmethod
+    def from_eval_config(cls, config: EvalOptions) -> RatingJudge:
+        # Evaluation rates offline (nearest reference review); rating-llm is the LLM's judge.
+        return cls(embedder=config.embedder)
+
     def _nearest_ratings(self, items: Sequence[JudgeItem]) -> list[int | None]:
         # The embedding judge's nearest belief is the nearest rating here.
         nearest = []
@@ -297,6 +324,10 @@ class RatingLLMJudge:
     def __init__(self, backend: Any = None, **llm_options: Any) -> None:
         # ``backend``: a built backend, or the kind ("openai", "hf") to build from the options.
         self.backend = _build_backend(backend, llm_options)
+
+    @classmethod
+    def from_eval_config(cls, config: EvalOptions) -> RatingLLMJudge:
+        return cls(**_llm_options(config))
 
     def prompt(self, item: JudgeItem) -> str:
         return RATING_3CLASS_PROMPT.format(answer=item.response)

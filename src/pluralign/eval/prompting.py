@@ -11,7 +11,7 @@ k-shot prompt (paper appendix E)::
     Question: Q, Answer:
 
 Each shot is a randomly drawn record of another question (never of the
-evaluated prompt's question: see :mod:`pluralign.train.in_context`) with its
+evaluated prompt's question: see :mod:`pluralign.beliefs.shots`) with its
 chosen belief and response, drawn from a pool of *training* records, never
 from the evaluated file. The paper's answers are ``<B>R``; by default the class
 marker is written in front (``4<B>R``) so that the first generated token is
@@ -22,10 +22,10 @@ then read from the description).
 Baselines run on a local model (one-forward-pass reading, belief-first
 generation) or on any OpenAI-compatible model through the LLM backend (the
 belief distribution is the sampled estimate from ``n`` answers), and are
-scored with the same metrics as trained models (:mod:`pluralign.eval.evaluate`).
+scored with the same metrics as trained models (:mod:`pluralign.eval.scoring`).
 
 In-context fine-tuning (ICF) is the ``icf`` training method: its shots go
-before the ``<Q>`` wrapper (:func:`pluralign.train.in_context.in_context`).
+before the ``<Q>`` wrapper (:func:`pluralign.beliefs.shots.in_context`).
 :func:`in_context_prompts` gives an ICF model's evaluation prompts their shots
 the same way, from the training file its run recorded.
 """
@@ -38,18 +38,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pluralign.data.records import GroupPreferenceExample, read_examples
-from pluralign.eval.beliefs import belief_distributions
-from pluralign.eval.evaluate import PromptGroup, PromptPrediction, group_prompts
-from pluralign.eval.generate import (
-    Generation,
-    SamplingOptions,
-    description_class,
-    estimate_from_counts,
-    generate_beliefs_first,
-    parse_generation,
-)
-from pluralign.train.in_context import (
+from pluralign.beliefs.formats import MarkerMode, SequenceFormat
+from pluralign.beliefs.readout import belief_distributions
+from pluralign.beliefs.shots import (
     KSHOT_SYSTEM,
     ShotPool,
     in_context,
@@ -58,7 +49,17 @@ from pluralign.train.in_context import (
     shot_answer,
     shot_line,
 )
-from pluralign.train.tokenize import MarkerMode, SequenceFormat, belief_marker_ids
+from pluralign.beliefs.tokenize import belief_marker_ids
+from pluralign.data.records import GroupPreferenceExample, read_examples
+from pluralign.eval.generate import (
+    Generation,
+    SamplingOptions,
+    description_class,
+    estimate_from_counts,
+    generate_beliefs_first,
+    parse_generation,
+)
+from pluralign.eval.predictions import PromptGroup, PromptPrediction, group_prompts
 
 __all__ = [
     "KSHOT_SYSTEM", "in_context_prompts", "in_context_records", "kshot_api", "kshot_baseline",

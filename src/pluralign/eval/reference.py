@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pluralign.eval.metrics import SEED, JSDResult, as_distributions, is_ragged, jsd
+from pluralign.beliefs.distances import as_distributions, is_ragged
+from pluralign.eval.metrics import SEED, JSDResult, jsd
 from pluralign.registry import REFERENCE_LINES
 
 #: Reference lines by name; each maps targets (N, K) to predictions (N, K).

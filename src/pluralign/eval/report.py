@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pluralign.data.records import MARGIN_GROUPS
+from pluralign.registry import METRICS
 
 if TYPE_CHECKING:
-    from pluralign.eval.evaluate import ModelEvaluation
     from pluralign.eval.metrics import MetricResult
+    from pluralign.eval.predictions import ModelEvaluation
 
-#: Columns of the methods table: (metric key, header).
+#: Columns of the methods table: (metric key, header). Other registered metrics (plugins')
+#: that a model was scored with follow them, headed by their name (see :func:`metric_columns`).
 COLUMNS = (("jsd", "JSD ↓"), ("jsd_sampled", "JSD sampled ↓"), ("cbc", "CBC ↑"),
            ("bpc", "BPC ↑"), ("rs", "RS ↑"), ("marker_start", "marker starts ↓"))
 
@@ -65,15 +67,28 @@ def _fmt(result: MetricResult | None) -> str:
     return f"{result.value:.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}] (n={result.n})"
 
 
+def metric_columns(evaluations: Sequence[ModelEvaluation]) -> list[tuple[str, str]]:
+    """:data:`COLUMNS`, then every other registered metric some evaluation holds.
+
+    Only registered names: diagnostics kept in eval.json alone (the marker
+    mass after descriptions) stay out of the table, as before plugins.
+    """
+    shown = {key for key, _ in COLUMNS}
+    extra = [(name, name) for name in METRICS.registration_order()
+             if name not in shown and any(name in e.metrics for e in evaluations)]
+    return [*COLUMNS, *extra]
+
+
 def _methods_table(evaluations: Sequence[ModelEvaluation]) -> list[list[str]]:
-    header = ["model", "method", *(h for _, h in COLUMNS),
+    columns = metric_columns(evaluations)
+    header = ["model", "method", *(h for _, h in columns),
               *(f"margin {label}" for _, label in MARGIN_PARTS), "judge failures"]
     rows = [header]
     for e in evaluations:
         margins = e.margins.summary if e.margins is not None else {}
         failures = e.judge_failures()
         rows.append([
-            e.label, e.method or "–", *(_fmt(e.metrics.get(k)) for k, _ in COLUMNS),
+            e.label, e.method or "–", *(_fmt(e.metrics.get(k)) for k, _ in columns),
             *(_fmt(margins.get(key)) for key, _ in MARGIN_PARTS),
             f"{failures['parse_failure']} parse, {failures['api_error']} api",
         ])

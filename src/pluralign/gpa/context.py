@@ -1,7 +1,7 @@
 """Stage 6, GPA-CT: answer a group's prompt with its relevant rubric items in context.
 
 Relevance is embedding similarity between the prompt and each item (the
-bundled MiniLM through ``pluralign.eval.metrics.embed_texts``) or keyword
+bundled MiniLM through ``pluralign.models.embed.embed_texts``) or keyword
 overlap (no model). Ties go to the better-supported item.
 """
 
@@ -50,7 +50,8 @@ def keyword_scores(prompt: str, items: list[dict[str, Any]]) -> list[float]:
 
 def embedding_scores(prompt: str, items: list[dict[str, Any]], embedder: Any = None
                      ) -> list[float]:
-    from pluralign.eval.metrics import cosine_similarities, embed_texts
+    from pluralign.eval.metrics import cosine_similarities
+    from pluralign.models.embed import embed_texts
 
     vectors = embed_texts([prompt] + [item["text"] for item in items], embedder)
     return [float(s) for s in cosine_similarities(vectors[:1].repeat(len(items), 0),

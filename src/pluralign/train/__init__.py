@@ -3,7 +3,7 @@
 ``pluralign.train(config)`` runs a :class:`~pluralign.train.config.TrainConfig`
 (the same run that ``pluralign train CONFIG.yaml`` builds); the package itself
 is callable for that. Submodules are imported on demand
-(``pluralign.train.tokenize``, ``pluralign.train.losses``, ...) so that
+(``pluralign.train.losses``, ``pluralign.train.preference``, ...) so that
 importing this package stays light.
 """
 

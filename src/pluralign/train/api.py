@@ -4,33 +4,39 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pluralign.beliefs.formats import (
+    SequenceFormat,
+    named_format,
+    resolve_format_name,
+)
+from pluralign.beliefs.tokenize import add_format_tokens
 from pluralign.data.records import GroupPreferenceExample, iter_numbered_examples
 from pluralign.models import apply_lora, load_model
 from pluralign.models.loading import set_attention, training_attention
+from pluralign.runs import (
+    FINAL_DIR,
+    FINAL_STAGING_DIR,
+    METRICS_FILE,
+    TOKENIZED_DIR,
+    write_format_info,
+)
+from pluralign.train.arguments import trainer_arguments
 from pluralign.train.common import check_finite_tensors, process_state
 from pluralign.train.config import TrainConfig
 from pluralign.train.dataset import belief_eval_inputs, preference_dataset, sft_dataset
 from pluralign.train.framing import PROMPT_FRAMES, frame_prompts
 from pluralign.train.lengths import fitting_records, record_length_reports
 from pluralign.train.methods import Method
-from pluralign.train.metrics import METRICS_FILE, BeliefEvalCallback, MetricsJsonlCallback
+from pluralign.train.metrics import BeliefEvalCallback, MetricsJsonlCallback
 from pluralign.train.run_start import claimed_run_folder
 from pluralign.train.selection import BestStateCallback, carve_validation
-from pluralign.train.tokenize import (
-    FORMAT_FILE,
-    SequenceFormat,
-    add_format_tokens,
-    named_format,
-    resolve_format_name,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,12 @@ class _Context:
     train_records: list[GroupPreferenceExample]
     eval_records: list[GroupPreferenceExample]
     output_dir: Path
+    #: Keywords for the TRL config over what ``config`` maps to (see :func:`build_trainer`).
+    trainer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def trainer_arguments(self) -> dict[str, Any]:
+        return {**trainer_arguments(self.config, has_eval=bool(self.eval_records)),
+                **self.trainer_options}
 
 
 def sequence_format(config: TrainConfig) -> SequenceFormat:
@@ -70,14 +82,19 @@ def sequence_format(config: TrainConfig) -> SequenceFormat:
 
 
 def _load_records(path: str | None, limit: int | None,
+                  given: Sequence[GroupPreferenceExample] | None = None,
                   ) -> list[tuple[int, GroupPreferenceExample]]:
     """``(line, record)`` of the first ``limit`` records of ``path`` (read once: the line
-    numbers name a record that does not fit max_length later)."""
-    if not path:
+    numbers name a record that does not fit max_length later), or of ``given`` (numbered
+    from 1) when the caller holds them in memory."""
+    if given is not None:
+        records = list(enumerate(given, start=1))
+    elif not path:
         return []
-    records = list(iter_numbered_examples(path))
+    else:
+        records = list(iter_numbered_examples(path))
     if not records:
-        raise ValueError(f"{path} holds no records")
+        raise ValueError(f"{path if given is None else 'train_records'} holds no records")
     return records[:limit] if limit is not None else records
 
 
@@ -120,7 +137,9 @@ def _pick_attention(model: Any, config: TrainConfig, longest_tokens: int) -> Non
                     kernel, longest_tokens)
 
 
-def _load_policy(config: TrainConfig) -> tuple[Any, Any]:
+def load_policy(config: TrainConfig) -> tuple[Any, Any]:
+    """The model and tokenizer that ``config`` trains: ``config.model`` with the sequence
+    format's tokens added (the embeddings resized) and then its LoRA adapter."""
     # LoRA goes on after the special tokens are added: the embeddings must be resized first.
     base_config = copy.deepcopy(config.model)
     base_config.lora_r = 0
@@ -139,71 +158,11 @@ def _load_policy(config: TrainConfig) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _trl_common(config: TrainConfig, output_dir: Path, has_eval: bool) -> dict[str, Any]:
-    return {
-        "output_dir": str(output_dir),
-        "learning_rate": config.learning_rate,
-        "optim": config.optim,
-        "lr_scheduler_type": config.lr_scheduler_type,
-        "warmup_steps": config.warmup_steps,
-        "num_train_epochs": config.num_train_epochs,
-        "max_steps": config.max_steps,
-        "per_device_train_batch_size": config.per_device_train_batch_size,
-        "per_device_eval_batch_size": config.per_device_eval_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "eval_strategy": "steps" if has_eval else "no",
-        "eval_steps": config.eval_steps,
-        "eval_on_start": has_eval and config.eval_on_start,
-        "logging_steps": config.logging_steps,
-        "save_steps": config.save_steps,
-        "save_total_limit": config.save_total_limit,
-        "seed": config.seed,
-        "data_seed": config.seed,
-        "bf16": config.bf16,
-        "gradient_checkpointing": config.gradient_checkpointing,
-        "report_to": config.report_to or "none",
-        "remove_unused_columns": True,
-        "disable_tqdm": False,
-        "max_length": config.max_length,
-        "dataloader_pin_memory": _has_accelerator(),
-        # CPU-only processes started by `accelerate launch` join a gloo group only with use_cpu.
-        "use_cpu": not _has_accelerator() or config.model.device == "cpu",
-    }
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _pairing(method: Method) -> str:
-    """Which belief the rejected sequence carries, as the tokeniser names it."""
-    return "gdpo" if method.rejected_belief == "chosen" else "dpo"
-
-
-def _belief_args(ctx: _Context) -> dict[str, Any]:
-    """Trainer arguments shared by the GDPO and GDPO-KTO configs."""
-    config, method = ctx.config, ctx.method
-    calibration, nll, preference = config.weights()
-    return {
-        **_trl_common(config, ctx.output_dir, bool(ctx.eval_records)),
-        "beta": config.beta,
-        "precompute_ref_log_probs": config.precompute_ref_log_probs,
-        "calibration_weight": calibration,
-        "belief_nll_weight": nll,
-        "preference_weight": preference,
-        "calibration_normalize": config.calibration_normalize,
-        "belief_nll_reduction": config.belief_nll_reduction,
-        "exclude_belief_from_preference": method.exclude_belief_from_preference,
-    }
-
-
 def _build_preference(ctx: _Context) -> Any:
     from pluralign.train.preference import GDPOConfig, GDPOTrainer
 
-    pairing = _pairing(ctx.method)
-    args = GDPOConfig(**_belief_args(ctx))
+    pairing = ctx.method.pairing
+    args = GDPOConfig(**ctx.trainer_arguments())
     return GDPOTrainer(
         model=ctx.model, ref_model=_reference_copy(ctx), args=args,
         processing_class=ctx.tokenizer,
@@ -221,7 +180,7 @@ def _build_sft(ctx: _Context) -> Any:
     from pluralign.train.sft import BeliefSFTTrainer
 
     config = ctx.config
-    args = SFTConfig(**_trl_common(config, ctx.output_dir, bool(ctx.eval_records)))
+    args = SFTConfig(**ctx.trainer_arguments())
 
     def data(name: str, records: list[GroupPreferenceExample]) -> Any:
         return _shared(ctx, name, sft_dataset(records, ctx.tokenizer, ctx.fmt,
@@ -239,9 +198,8 @@ def _build_kto(ctx: _Context) -> Any:
     from pluralign.train.kto import GDPOKTOConfig, GDPOKTOTrainer, kto_dataset
 
     config = ctx.config
-    pairing = _pairing(ctx.method)
-    args = GDPOKTOConfig(**_belief_args(ctx), desirable_weight=config.kto_desirable_weight,
-                         undesirable_weight=config.kto_undesirable_weight)
+    pairing = ctx.method.pairing
+    args = GDPOKTOConfig(**ctx.trainer_arguments())
 
     def data(name: str, records: list[GroupPreferenceExample]) -> Any:
         return _shared(ctx, name, kto_dataset(records, ctx.tokenizer, ctx.fmt, pairing=pairing,
@@ -264,7 +222,7 @@ def _shared(ctx: _Context, name: str, dataset: Any) -> Any:
     """
     from datasets import load_from_disk
 
-    folder = ctx.output_dir / "tokenized" / name
+    folder = ctx.output_dir / TOKENIZED_DIR / name
     state = process_state()
     with state.main_process_first():
         if state.is_main_process:
@@ -294,33 +252,80 @@ def train(config: TrainConfig, *, console_logs: bool = True) -> TrainResult:
 
     ``console_logs=False`` keeps the progress bar but stops printing every
     logged metrics dict (they still go to ``metrics.jsonl``); the demo uses it.
-    The output folder is claimed and locked first (:mod:`pluralign.run_folder`).
+    The output folder is claimed and locked first (:mod:`pluralign.run_folder`),
+    then the trainer is built as :func:`build_trainer` builds it, trained, and
+    its weights are written to ``final/``.
     """
-    method = config.method_spec
-    if method.family not in TRAINER_FAMILIES:
-        raise ValueError(f"method {method.name!r} has family {method.family!r}, which no trainer "
-                         f"handles yet (known: {', '.join(TRAINER_FAMILIES)})")
-    if not config.train_file:
-        raise ValueError("train_file: a JSONL file of training records is required")
+    _check_trainable(config, records_given=False)
     with claimed_run_folder(config) as start:
         return _train_in_folder(config, start.checkpoint, console_logs)
 
 
+def build_trainer(config: TrainConfig, *,
+                  train_records: Sequence[GroupPreferenceExample] | None = None,
+                  policy: tuple[Any, Any] | None = None,
+                  trainer_options: Mapping[str, Any] | None = None,
+                  console_logs: bool = True) -> Any:
+    """The TRL trainer that :func:`train` trains for ``config``, ready for ``trainer.train()``.
+
+    Everything ``train`` does before training, by the same code: read the
+    records, resolve ``sequence_format: auto``, load the policy, keep the records
+    that fit ``max_length`` (reported in ``output_dir/run.json``), pick the
+    attention kernel, carve the validation split, frame the prompts, tokenise the
+    datasets into ``output_dir/tokenized/`` and add the metrics, belief-evaluation
+    and checkpoint-selection callbacks. Unlike ``train`` it neither claims
+    ``output_dir`` (no lock, no ``config.yaml``; the folder is created if missing)
+    nor writes ``final/``.
+
+    ``train_records``: train on these instead of reading ``config.train_file``
+    (which then only names them in messages). ``policy``: the ``(model,
+    tokenizer)`` that :func:`load_policy` returned for ``config``, when the caller
+    needed them first. ``trainer_options``: keywords for the method family's TRL
+    config over those ``config`` maps to (:func:`pluralign.train.arguments.
+    trainer_arguments`), e.g. ``{"compact_logprobs": False}`` for GDPO.
+    """
+    _check_trainable(config, records_given=train_records is not None)
+    trainer, _ = _build(config, train_records, policy, dict(trainer_options or {}),
+                        console_logs)
+    return trainer
+
+
+def _check_trainable(config: TrainConfig, *, records_given: bool) -> None:
+    method = config.method_spec
+    if method.family not in TRAINER_FAMILIES:
+        raise ValueError(f"method {method.name!r} has family {method.family!r}, which no trainer "
+                         f"handles yet (known: {', '.join(TRAINER_FAMILIES)})")
+    if not config.train_file and not records_given:
+        raise ValueError("train_file: a JSONL file of training records is required")
+
+
 def _train_in_folder(config: TrainConfig, resume_from: Path | None,
                      console_logs: bool) -> TrainResult:
+    trainer, ctx = _build(config, None, None, {}, console_logs)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if ctx.eval_records and _needs_final_evaluation(trainer, ctx.config):
+        trainer.evaluate()
+    return _save_final(trainer, ctx.tokenizer, ctx)
+
+
+def _build(config: TrainConfig, given: Sequence[GroupPreferenceExample] | None,
+           policy: tuple[Any, Any] | None, trainer_options: dict[str, Any],
+           console_logs: bool) -> tuple[Any, _Context]:
+    """:func:`build_trainer`'s trainer and the context that writing ``final/`` needs."""
     from transformers import set_seed
 
     method = config.method_spec
     output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)  # claimed by train(); not by build_trainer
     set_seed(config.seed)
     # Read before the model loads, so that a bad line fails in a second.
-    numbered_train = _load_records(config.train_file, config.max_train_examples)
+    numbered_train = _load_records(config.train_file, config.max_train_examples, given)
     numbered_heldout = _load_records(config.eval_file, config.max_eval_examples)
     config = _with_records_format(config, [r for _, r in numbered_train])
     if method.in_context:
         # Before the lengths are measured: the shots count toward max_length.
         numbered_train, numbered_heldout = _with_shots(config, numbered_train, numbered_heldout)
-    model, tokenizer = _load_policy(config)
+    model, tokenizer = policy if policy is not None else load_policy(config)
     train_records, heldout_records, longest = _fitting_records(
         config, tokenizer, output_dir, numbered_train, numbered_heldout)
     _pick_attention(model, config, longest)
@@ -334,16 +339,13 @@ def _train_in_folder(config: TrainConfig, resume_from: Path | None,
         train_records = frame_prompts(train_records, config.seed)
     # The trainer evaluates (loss, margins) on the validation split when there is one.
     ctx = _Context(config, method, model, tokenizer, sequence_format(config), train_records,
-                   validation_records or heldout_records, output_dir)
+                   validation_records or heldout_records, output_dir, trainer_options)
     trainer = TRAINER_FAMILIES[method.family](ctx)
     trainer.add_callback(MetricsJsonlCallback(output_dir))
     if not console_logs:
         _silence_log_printing(trainer)
     _add_evaluation_callbacks(trainer, ctx, heldout_records if validation_records else [])
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if ctx.eval_records and _needs_final_evaluation(trainer, config):
-        trainer.evaluate()
-    return _save_final(trainer, tokenizer, ctx)
+    return trainer, ctx
 
 
 def _with_shots(config: TrainConfig, train: list[tuple[int, GroupPreferenceExample]],
@@ -352,7 +354,7 @@ def _with_shots(config: TrainConfig, train: list[tuple[int, GroupPreferenceExamp
                            list[tuple[int, GroupPreferenceExample]]]:
     """In-context fine-tuning: ``icf_shots`` shots of other questions before every prompt,
     drawn from the training records only (eval_file prompts too, never from eval_file)."""
-    from pluralign.train.in_context import ShotPool, in_context
+    from pluralign.beliefs.shots import ShotPool, in_context
 
     pool = ShotPool([r for _, r in train])
 
@@ -423,9 +425,12 @@ def _silence_log_printing(trainer: Any) -> None:
 
 
 def _format_info(ctx: _Context) -> dict[str, Any]:
-    """What ``final/pluralign_format.json`` records: the method and sequence format, and for
-    in-context fine-tuning the shot count and pool that evaluation prompts with."""
-    info: dict[str, Any] = {"method": ctx.method.name,
+    """What ``final/pluralign_format.json`` records: the method, its pairing and the sequence
+    format, and for in-context fine-tuning the shot count and pool that evaluation prompts
+    with."""
+    # The pairing lets evaluation build the reward-margin pairs as training did, without
+    # knowing the method (run folders written before it was recorded fall back to the name).
+    info: dict[str, Any] = {"method": ctx.method.name, "pairing": ctx.method.pairing,
                             "sequence_format": ctx.config.sequence_format, **ctx.fmt.to_info()}
     if ctx.method.in_context:
         info["in_context"] = {"shots": ctx.config.icf_shots,
@@ -435,8 +440,8 @@ def _format_info(ctx: _Context) -> dict[str, Any]:
 
 def _save_final(trainer: Any, tokenizer: Any, ctx: _Context) -> TrainResult:
     """Write ``final/`` through a staging folder, so a crash never leaves half a model."""
-    final = ctx.output_dir / "final"
-    staging = ctx.output_dir / "final.partial"
+    final = ctx.output_dir / FINAL_DIR
+    staging = ctx.output_dir / FINAL_STAGING_DIR
     main = trainer.accelerator.is_main_process
     check_finite_tensors(trainer.model, trainer.state.global_step, gradients=False,
                          before="writing final/")
@@ -448,7 +453,7 @@ def _save_final(trainer: Any, tokenizer: Any, ctx: _Context) -> TrainResult:
         tokenizer.save_pretrained(staging)
         trainer.model_card_dir = staging
         trainer.create_model_card(model_name=ctx.output_dir.name)
-        (staging / FORMAT_FILE).write_text(json.dumps(_format_info(ctx), indent=2))
+        write_format_info(staging, _format_info(ctx))
         shutil.rmtree(final, ignore_errors=True)
         staging.replace(final)
     trainer.accelerator.wait_for_everyone()

@@ -5,12 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pluralign.beliefs.formats import check_format_name
 from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.models import ModelConfig
 from pluralign.registry import UnknownNameError, did_you_mean
+from pluralign.train.belief_loss import (
+    BELIEF_WEIGHTS,
+    BeliefLossArgs,
+    BeliefNormalization,
+    NLLReduction,
+    belief_loss_help,
+    check_choices,
+    check_weight,
+)
 from pluralign.train.methods import Method, get_method
 from pluralign.train.selection import SELECTION_METRICS
-from pluralign.train.tokenize import check_format_name
+
+_METHOD_DEFAULT = "Unset: the method's (`pluralign ls methods`)."
 
 
 def _lora_default() -> ModelConfig:
@@ -62,23 +73,18 @@ class TrainConfig(YamlConfig):
         metadata={"help": "Render the prompt with the tokenizer's chat template."},
     )
     beta: float = field(default=0.1, metadata={"help": "DPO/KTO beta (paper: 0.1)."})
+    # The belief-loss options: BeliefLossArgs' fields, in this config's place; the weights
+    # are optional (unset: the method's) and the method sets exclude_belief_from_preference.
     calibration_weight: float | None = field(
-        default=None, metadata={"help": "Override the method's calibration weight."}
-    )
+        default=None, metadata=belief_loss_help("calibration_weight", _METHOD_DEFAULT))
     belief_nll_weight: float | None = field(
-        default=None, metadata={"help": "Override the method's belief NLL weight."}
-    )
+        default=None, metadata=belief_loss_help("belief_nll_weight", _METHOD_DEFAULT))
     preference_weight: float | None = field(
-        default=None, metadata={"help": "Override the method's preference (DPO/KTO) weight."}
-    )
-    calibration_normalize: Literal["full_vocab", "belief_tokens"] = field(
-        default="full_vocab",
-        metadata={"help": "Belief log-probs under the full-vocabulary softmax (reference code) "
-                          "or renormalised over the K belief tokens."},
-    )
-    belief_nll_reduction: Literal["mean", "sum"] = field(
-        default="mean", metadata={"help": "Belief NLL: mean over its tokens (code) or sum (paper)."}
-    )
+        default=None, metadata=belief_loss_help("preference_weight", _METHOD_DEFAULT))
+    calibration_normalize: BeliefNormalization = field(
+        default="full_vocab", metadata=belief_loss_help("calibration_normalize"))
+    belief_nll_reduction: NLLReduction = field(
+        default="mean", metadata=belief_loss_help("belief_nll_reduction"))
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate."})
     optim: str = field(
         default="adamw_torch",
@@ -210,10 +216,10 @@ class TrainConfig(YamlConfig):
             raise ValueError(f"select_best_by: {self.select_best_by} needs a validation split "
                              "(validation_fraction > 0); selection never uses eval_file, which "
                              "may hold the prompts you report on")
-        for name in ("calibration_weight", "belief_nll_weight", "preference_weight"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name}: must be >= 0, got {value}")
+        for name in BELIEF_WEIGHTS:  # the resolved set is checked by belief_loss()
+            if getattr(self, name) is not None:
+                check_weight(name, getattr(self, name))
+        check_choices(self)
 
     @property
     def method_spec(self) -> Method:
@@ -226,6 +232,18 @@ class TrainConfig(YamlConfig):
         if self.select_best_by == "auto":
             return "eval_belief/jsd" if self.method_spec.uses_belief_terms else "eval_loss"
         return self.select_best_by
+
+    def belief_loss(self) -> BeliefLossArgs:
+        """The belief-loss options the trainer gets: the method's weights with this config's
+        overrides (:meth:`weights`), the method's ``exclude_belief_from_preference`` and this
+        config's options. Raises ``ValueError`` when the three weights are all 0."""
+        calibration, nll, preference = self.weights()
+        return BeliefLossArgs(
+            calibration_weight=calibration, belief_nll_weight=nll, preference_weight=preference,
+            calibration_normalize=self.calibration_normalize,
+            belief_nll_reduction=self.belief_nll_reduction,
+            exclude_belief_from_preference=self.method_spec.exclude_belief_from_preference,
+        )
 
     def weights(self) -> tuple[float, float, float]:
         """(calibration, belief NLL, preference): the method's, with this config's overrides."""

@@ -1,6 +1,6 @@
 """Records -> tokenised ``datasets.Dataset`` for each trainer family.
 
-Offsets come from :mod:`pluralign.train.tokenize` at tokenisation time; this
+Offsets come from :mod:`pluralign.beliefs.tokenize` at tokenisation time; this
 module only lays them out in the columns the trainers read.
 """
 
@@ -13,13 +13,9 @@ from typing import Any
 
 from datasets import Dataset
 
+from pluralign.beliefs.formats import SequenceFormat
+from pluralign.beliefs.tokenize import build_sequence, encode_prompt, tokenize_example
 from pluralign.data.records import MARGIN_GROUPS, GroupPreferenceExample
-from pluralign.train.tokenize import (
-    SequenceFormat,
-    build_sequence,
-    encode_prompt,
-    tokenize_example,
-)
 
 
 def _span_length(span: tuple[int, int]) -> int:

@@ -17,26 +17,27 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from datasets import Dataset
 from trl import KTOConfig, KTOTrainer
 from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
 
+from pluralign.beliefs.formats import SequenceFormat
+from pluralign.beliefs.margin_groups import split_by_margin_group
 from pluralign.data.records import GroupPreferenceExample, question_key
+from pluralign.train.belief_loss import BeliefLossArgs, belief_loss_help
 from pluralign.train.common import GuardedCheckpointsMixin, HiddenStateCapture, check_finite
 from pluralign.train.dataset import preference_rows
 from pluralign.train.losses import gdpo_kto_loss
-from pluralign.train.metrics import belief_diagnostics, split_by_margin_group
+from pluralign.train.metrics import belief_diagnostics
 from pluralign.train.preference import (
     belief_span_logps,
-    check_belief_weights,
     mask_spans,
     pad_rows,
     refuse_unimplemented_options,
 )
-from pluralign.train.tokenize import SequenceFormat
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ UNIMPLEMENTED_KTO_OPTIONS: dict[str, tuple[str, tuple[Any, ...]]] = {
 
 
 @dataclass
-class GDPOKTOConfig(KTOConfig):
+class GDPOKTOConfig(BeliefLossArgs, KTOConfig):
     """``KTOConfig`` plus the belief-calibration weights and options.
 
     With the defaults the trainer computes GDPO-KTO (paper appendix J) on data
@@ -72,30 +73,19 @@ class GDPOKTOConfig(KTOConfig):
 
     TRL options the trainer does not implement (see
     :data:`UNIMPLEMENTED_KTO_OPTIONS`) are refused with a ``ValueError`` naming
-    the option when set away from TRL's default, instead of being ignored.
+    the option when set away from TRL's default, instead of being ignored. The
+    belief options and their checks are
+    :class:`~pluralign.train.belief_loss.BeliefLossArgs`'.
     """
 
-    calibration_weight: float = field(default=1.0, metadata={"help": "Weight of KL(p* || q)."})
-    belief_nll_weight: float = field(default=1.0, metadata={"help": "Weight of the belief NLL."})
-    preference_weight: float = field(default=1.0, metadata={"help": "Weight of the KTO term."})
-    calibration_normalize: Literal["full_vocab", "belief_tokens"] = field(
-        default="full_vocab", metadata={"help": "Belief log-probs: full vocabulary or over K."}
-    )
-    belief_nll_reduction: Literal["mean", "sum"] = field(
-        default="mean", metadata={"help": "Belief NLL reduction over its tokens."}
-    )
+    #: GDPO-KTO's default: KTO's per-row reward does not cancel a shared belief span.
     exclude_belief_from_preference: bool = field(
-        default=True,
-        metadata={"help": "Leave the belief span out of the KTO log-probs (rewards conditioned on "
-                          "the belief, GDPO-KTO). Plain KTO sets it False: the span is then part "
-                          "of each scored answer."},
-    )
+        default=True, metadata=belief_loss_help("exclude_belief_from_preference"))
 
     def __post_init__(self) -> None:
         # Before TRL's own handling, which would resolve pad_to_multiple_of first.
         refuse_unimplemented_options(self, KTOConfig, "GDPOKTOTrainer", UNIMPLEMENTED_KTO_OPTIONS)
-        super().__post_init__()
-        check_belief_weights(self)
+        super().__post_init__()  # TRL's checks, then BeliefLossArgs' (one place)
 
 
 def kto_dataset(

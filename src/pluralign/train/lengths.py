@@ -20,14 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pluralign.beliefs.formats import BeliefMarkerError, SequenceFormat
+from pluralign.beliefs.tokenize import build_sequence, encode_prompt
 from pluralign.data.records import GroupPreferenceExample, RecordFileError
 from pluralign.runs import META_NAME
-from pluralign.train.tokenize import (
-    BeliefMarkerError,
-    SequenceFormat,
-    build_sequence,
-    encode_prompt,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +52,7 @@ def _longest_frame(tokenizer: Any, frames: Sequence[str]) -> str:
 def record_length(record: GroupPreferenceExample, tokenizer: Any, fmt: SequenceFormat,
                   frame: str = "{prompt}") -> int:
     """Tokens of the longer of the record's two sequences (chosen, rejected), each with
-    its own belief, as :func:`pluralign.train.tokenize.build_sequence` lays them out."""
+    its own belief, as :func:`pluralign.beliefs.tokenize.build_sequence` lays them out."""
     prompt_ids = encode_prompt(tokenizer, frame.format(prompt=record.prompt), fmt,
                                context=record.context, beliefs=record.beliefs)
     unbounded = dataclasses.replace(fmt, max_length=None)

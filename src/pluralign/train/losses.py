@@ -26,19 +26,13 @@ the paper's numbers) this module computes the forward ``KL(p* || q)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BeliefNormalization = Literal["full_vocab", "belief_tokens"]
-NLLReduction = Literal["mean", "sum"]
-
-
-def _upcast(logits: Tensor) -> Tensor:
-    # log_softmax over a 50k vocabulary in bf16/fp16 loses too much precision.
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+from pluralign.beliefs.readout import masked_sum, upcast_logits
+from pluralign.train.belief_loss import BeliefNormalization, NLLReduction
 
 
 def _check_shape(name: str, tensor: Tensor, shape: tuple[int, ...]) -> None:
@@ -49,29 +43,13 @@ def _check_shape(name: str, tensor: Tensor, shape: tuple[int, ...]) -> None:
 # ---------------------------------------------------------------------- log-prob helpers
 
 
-def token_logps_from_logits(logits: Tensor, input_ids: Tensor) -> Tensor:
-    """Per-token log-probs aligned with ``input_ids``: ``(B, T, V), (B, T) -> (B, T)``.
-
-    ``out[:, t] = log_softmax(logits[:, t - 1])[input_ids[:, t]]``; ``out[:, 0] = 0``
-    (the first token has no prediction).
-    """
-    logps = torch.log_softmax(_upcast(logits[:, :-1]), dim=-1)
-    gathered = logps.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return F.pad(gathered, (1, 0), value=0.0)
-
-
-def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
-    """``(B, T), (B, T) -> (B,)``: sum of ``values`` where ``mask`` is 1."""
-    return (values * mask.to(values.dtype)).sum(dim=-1)
-
-
 def gather_belief_logps(last_prompt_logits: Tensor, belief_token_ids: Tensor) -> Tensor:
     """Full-vocabulary log-probs of the K belief tokens: ``(B, V), (B, K) -> (B, K)``.
 
     ``last_prompt_logits`` are the logits at the last prompt position (they
     predict the belief marker). Not renormalised over the K tokens.
     """
-    logps = torch.log_softmax(_upcast(last_prompt_logits), dim=-1)
+    logps = torch.log_softmax(upcast_logits(last_prompt_logits), dim=-1)
     return logps.gather(-1, belief_token_ids.long())
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pluralign.beliefs.formats import Pairing
 from pluralign.registry import METHODS
 
 Family = Literal["sft", "preference", "kto"]
@@ -43,6 +44,13 @@ class Method:
     @property
     def uses_belief_terms(self) -> bool:
         return self.calibration_weight > 0 or self.belief_nll_weight > 0
+
+    @property
+    def pairing(self) -> Pairing:
+        """:attr:`rejected_belief` as the tokeniser names it (``pairing=``): "gdpo" when the
+        rejected sequence carries the chosen belief, "dpo" when it carries its own. Training
+        records it in ``final/pluralign_format.json``, where evaluation reads it."""
+        return "gdpo" if self.rejected_belief == "chosen" else "dpo"
 
 
 def _register(method: Method) -> Method:

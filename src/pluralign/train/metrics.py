@@ -11,26 +11,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from pluralign.data.records import MARGIN_GROUPS
-from pluralign.eval.metrics import jsd_per_prompt
-
-METRICS_FILE = "metrics.jsonl"
-
-
-def split_by_margin_group(values: torch.Tensor, groups: torch.Tensor) -> dict[str, list[float]]:
-    """Per-pair values (reward margins) split into the GDPO paper's subsets of pairs.
-
-    ``groups`` holds each pair's index in :data:`MARGIN_GROUPS` (majority, lowest
-    minority, others; see :func:`pluralign.data.records.margin_group`). Besides
-    the three subsets, ``minority`` is every pair that is not majority (lowest
-    minority and others together): the split metrics.jsonl logged before the
-    three-way one, kept under its name for readers of earlier runs.
-    """
-    groups = groups.long().to(values.device)
-    split = {name: values[groups == code].float().tolist()
-             for code, name in enumerate(MARGIN_GROUPS)}
-    split["minority"] = values[groups != MARGIN_GROUPS.index("majority")].float().tolist()
-    return split
+from pluralign.beliefs.distances import jsd_per_prompt
+from pluralign.runs import METRICS_FILE
 
 
 def belief_diagnostics(
@@ -127,7 +109,7 @@ class BeliefEvalCallback(TrainerCallback):
             append_metrics_record(self.path, record)
 
     def measure(self, model: Any) -> dict[str, float]:
-        from pluralign.eval.beliefs import belief_distributions
+        from pluralign.beliefs.readout import belief_distributions
 
         reading = belief_distributions(
             model, self.inputs["prompt_ids"], self.inputs["belief_token_ids"],

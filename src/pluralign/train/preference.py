@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 from accelerate.utils import is_peft_model
@@ -30,6 +30,8 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import use_adapter
 
+from pluralign.beliefs.margin_groups import split_by_margin_group
+from pluralign.train.belief_loss import BeliefLossArgs
 from pluralign.train.common import GuardedCheckpointsMixin, HiddenStateCapture, check_finite
 from pluralign.train.logprobs import (
     PairRequest,
@@ -39,7 +41,7 @@ from pluralign.train.logprobs import (
     shared_prefix_lengths,
 )
 from pluralign.train.losses import gdpo_loss
-from pluralign.train.metrics import belief_diagnostics, split_by_margin_group
+from pluralign.train.metrics import belief_diagnostics
 
 logger = logging.getLogger(__name__)
 
@@ -93,18 +95,8 @@ def refuse_unimplemented_options(config: Any, trl_class: type, trainer: str,
                          f"{trainer}: {why}; leave it at its default {default!r}")
 
 
-def check_belief_weights(config: Any) -> None:
-    """The three loss weights are >= 0 and not all 0."""
-    weights = (config.calibration_weight, config.belief_nll_weight, config.preference_weight)
-    if min(weights) < 0 or max(weights) == 0:
-        raise ValueError(
-            "calibration_weight, belief_nll_weight and preference_weight must be >= 0 and "
-            f"not all 0, got {weights}"
-        )
-
-
 @dataclass
-class GDPOConfig(DPOConfig):
+class GDPOConfig(BeliefLossArgs, DPOConfig):
     """``DPOConfig`` plus the GDPO loss weights and options (sigmoid DPO only).
 
     With the defaults the trainer computes GDPO's loss on data built with
@@ -121,37 +113,11 @@ class GDPOConfig(DPOConfig):
     TRL options the trainer does not implement (other loss types, label
     smoothing, f-divergences, LD-DPO, WPO weighting, ...; see
     :data:`UNIMPLEMENTED_DPO_OPTIONS`) are refused with a ``ValueError`` naming
-    the option when set away from TRL's default, instead of being ignored.
+    the option when set away from TRL's default, instead of being ignored. The
+    belief options and their checks are
+    :class:`~pluralign.train.belief_loss.BeliefLossArgs`'.
     """
 
-    calibration_weight: float = field(
-        default=1.0, metadata={"help": "Weight of KL(p* || q) at the last prompt position."}
-    )
-    belief_nll_weight: float = field(
-        default=1.0, metadata={"help": "Weight of the chosen belief's NLL (belief token + text)."}
-    )
-    preference_weight: float = field(
-        default=1.0, metadata={"help": "Weight of the (belief-conditioned) DPO term."}
-    )
-    calibration_normalize: Literal["full_vocab", "belief_tokens"] = field(
-        default="full_vocab",
-        metadata={
-            "help": "full_vocab: log-probs of the K belief tokens under the full-vocabulary "
-            "softmax (the reference code; also pushes mass onto belief tokens). belief_tokens: "
-            "renormalise over the K tokens."
-        },
-    )
-    belief_nll_reduction: Literal["mean", "sum"] = field(
-        default="mean",
-        metadata={"help": "Belief NLL over its tokens: mean (reference code) or sum (paper)."},
-    )
-    exclude_belief_from_preference: bool = field(
-        default=False,
-        metadata={"help": "Leave the belief span out of the DPO log-probs (response only). Off: "
-                          "the whole completion is scored, as plain DPO does; with "
-                          "pairing='gdpo' the shared span cancels in the DPO margin, so either "
-                          "gives GDPO's loss."},
-    )
     compact_logprobs: bool = field(
         default=True,
         metadata={"help": "Project only the scored (response) positions through the LM head, "
@@ -169,8 +135,7 @@ class GDPOConfig(DPOConfig):
     def __post_init__(self) -> None:
         # Before TRL's own checks, which would warn about (or resolve) some refused values.
         refuse_unimplemented_options(self, DPOConfig, "GDPOTrainer", UNIMPLEMENTED_DPO_OPTIONS)
-        super().__post_init__()
-        check_belief_weights(self)
+        super().__post_init__()  # TRL's checks, then BeliefLossArgs' (one place)
         if self.share_prefix and not self.compact_logprobs:
             raise ValueError("share_prefix needs compact_logprobs=True (or set share_prefix=False)")
         if self.share_prefix and not self.disable_dropout:

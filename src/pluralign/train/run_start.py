@@ -24,9 +24,8 @@ from pluralign.run_folder import (
     lock_run_folder,
     remove_own_outputs,
 )
-from pluralign.runs import CONFIG_NAME, prepare_run_dir
+from pluralign.runs import CONFIG_NAME, METRICS_FILE, prepare_run_dir
 from pluralign.train.common import last_complete_checkpoint, process_state
-from pluralign.train.metrics import METRICS_FILE
 
 logger = logging.getLogger(__name__)
 

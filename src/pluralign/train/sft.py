@@ -30,9 +30,13 @@ class BeliefSFTTrainer(GuardedCheckpointsMixin, SFTTrainer):
     need every logit and are not logged.
     """
 
+    #: False keeps TRL's fused-head loss even where the compact one applies (the step-speed
+    #: benchmark compares the two).
+    compact_nll: bool = True
+
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        if return_outputs or not self._compact_nll_applies(inputs):
+        if return_outputs or not (self.compact_nll and self._compact_nll_applies(inputs)):
             result = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                           num_items_in_batch=num_items_in_batch)
         else:

@@ -2,7 +2,7 @@
 
 1. The LLM states the principle behind each chosen-over-rejected choice.
 2. The statements are embedded (the bundled MiniLM through
-   :func:`pluralign.eval.metrics.embed_texts`) and clustered with seeded
+   :func:`pluralign.models.embed.embed_texts`) and clustered with seeded
    k-means on the unit sphere; each cluster is named by its medoid
    statement, or by the LLM with ``name_with_llm``.
 3. The LLM labels every example agree / disagree / neutral per statement.
@@ -192,7 +192,7 @@ def group_statements(
     statements: list[str], k: int, seed: int, embedder: str | None = None
 ) -> list[tuple[str, list[int]]]:
     """``[(medoid statement, member indices)]``, largest cluster first."""
-    from pluralign.eval.metrics import embed_texts  # loads sentence-transformers
+    from pluralign.models.embed import embed_texts
 
     vectors = np.asarray(embed_texts(statements, embedder), dtype=np.float64)
     labels = kmeans(vectors, min(k, len(statements)), seed)

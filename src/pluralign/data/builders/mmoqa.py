@@ -20,13 +20,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from pluralign.beliefs.formats import FORMAT_METADATA_KEY
 from pluralign.config import YamlConfig
 from pluralign.data.builders.cards import BuildReport, BuildResult
 from pluralign.data.builders.opinions import question_id
 from pluralign.data.builders.splits import SPLIT_METHODS, split_examples
 from pluralign.data.records import Belief, GroupPreferenceExample, RecordError
 from pluralign.registry import BUILDERS
-from pluralign.train.tokenize import FORMAT_METADATA_KEY
 
 HUB_IDS = tuple(f"Binwei01/{name}{size}" for name in ("mmoqa_usa", "mmoqa_pk", "mmoqa_sa",
                                                       "movie_review") for size in ("", "_large"))

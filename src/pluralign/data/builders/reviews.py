@@ -41,12 +41,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from pluralign.beliefs.formats import FORMAT_METADATA_KEY, check_format_name
 from pluralign.config import YamlConfig
 from pluralign.data.builders.cards import BuildReport, BuildResult
 from pluralign.data.builders.splits import SPLIT_METHODS, split_examples
 from pluralign.data.records import Belief, GroupPreferenceExample, distribution_from_counts
 from pluralign.registry import BUILDERS
-from pluralign.train.tokenize import FORMAT_METADATA_KEY, check_format_name
 
 RATINGS = (1, 2, 3, 4, 5)
 RATING_BELIEFS = tuple(Belief(r, f"{r} star" + ("s" if r > 1 else "")) for r in RATINGS)

@@ -1,4 +1,4 @@
-"""A model's belief distribution for a prompt, from one forward pass.
+"""Reading beliefs from a model: per-token log-probs, and belief distributions.
 
 The belief distribution is the softmax over the K belief-token logits at the
 last prompt position (the reading the GDPO paper's JSD numbers correspond to);
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from tqdm.auto import tqdm
 
 
@@ -72,3 +74,25 @@ def belief_distributions(
             mass.append(float(full[row, index].exp().sum()))
     model.train(was_training)
     return BeliefReading(probs=probs, mass=mass)
+
+
+def upcast_logits(logits: Tensor) -> Tensor:
+    # log_softmax over a 50k vocabulary in bf16/fp16 loses too much precision.
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def token_logps_from_logits(logits: Tensor, input_ids: Tensor) -> Tensor:
+    """Per-token log-probs aligned with ``input_ids``: ``(B, T, V), (B, T) -> (B, T)``.
+
+    ``out[:, t] = log_softmax(logits[:, t - 1])[input_ids[:, t]]``; ``out[:, 0] = 0``
+    (the first token has no prediction).
+    """
+    logps = torch.log_softmax(upcast_logits(logits[:, :-1]), dim=-1)
+    gathered = logps.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return F.pad(gathered, (1, 0), value=0.0)
+
+
+def masked_sum(values: Tensor, mask: Tensor) -> Tensor:
+    """``(B, T), (B, T) -> (B,)``: sum of ``values`` where ``mask`` is 1."""
+    return (values * mask.to(values.dtype)).sum(dim=-1)
+

@@ -15,7 +15,7 @@ question; give them ids to exclude paraphrases.
 ICF places its shots where the reference code does, *before* the ``<Q>``
 wrapper (``{context}<Q>{prompt}<A>``): :func:`in_context` fills the
 ``context`` field of records (or prompt groups) that have none, and
-:func:`pluralign.train.tokenize.encode_prompt` puts the context in front.
+:func:`pluralign.beliefs.tokenize.encode_prompt` puts the context in front.
 A context that a record already carries (the ``context`` column of the
 paper's released ICF data) is kept as it is.
 """
@@ -27,8 +27,9 @@ import random
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
+from pluralign.beliefs.formats import MarkerMode
+from pluralign.beliefs.tokenize import belief_marker
 from pluralign.data.records import GroupPreferenceExample, question_key
-from pluralign.train.tokenize import MarkerMode, belief_marker
 
 #: The instruction line of the paper's few-shot template (also opens an ICF context).
 KSHOT_SYSTEM = (
