@@ -32,6 +32,8 @@ from typing import Any
 from _report import machine_line, write_section
 from _timing import add_common_args, interleaved, key_median, worker_entry
 
+from pluralign.runs import FINAL_DIR
+
 MODEL = "smollm2-135m"
 SAMPLE_SIZES = (16, 64, 256)
 
@@ -125,7 +127,7 @@ def evaluated_model(args: argparse.Namespace) -> tuple[str, str]:
 
     if args.model:
         return args.model, f"`{args.model}`"
-    final = args.sft_dir / "run" / "final"
+    final = args.sft_dir / "run" / FINAL_DIR
     if not (final / "adapter_config.json").is_file():
         with cpu_lock(args.lock):
             run_isolated(Path(__file__), {"kind": "sft", "out": str(args.sft_dir),

@@ -28,6 +28,7 @@ from _opinions import SHORT, DataSpec, build_group, evaluate_models, per_prompt_
 from _report import machine_line, write_section
 
 from pluralign.data.records import read_examples, write_examples
+from pluralign.runs import FINAL_DIR
 from pluralign.train.recipe import RECIPE, Recipe
 from pluralign.train.selection import carve_validation
 
@@ -98,8 +99,8 @@ def run_candidate(name: str, recipe: Recipe, group: str, args: argparse.Namespac
     for method in ("sft", "gdpo"):
         start = "smollm2-135m" if method == "sft" else str(finals["sft"])
         run_dir = args.out / sft_key(recipe) / short if method == "sft" else out / method
-        if method == "sft" and (run_dir / "final").is_dir():
-            finals[method] = run_dir / "final"  # shared with an earlier candidate
+        if method == "sft" and (run_dir / FINAL_DIR).is_dir():
+            finals[method] = run_dir / FINAL_DIR  # shared with an earlier candidate
             continue
         finals[method] = train(recipe.train_config(
             method, start=start, train_file=str(files["train"]), output_dir=str(run_dir),

@@ -18,6 +18,7 @@ from typing import Any
 
 from pluralign.beliefs.formats import check_format_name
 from pluralign.config import YamlConfig, reject_non_finite
+from pluralign.runs import CONFIG_NAME
 from pluralign.train.recipe import RECIPE, Recipe, bf16_is_fast
 
 STAGES = ("data", "sft", "dpo", "gdpo", "evaluate")
@@ -220,7 +221,7 @@ def _check_demo_folder(out: Path) -> None:
     if not out.is_dir() or not any(out.iterdir()):
         return
     try:
-        DemoRunConfig.load(out / "config.yaml")
+        DemoRunConfig.load(out / CONFIG_NAME)
     except Exception:
         raise ValueError(
             f"output_dir {out} is not empty and holds no earlier demo (no demo config.yaml); "
@@ -232,7 +233,7 @@ def run_demo(config: DemoRunConfig, echo: Callable[[str], None] = print) -> Demo
     out = Path(config.output_dir)
     _check_demo_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "config.yaml")
+    config.save(out / CONFIG_NAME)
     pref = config.preference_steps * 2.2  # a preference step costs about 2 SFT steps
     clock = StageClock({"data": 0.5, "sft": config.sft_steps, "dpo": pref, "gdpo": pref,
                         "evaluate": 3.0 * config.samples * config.questions / 4}, echo)
