@@ -207,3 +207,49 @@ def test_tuple_and_optional_list_fields():
     expected = r"--dims \(field 'dims'\) item 1: expected an integer, got 'x'"
     with pytest.raises(ConfigError, match=expected):
         load_config(Shapes, None, ["--dims", "1,x"])
+
+
+# --------------------------------------------- nested overrides keep the field's own default
+
+
+@dataclass
+class Tuned(YamlConfig):
+    """A nested field whose default differs from its class's defaults (like TrainConfig.model)."""
+
+    optim: Optim = field(default_factory=lambda: Optim(lr=3e-3, betas=[0.5, 0.6]),
+                         metadata={"help": "optimiser"})
+
+
+def test_a_cli_override_of_one_nested_field_keeps_its_siblings():
+    config = load_config(Tuned, None, ["--optim.lr", "1e-2"])
+    assert config.optim == Optim(lr=1e-2, betas=[0.5, 0.6])  # not Optim's [0.9, 0.999]
+
+
+def test_a_yaml_override_of_one_nested_field_keeps_its_siblings(tmp_path):
+    config = load_config(Tuned, write(tmp_path, "optim:\n  betas: [0.1, 0.2]\n"))
+    assert config.optim == Optim(lr=3e-3, betas=[0.1, 0.2])
+
+
+def test_yaml_and_cli_nested_overrides_combine_on_the_field_default(tmp_path):
+    config = load_config(Tuned, write(tmp_path, "optim:\n  betas: [0.1, 0.2]\n"),
+                         ["--optim.lr", "1e-2"])
+    assert config.optim == Optim(lr=1e-2, betas=[0.1, 0.2])
+
+
+def test_describe_fields_shows_the_nested_defaults_a_run_uses():
+    rows = {key: default for key, _, default, _ in describe_fields(Tuned)}
+    assert rows == {"optim.lr": "0.003", "optim.betas": "[0.5, 0.6]"}
+
+
+def test_train_config_keeps_lora_when_only_the_start_model_changes(tmp_path):
+    # The README's GDPO command: `--model.model runs/sft/final` used to rebuild ModelConfig
+    # from its class defaults, so lora_r fell from 8 to 0 and every weight was trained.
+    from pluralign.train.config import TrainConfig
+
+    from_cli = TrainConfig.load(None, ["--model.model", "runs/sft/final"])
+    from_yaml = TrainConfig.load(write(tmp_path, "model:\n  model: runs/sft/final\n"))
+    for config in (from_cli, from_yaml):
+        assert (config.model.model, config.model.lora_r, config.model.lora_alpha) == (
+            "runs/sft/final", 8, 16.0)
+    rows = {key: default for key, _, default, _ in describe_fields(TrainConfig)}
+    assert (rows["model.model"], rows["model.lora_r"]) == ("'smollm2-135m'", "8")

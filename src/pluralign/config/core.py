@@ -220,7 +220,19 @@ def _nest(flat: Mapping[str, _Value]) -> dict[str, Any]:
     return nested
 
 
-def _build(cls: type[C], values: Mapping[str, Any], where: str) -> C:
+def field_default(field: dataclasses.Field) -> Any:
+    """What a field holds when not given: its default, a fresh ``default_factory()`` value,
+    or ``dataclasses.MISSING`` for a required field."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _build(cls: type[C], values: Mapping[str, Any], where: str, base: Any = None) -> C:
+    """``cls`` from ``values``; fields not given keep ``base``'s values when there is a base
+    (a nested config's own default: ``--model.model X`` must not reset ``model.lora_r``)."""
     fields = config_fields(cls)
     kwargs: dict[str, Any] = {}
     for key, raw in _nest(values).items():
@@ -235,11 +247,13 @@ def _build(cls: type[C], values: Mapping[str, Any], where: str) -> C:
         if isinstance(raw, dict):  # dotted keys addressing a nested dataclass
             if not dataclasses.is_dataclass(tp):
                 raise ConfigError(f"{where}: field {key!r} of {cls.__name__} is not nested")
-            kwargs[key] = _build(tp, raw, f"{where}.{key}")
+            default = getattr(base, key) if base is not None else field_default(fields[key][0])
+            kwargs[key] = _build(tp, raw, f"{where}.{key}",
+                                 default if dataclasses.is_dataclass(default) else None)
         else:
             kwargs[key] = coerce(raw.value, tp, f"{raw.where} (field {key!r})")
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
@@ -392,18 +406,18 @@ def missing_help(cls: type, _seen: set[type] | None = None) -> list[str]:
     return missing
 
 
-def describe_fields(cls: type, prefix: str = "") -> Iterable[tuple[str, str, str, str]]:
-    """(key, type, default, help) for each field, nested ones as dotted keys."""
+def describe_fields(cls: type, prefix: str = "", defaults: Any = None
+                    ) -> Iterable[tuple[str, str, str, str]]:
+    """(key, type, default, help) for each field, nested ones as dotted keys. A nested
+    field's defaults are those of its own default value (what a run really uses), not its
+    class's: ``model.lora_r`` of TrainConfig is 8, though ModelConfig's is 0."""
     for name, (field, tp) in config_fields(cls).items():
+        value = getattr(defaults, name) if defaults is not None else field_default(field)
         if dataclasses.is_dataclass(tp):
-            yield from describe_fields(tp, f"{prefix}{name}.")
+            yield from describe_fields(tp, f"{prefix}{name}.",
+                                       value if dataclasses.is_dataclass(value) else None)
             continue
-        if field.default is not dataclasses.MISSING:
-            default = repr(to_plain(field.default))
-        elif field.default_factory is not dataclasses.MISSING:
-            default = repr(to_plain(field.default_factory()))
-        else:
-            default = "(required)"
+        default = "(required)" if value is dataclasses.MISSING else repr(to_plain(value))
         yield f"{prefix}{name}", _type_name(tp), default, str(field.metadata.get("help", ""))
 
 
