@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 
 import pytest
 
@@ -23,6 +24,9 @@ from pluralign.llm import (
 
 SECRET = "sk-test-0123456789-do-not-leak"
 KEY_ENV = "PLURALIGN_TEST_LLM_KEY"
+#: The openai client waits as long as a positive Retry-After says (1 ms here); without
+#: one, or with "Retry-After: 0", it backs off from 0.5 s, which would slow the tests.
+SOON = {"retry-after-ms": "1"}
 
 
 @pytest.fixture
@@ -38,8 +42,7 @@ def api_key(monkeypatch):
 
 
 def http_backend(server: StubServer, **options) -> OpenAIBackend:
-    options = {"max_retries": 3, "retry_base_delay": 0.01, "retry_max_delay": 0.05,
-               "timeout": 5.0, "progress": False, **options}
+    options = {"max_retries": 3, "timeout": 5.0, "progress": False, **options}
     return OpenAIBackend("stub-model", base_url=server.url, api_key_env=KEY_ENV, **options)
 
 
@@ -73,16 +76,47 @@ def test_concurrency_never_exceeds_max_concurrency(server):
 
 
 def test_transient_errors_are_retried_until_success(server):
-    server.script("flaky", Reply(status=500), Reply(status=502), Reply())
-    server.script("limited", Reply(status=429, headers={"Retry-After": "0"}), Reply())
+    server.script("flaky", Reply(status=500, headers=SOON), Reply(status=502, headers=SOON),
+                  Reply())
+    server.script("limited", Reply(status=429, headers=SOON), Reply())
     backend = http_backend(server)
     flaky, limited, fine = backend.complete_prompts(["flaky", "limited", "fine"])
     assert (flaky.text, flaky.attempts) == ("echo: flaky", 3)
     assert (limited.text, limited.attempts) == ("echo: limited", 2)
     assert (fine.text, fine.attempts) == ("echo: fine", 1)
     assert server.count_for("flaky") == 3 and server.count_for("limited") == 2
+    # Each request's own retries, though the three ran at once in different threads.
     assert backend.stats.retries == 3
     assert backend.stats.failures == 0
+
+
+def test_rate_limits_are_retried_by_the_client_after_retry_after(server):
+    limited = Reply(status=429, headers={"Retry-After": "0.1"})
+    server.script("busy", limited, limited, Reply())
+    backend = http_backend(server, max_retries=2)
+    started = time.perf_counter()
+    (result,) = backend.complete_prompts(["busy"])
+    waited = time.perf_counter() - started
+    assert (result.text, result.attempts) == ("echo: busy", 3)
+    assert server.count_for("busy") == 3
+    # The server's 0.1 s, twice, rather than the client's backoff (0.5 s, then 1 s).
+    assert 0.2 <= waited < 1.0
+    stats = backend.stats
+    assert (stats.requests, stats.retries, stats.failures, stats.generated) == (1, 2, 0, 1)
+
+
+def test_a_server_that_always_fails_ends_in_one_counted_failure(server):
+    server.script("broken", *[Reply(status=500, headers=SOON)] * 5)
+    backend = http_backend(server, max_retries=2)
+    (result,) = backend.complete_prompts(["broken"])
+    assert not result.ok and result.attempts == 3 and server.count_for("broken") == 3
+    assert result.error.startswith(f"InternalServerError: HTTP 500 from {server.url} after "
+                                   "3 attempts: ")
+    assert "scripted 500" in result.error  # the server's own message is kept
+    stats = backend.stats
+    assert (stats.requests, stats.failures, stats.retries) == (1, 1, 2)
+    assert stats.errors == {"InternalServerError": 1}
+    assert "1 failed, 2 retries (InternalServerError: 1)" in stats.summary()
 
 
 def test_401_fails_at_once_and_is_counted(server, caplog):
@@ -103,7 +137,7 @@ def test_401_fails_at_once_and_is_counted(server, caplog):
 
 def test_400_is_not_retried_and_exhausted_retries_fail(server):
     server.script("bad request", Reply(status=400))
-    server.script("down", *[Reply(status=503)] * 10)
+    server.script("down", *[Reply(status=503, headers=SOON)] * 10)
     backend = http_backend(server, max_retries=2)
     bad, down = backend.complete_prompts(["bad request", "down"])
     assert bad.error.startswith("BadRequestError") and bad.attempts == 1
@@ -113,14 +147,16 @@ def test_400_is_not_retried_and_exhausted_retries_fail(server):
     assert (stats.requests, stats.failures, stats.retries, stats.generated) == (2, 2, 2, 0)
 
 
-def test_malformed_json_is_retried_then_reported(server):
-    server.script("garbled once", Reply(malformed=True), Reply())
-    server.script("always garbled", *[Reply(malformed=True)] * 10)
+def test_malformed_json_is_reported_without_retries(server):
+    # The client retries transport and status errors only; a garbled 200 fails at once
+    # (and is not cached, so a re-run asks again).
+    server.script("garbled", Reply(malformed=True), Reply())
     backend = http_backend(server, max_retries=1)
-    once, always = backend.complete_prompts(["garbled once", "always garbled"])
-    assert (once.text, once.attempts) == ("echo: garbled once", 2)
-    assert always.text is None and always.attempts == 2
-    assert backend.stats.failures == 1
+    (garbled,) = backend.complete_prompts(["garbled"])
+    assert garbled.text is None and garbled.attempts == 1
+    assert f"unusable answer from {server.url}" in garbled.error
+    assert (backend.stats.failures, backend.stats.retries) == (1, 0)
+    assert backend.complete_prompts(["garbled"])[0].text == "echo: garbled"
 
 
 def test_null_content_is_a_failure_but_an_empty_string_is_an_answer(server):
@@ -147,11 +183,13 @@ def test_slow_response_times_out_and_is_retried(server):
 def test_unreachable_server_fails_with_connection_error(server):
     url = server.url
     server.stop()  # the port is closed now: connections are refused
-    backend = OpenAIBackend("m", base_url=url, api_key_env=KEY_ENV, max_retries=2,
-                            retry_base_delay=0.01, progress=False)
+    backend = OpenAIBackend("m", base_url=url, api_key_env=KEY_ENV, max_retries=1,
+                            progress=False)
     (result,) = backend.complete_prompts(["anyone?"])
-    assert result.error.startswith("APIConnectionError") and result.attempts == 3
-    assert (backend.stats.retries, backend.stats.failures) == (2, 1)
+    assert result.error.startswith(f"APIConnectionError: could not connect to {url}, after "
+                                   "2 attempts")
+    assert result.attempts == 2
+    assert (backend.stats.retries, backend.stats.failures) == (1, 1)
 
 
 def test_rerun_is_answered_from_the_cache(server, tmp_path):
@@ -182,13 +220,14 @@ def test_duplicate_requests_in_one_call_are_asked_once(server):
 def test_api_key_stays_out_of_repr_cache_config_and_logs(server, tmp_path, caplog):
     config = LLMConfig(backend="openai", model="stub-model", base_url=server.url,
                        api_key_env=KEY_ENV, cache_dir=str(tmp_path), progress=False,
-                       retry_base_delay=0.01, max_retries=1)
-    server.script("fail", Reply(status=500), Reply(status=500))
+                       max_retries=1)
+    server.script("fail", Reply(status=500, headers=SOON), Reply(status=500, headers=SOON))
     with caplog.at_level(logging.DEBUG):
         backend = make_backend(config)
         results = backend.complete_prompts(["hello", "fail"])
         backend.close()
     assert results[0].text == "echo: hello" and not results[1].ok
+    assert server.count_for("fail") == 2  # LLMConfig.max_retries reached the client
     assert server.headers[0]["authorization"] == f"Bearer {SECRET}"
     files = [p for p in tmp_path.iterdir() if p.is_file()]
     assert any(p.name == "llm_cache.sqlite" for p in files)
@@ -224,6 +263,20 @@ def test_config_from_yaml_builds_a_working_backend(server, tmp_path):
     assert isinstance(backend, OpenAIBackend) and backend.max_concurrency == 2
     assert backend.complete_prompts(["yaml"])[0].text == "echo: yaml"
     assert (server.bodies[0]["max_tokens"], server.bodies[0]["temperature"]) == (5, 0.5)
+
+
+def test_old_backoff_settings_still_load_but_warn_that_they_do_nothing(server, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LLMConfig(backend="openai", model="m")  # not set: no warning
+    path = tmp_path / "old.yaml"
+    path.write_text("backend: openai\nmodel: stub-model\nretry_base_delay: 0.5\n"
+                    "retry_max_delay: 30.0\n")
+    with pytest.warns(FutureWarning, match="retry_base_delay, retry_max_delay: deprecated"):
+        config = LLMConfig.load(path)
+    assert config.retry_max_delay == 30.0
+    with pytest.warns(FutureWarning, match="retry_max_delay: deprecated and ignored"):
+        OpenAIBackend("m", base_url=server.url, api_key_env=KEY_ENV, retry_max_delay=1.0)
 
 
 def test_unknown_backend_kind_suggests_the_closest():

@@ -9,7 +9,7 @@ error (``result.ok`` is False) and is counted in ``backend.stats``.
 
 from __future__ import annotations
 
-from pluralign.llm.base import LLMBackend, RetryPolicy
+from pluralign.llm.base import LLMBackend
 from pluralign.llm.cache import ResponseCache, request_key
 from pluralign.llm.config import LLM_BACKENDS, LLMConfig, make_backend
 from pluralign.llm.hf import HFBackend
@@ -27,7 +27,6 @@ __all__ = [
     "LLMError",
     "OpenAIBackend",
     "ResponseCache",
-    "RetryPolicy",
     "make_backend",
     "request_key",
     "require_texts",

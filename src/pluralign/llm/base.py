@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import abc
 import logging
-import random
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from tqdm.auto import tqdm
 
@@ -25,53 +23,11 @@ from pluralign.llm.types import BackendStats, ChatRequest, ChatResult
 
 logger = logging.getLogger(__name__)
 
-V = TypeVar("V")
-
 
 def describe_error(exc: BaseException) -> str:
     """``"TypeName: message"``: the type groups failures in :class:`BackendStats`."""
     message = str(exc).strip() or repr(exc)
     return f"{type(exc).__name__}: {message}"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter; a server's Retry-After hint wins when it is shorter."""
-
-    max_retries: int = 4
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-
-    def delay(self, retry: int, hint: float | None = None) -> float:
-        if hint is not None and hint >= 0:
-            return min(hint, self.max_delay)
-        backoff = self.base_delay * (2**retry)
-        # Jitter spreads out the threads of a pool that all hit the same 429.
-        return min(backoff * (0.5 + random.random() / 2), self.max_delay)
-
-    def run(
-        self,
-        call: Callable[[], V],
-        is_transient: Callable[[BaseException], bool],
-        on_retry: Callable[[BaseException, int], None] = lambda exc, retry: None,
-        retry_after: Callable[[BaseException], float | None] = lambda exc: None,
-    ) -> tuple[V, int]:
-        """``(call(), attempts)``; re-raises the last error once retries are spent.
-
-        Only errors that ``is_transient`` accepts are retried: a rejected key or a
-        malformed request would fail the same way every time.
-        """
-        retry = 0
-        while True:
-            try:
-                return call(), retry + 1
-            except Exception as exc:
-                if retry >= self.max_retries or not is_transient(exc):
-                    exc.attempts = retry + 1  # type: ignore[attr-defined]
-                    raise
-                on_retry(exc, retry)
-                time.sleep(self.delay(retry, retry_after(exc)))
-                retry += 1
 
 
 class LLMBackend(abc.ABC):
@@ -185,9 +141,11 @@ class LLMBackend(abc.ABC):
 
     # -------------------------------------------------------------------- internals
 
-    def _count_retry(self) -> None:
-        with self._stats_lock:
-            self._stats.retries += 1
+    def _count_retries(self, retries: int) -> None:
+        """Add ``retries`` (tries of a request after its first) to the counters."""
+        if retries > 0:
+            with self._stats_lock:
+                self._stats.retries += retries
 
     def _store(self, todo: dict[str, ChatRequest], fresh: dict[str, ChatResult]) -> None:
         if self.cache is None:

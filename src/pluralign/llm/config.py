@@ -9,7 +9,11 @@ from typing import Any, Literal
 from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.llm.base import LLMBackend
 from pluralign.llm.hf import HFBackend
-from pluralign.llm.openai_compat import DEFAULT_API_KEY_ENV, OpenAIBackend
+from pluralign.llm.openai_compat import (
+    DEFAULT_API_KEY_ENV,
+    OpenAIBackend,
+    warn_ignored_backoff,
+)
 from pluralign.models.loading import DEFAULT_MODEL
 from pluralign.registry import LLM_BACKENDS, did_you_mean
 
@@ -46,15 +50,24 @@ class LLMConfig(YamlConfig):
     max_retries: int = field(
         default=4,
         metadata={"help": "openai: retries of a request after a transient error (connection, "
-                          "timeout, 429, 5xx); 400/401/403/404 are never retried."},
+                          "timeout, 408, 409, 429, 5xx), made by the openai client, which waits "
+                          "as the server's Retry-After says or backs off exponentially; other "
+                          "errors (400, 401, 403, 404 ...) are never retried."},
     )
-    timeout: float = field(default=60.0, metadata={"help": "openai: seconds per HTTP request."})
-    retry_base_delay: float = field(
-        default=0.5,
-        metadata={"help": "openai: first backoff delay in seconds; doubles on every retry."},
+    timeout: float = field(
+        default=60.0,
+        metadata={"help": "openai: seconds per HTTP attempt before it is given up (then "
+                          "retried); the openai client's timeout."},
     )
-    retry_max_delay: float = field(
-        default=30.0, metadata={"help": "openai: longest wait between two tries, in seconds."}
+    retry_base_delay: float | None = field(
+        default=None,
+        metadata={"help": "Deprecated and ignored (warns when set): the openai client's own "
+                          "backoff decides how long to wait between tries."},
+    )
+    retry_max_delay: float | None = field(
+        default=None,
+        metadata={"help": "Deprecated and ignored (warns when set): the openai client's own "
+                          "backoff decides how long to wait between tries."},
     )
     cache_dir: str | None = field(
         default=None,
@@ -105,10 +118,12 @@ class LLMConfig(YamlConfig):
         for name in ("max_concurrency", "max_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("max_retries", "temperature", "retry_base_delay", "retry_max_delay",
-                     "progress_delay"):
+        for name in ("max_retries", "temperature", "progress_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        # Kept so that configs written before the openai client took over retries still load.
+        warn_ignored_backoff(stacklevel=4, retry_base_delay=self.retry_base_delay,
+                             retry_max_delay=self.retry_max_delay)
         if self.timeout <= 0:
             raise ValueError(f"timeout: must be > 0, got {self.timeout}")
         if not 0 < self.top_p <= 1:
@@ -151,7 +166,5 @@ def build_openai(config: LLMConfig) -> LLMBackend:
         max_concurrency=config.max_concurrency,
         max_retries=config.max_retries,
         timeout=config.timeout,
-        retry_base_delay=config.retry_base_delay,
-        retry_max_delay=config.retry_max_delay,
         **config.common(),
     )

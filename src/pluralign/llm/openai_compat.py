@@ -2,56 +2,66 @@
 
 from __future__ import annotations
 
-import json
 import os
+import threading
+import warnings
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-from pluralign.llm.base import LLMBackend, RetryPolicy, describe_error
+from pluralign.llm.base import LLMBackend, describe_error
 from pluralign.llm.types import ChatRequest, ChatResult, LLMError
 
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
-
-#: Status codes worth another try: timeouts, conflicts, rate limits; 5xx are added below.
-TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 
 
 class EmptyAnswerError(RuntimeError):
     """The server answered without any text (no choices, or content null)."""
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Connection errors, timeouts, 429, 5xx and unreadable replies; not 400/401/403/404."""
-    import openai
+def warn_ignored_backoff(stacklevel: int = 3, **settings: float | None) -> None:
+    """One deprecation line naming the old backoff settings that were given (not None).
 
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in TRANSIENT_STATUS or exc.status_code >= 500
-    # A 200 whose body is not the JSON it should be: a truncated or garbled reply,
-    # which a second try usually gets right.
-    return isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError))
+    ``retry_base_delay`` and ``retry_max_delay`` tuned pluralign's own retry loop;
+    the openai client that retries now has no such settings, so they are still
+    accepted (old configs load) but do nothing.
+    """
+    given = [name for name, value in settings.items() if value is not None]
+    if given:
+        warnings.warn(
+            f"{', '.join(given)}: deprecated and ignored. The openai client retries now and "
+            "waits as it decides (exponential backoff with jitter, or the server's "
+            "Retry-After); max_retries and timeout still apply. Remove the setting.",
+            FutureWarning, stacklevel=stacklevel,
+        )
 
 
-def retry_after_seconds(exc: BaseException) -> float | None:
-    """The server's Retry-After hint in seconds, when it gives one as a number."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is not None:
-            try:
-                return float(value) * scale
-            except ValueError:  # an HTTP date: fall back to our own backoff
-                return None
-    return None
+class AttemptCounter(threading.local):
+    """HTTP client event hook counting the attempts of the request each thread is sending.
+
+    A worker thread sends one request at a time and the sync HTTP client runs its
+    hooks in the sending thread, so a thread's count is its current request's,
+    retries by the openai client included. It holds no reference to the backend,
+    so an unclosed backend can still be collected (and its client closed).
+    """
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def __call__(self, request: Any) -> None:
+        self.attempts += 1
 
 
 class OpenAIBackend(LLMBackend):
     """Chat completions from an OpenAI-compatible HTTP server, ``max_concurrency`` at a time.
+
+    Retries and timeouts are the ``openai`` client's own: ``max_retries`` tries
+    more after a connection error, a timeout, 408, 409, 429 or 5xx, waiting as
+    the server's Retry-After says or with exponential backoff; other errors fail
+    at once. Every HTTP attempt passes an event hook of the HTTP client, so the
+    retries the client makes internally still show in ``ChatResult.attempts``
+    and ``stats.retries``.
 
     The API key is read from the environment variable named ``api_key_env`` and
     kept only inside the HTTP client: it is not part of the repr, the cache
@@ -69,8 +79,8 @@ class OpenAIBackend(LLMBackend):
         max_concurrency: int = 8,
         max_retries: int = 4,
         timeout: float = 60.0,
-        retry_base_delay: float = 0.5,
-        retry_max_delay: float = 30.0,
+        retry_base_delay: float | None = None,
+        retry_max_delay: float | None = None,
         **common: Any,
     ) -> None:
         import openai
@@ -79,6 +89,11 @@ class OpenAIBackend(LLMBackend):
             raise LLMError("OpenAIBackend: a model name is required")
         if max_concurrency < 1:
             raise LLMError(f"max_concurrency: must be >= 1, got {max_concurrency}")
+        if max_retries < 0:
+            raise LLMError(f"max_retries: must be >= 0, got {max_retries}")
+        if timeout <= 0:
+            raise LLMError(f"timeout: must be > 0, got {timeout}")
+        warn_ignored_backoff(retry_base_delay=retry_base_delay, retry_max_delay=retry_max_delay)
         key = os.environ.get(api_key_env) if api_key_env else None
         if api_key_env and not key:
             raise LLMError(
@@ -90,12 +105,18 @@ class OpenAIBackend(LLMBackend):
         self.model = model
         self.api_key_env = api_key_env
         self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
         self.timeout = timeout
-        self.retry = RetryPolicy(max_retries, retry_base_delay, retry_max_delay)
-        # The client's own retries are off: ours are counted and use our policy.
+        self._attempts = AttemptCounter()
+        # DefaultHttpxClient keeps the SDK's connection settings; only the hook is ours.
+        http_client = openai.DefaultHttpxClient(event_hooks={"request": [self._attempts]})
         self._client = openai.OpenAI(
-            base_url=base_url, api_key=key or "no-key", timeout=timeout, max_retries=0
+            base_url=base_url, api_key=key or "no-key", timeout=timeout,
+            max_retries=max_retries, http_client=http_client,
         )
+        # The SDK closes a client it built itself when collected; ours is closed when
+        # the backend is (or by close()), so forgotten backends leave no sockets open.
+        self._close_client = weakref.finalize(self, self._client.close)
         self._secret = key or None
         self.base_url = str(self._client.base_url).rstrip("/")
 
@@ -104,7 +125,7 @@ class OpenAIBackend(LLMBackend):
         return {"backend": self.kind, "model": self.model, "base_url": self.base_url}
 
     def close(self) -> None:
-        self._client.close()
+        self._close_client()
         super().close()
 
     def _generate(
@@ -120,17 +141,39 @@ class OpenAIBackend(LLMBackend):
         return [r for r in results if r is not None]
 
     def _answer(self, request: ChatRequest) -> ChatResult:
+        self._attempts.attempts = 0
         try:
-            (text, reason), attempts = self.retry.run(
-                lambda: self._call(request),
-                is_transient,
-                on_retry=lambda exc, retry: self._count_retry(),
-                retry_after=retry_after_seconds,
-            )
+            text, reason = self._call(request)
         except Exception as exc:
-            return ChatResult(error=self._scrub(describe_error(exc)),
-                              attempts=getattr(exc, "attempts", 1))
-        return ChatResult(text=text, attempts=attempts, finish_reason=reason)
+            attempts = self._settle_attempts()
+            error = self._scrub(self._describe_failure(exc, attempts))
+            return ChatResult(error=error, attempts=attempts)
+        return ChatResult(text=text, attempts=self._settle_attempts(), finish_reason=reason)
+
+    def _settle_attempts(self) -> int:
+        """This thread's request's HTTP attempts (at least 1); the extra ones count as retries."""
+        attempts = max(self._attempts.attempts, 1)
+        self._count_retries(attempts - 1)
+        return attempts
+
+    def _describe_failure(self, exc: BaseException, attempts: int) -> str:
+        """``"TypeName: what happened at which server: message"``; the type groups failures."""
+        import openai
+
+        kind, _, message = describe_error(exc).partition(": ")
+        tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+        if isinstance(exc, openai.APIStatusError):
+            where = f"HTTP {exc.status_code} from {self.base_url} {tries}"
+        elif isinstance(exc, openai.APITimeoutError):
+            where = f"no answer from {self.base_url} within {self.timeout:g} s, {tries}"
+        elif isinstance(exc, openai.APIConnectionError):
+            where = f"could not connect to {self.base_url}, {tries}"
+        elif isinstance(exc, (EmptyAnswerError, openai.APIResponseValidationError, ValueError)):
+            # A 200 without usable text (none, or a garbled body): not retried by the client.
+            where = f"unusable answer from {self.base_url}"
+        else:
+            where = f"request to {self.base_url} failed"
+        return f"{kind}: {where}: {message}"
 
     def _call(self, request: ChatRequest) -> tuple[str, str | None]:
         params: dict[str, Any] = {
