@@ -5,6 +5,11 @@ skipped and why, LLM failures, unparsable LLM answers, options no map
 covers. Nothing is dropped without a count, and the card (``README.md`` in
 the output folder) shows all of it together with the source, groups, split
 method and seed, so a reader knows what a data folder holds.
+
+The card opens with the Hugging Face YAML metadata block: its ``configs``
+entry names the file of each split (``eval.jsonl`` is the ``validation``
+split), so ``datasets.load_dataset(folder)`` and the Hub read three correct
+splits, and the Hub shows license, language, size and tags.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from pluralign.data.records import GroupPreferenceExample
 
@@ -110,6 +117,74 @@ def _split_lines(splits: Mapping[str, Sequence[GroupPreferenceExample]]) -> list
     return _table(rows, ("split", "examples", "questions", "examples per group"))
 
 
+#: Licenses pluralign knows for a source (the Hub id a build read): a build inherits it.
+#: GlobalOpinionQA's Hub card says CC BY-NC-SA 4.0, which binds derived data too.
+SOURCE_LICENSES = {"Anthropic/llm_global_opinions": "cc-by-nc-sa-4.0"}
+#: Builders whose records are pluralign's own text, under pluralign's license.
+BUILDER_LICENSES = {"demo": "apache-2.0"}
+#: pluralign's builders read and write English only (English request templates and
+#: parsers; GlobalOpinionQA, the Amazon reviews, HH-RLHF and the GDPO sets are English).
+#: A plugin's builder gets no language: pluralign cannot know it.
+ENGLISH_BUILDERS = frozenset({"opinions", "reviews", "mmoqa", "mine", "demo"})
+#: Tags every build carries on the Hub.
+HUB_TAGS = ("pluralistic-alignment", "preference", "group-preference", "pluralign")
+#: The Hub's size buckets: (exclusive upper bound, label); the last one is open.
+_SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                    (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"))
+
+
+def card_license(report: BuildReport) -> str | None:
+    """The license the build inherits from its source or builder; None when unknown."""
+    return SOURCE_LICENSES.get(report.source) or BUILDER_LICENSES.get(report.builder)
+
+
+def size_category(n: int) -> str:
+    """The Hub's ``size_categories`` label for ``n`` rows."""
+    return next((label for bound, label in _SIZE_CATEGORIES if n < bound), "n>10M")
+
+
+def card_metadata(report: BuildReport, splits: Mapping[str, Sequence[GroupPreferenceExample]],
+                  title: str) -> dict[str, Any]:
+    """The card's YAML metadata: Hub fields, and ``configs`` naming each split's file.
+
+    Only what pluralign knows goes in: no license for a source it cannot vouch for.
+    """
+    from pluralign.data.builders.splits import hub_data_files
+
+    meta: dict[str, Any] = {"pretty_name": title}
+    license_id = card_license(report)
+    if license_id:
+        meta["license"] = license_id
+    if report.builder in ENGLISH_BUILDERS:
+        meta["language"] = ["en"]
+    meta["task_categories"] = ["text-generation"]
+    meta["size_categories"] = [size_category(sum(len(v) for v in splits.values()))]
+    meta["tags"] = [*HUB_TAGS, report.builder]
+    files = hub_data_files(splits)
+    if files:  # an empty build: no configs, as a config without data breaks load_dataset
+        meta["configs"] = [{"config_name": "default", "data_files": files}]
+    return meta
+
+
+def _front_matter(meta: Mapping[str, Any]) -> list[str]:
+    """``---`` YAML ``---`` lines; safe_dump quotes titles with colons or quotes."""
+    text = yaml.safe_dump(dict(meta), sort_keys=False, allow_unicode=True, width=1000)
+    return ["---", *text.rstrip("\n").splitlines(), "---", ""]
+
+
+def _hub_lines(meta: Mapping[str, Any]) -> list[str]:
+    """The card's prose on the YAML block: which file is which split, and the license."""
+    configs = meta.get("configs") or [{"data_files": []}]
+    files = ", ".join(f"`{f['path']}` as `{f['split']}`" for f in configs[0]["data_files"])
+    lines = ["", "`datasets.load_dataset(\"<this folder>\")` reads "
+             f"{files or 'no split (every split is empty)'}: the `configs` entry of the YAML "
+             "block above names each split's file (an empty split is not listed)."]
+    if "license" not in meta:
+        lines.append("No license is set: pluralign does not know the source's terms; add "
+                     "`license:` to the YAML block before publishing.")
+    return lines
+
+
 def write_card(
     folder: str | Path,
     report: BuildReport,
@@ -120,17 +195,20 @@ def write_card(
     split_method: str,
     option_map: str | None = None,
 ) -> Path:
-    """Write ``README.md`` (the dataset card) and ``build_report.json`` into ``folder``."""
+    """Write ``README.md`` (the dataset card, YAML metadata first) and ``build_report.json``
+    into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     groups = sorted({e.group for examples in splits.values() for e in examples})
-    lines = [f"# {title}", "", description, "",
+    meta = card_metadata(report, splits, title)
+    lines = [*_front_matter(meta), f"# {title}", "", description, "",
              f"- builder: `{report.builder}` (pluralign)", f"- source: `{report.source}`",
              f"- groups: {', '.join(groups) or '(none)'}", f"- seed: {report.seed}",
              f"- split method: {split_method}"]
     if option_map is not None:
         lines.append(f"- option map: {option_map}")  # Markdown: a name or a `path`
-    lines += ["", "## Splits", "", *_split_lines(splits), "", "## Counts", ""]
+    lines += ["", "## Splits", "", *_split_lines(splits), *_hub_lines(meta), "", "## Counts",
+              ""]
     lines += _table(sorted(report.counts.items()), ("what", "count")) if report.counts else [
         "(none)"]
     lines += ["", "## Skipped (never silently dropped)", ""]
@@ -171,7 +249,11 @@ class BuildResult:
 
 def save_build(result: BuildResult, folder: str | Path, *, title: str, description: str
                ) -> dict[str, Path]:
-    """Write ``train/eval/test.jsonl`` and the card into ``folder``; returns the file paths."""
+    """Write ``train/eval/test.jsonl`` and the card into ``folder``; returns the file paths.
+
+    The card's YAML ``configs`` maps ``eval.jsonl`` to the Hub's ``validation`` split, so
+    ``datasets.load_dataset(folder)`` gives train / validation / test.
+    """
     from pluralign.data.builders.splits import write_splits
 
     paths = write_splits(folder, result.splits)

@@ -179,9 +179,10 @@ def build_mmoqa(config: MmoqaConfig) -> BuildResult:
                                 seed=config.seed)
         method = config.split_by
     else:
-        import datasets  # heavy; only for the Hub path
+        from pluralign.data.builders.hub import load_hub_dataset
 
-        hub = datasets.load_dataset(config.source)
+        # No Hub and no cache -> one line naming the id (HubUnavailableError), no traceback.
+        hub = load_hub_dataset(config.source, hint="pass a local JSONL/JSON copy as the source")
         splits = {"train": [], "eval": [], "test": []}
         for name, rows in hub.items():
             target = _HUB_SPLITS.get(name, name)

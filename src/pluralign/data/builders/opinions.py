@@ -155,9 +155,11 @@ def load_opinion_rows(source: str, report: BuildReport | None = None) -> list[Op
     if path.exists():
         records: Iterator[tuple[str, dict[str, Any]]] = _records(path)
     else:
-        import datasets  # heavy, and only needed for the Hub path
+        from pluralign.data.builders.hub import load_hub_dataset
 
-        hub = datasets.load_dataset(source, split="train")
+        # No Hub and no cache -> one line naming the id (HubUnavailableError), no traceback.
+        hub = load_hub_dataset(source, split="train",
+                               hint="pass a local JSONL/CSV copy with --source")
         records = ((f"{source}[{i}]", dict(r)) for i, r in enumerate(hub))
     rows: list[OpinionRow] = []
     for where, data in records:

@@ -3,6 +3,13 @@
 Splitting by question keeps every prompt of a question (all its styles and
 pairs, in every group) in one split, so a test question was never seen in
 training; splitting by example is the looser option some baselines use.
+
+The files keep pluralign's names (``eval.jsonl``: every command, benchmark and
+README line reads it), while the Hugging Face split names are ``train`` /
+``validation`` / ``test``: :func:`hub_data_files` maps one onto the other for
+the card's YAML ``configs`` block, which is what ``datasets.load_dataset(folder)``
+follows (without it, ``datasets`` guesses from file names and folds
+``eval.jsonl`` into ``test``).
 """
 
 from __future__ import annotations
@@ -15,6 +22,28 @@ from pluralign.data.records import GroupPreferenceExample, write_examples
 
 SPLIT_NAMES = ("train", "eval", "test")
 SPLIT_METHODS = ("question", "example")
+#: pluralign split name -> Hugging Face split name, where they differ.
+HUB_SPLIT_NAMES = {"eval": "validation"}
+
+
+def split_file_name(split: str) -> str:
+    """The file a split is written to: ``<split>.jsonl``."""
+    return f"{split}.jsonl"
+
+
+def hub_split_name(split: str) -> str:
+    """The split's name on the Hugging Face Hub (``eval`` -> ``validation``)."""
+    return HUB_SPLIT_NAMES.get(split, split)
+
+
+def hub_data_files(splits: Mapping[str, Sequence[object]]) -> list[dict[str, str]]:
+    """``[{"split": hub name, "path": file}, ...]`` for the card's ``configs`` block.
+
+    Empty splits are left out: ``datasets`` refuses a listed split with no rows
+    ("corresponds to no data"), so listing one would break ``load_dataset``.
+    """
+    return [{"split": hub_split_name(name), "path": split_file_name(name)}
+            for name, examples in splits.items() if len(examples)]
 
 
 def _sizes(n: int, fractions: Sequence[float]) -> list[int]:
@@ -70,6 +99,6 @@ def write_splits(
     folder = Path(folder)
     paths = {}
     for name, examples in splits.items():
-        paths[name] = folder / f"{name}.jsonl"
+        paths[name] = folder / split_file_name(name)
         write_examples(paths[name], examples)
     return paths
