@@ -215,6 +215,13 @@ def _histogram(beliefs: list[Any], classes: list[int | None], reading: list[floa
     return lines
 
 
+#: What ``pluralign generate`` prints for a model pluralign did not train (no format file).
+UNTRAINED_WARNING = (
+    "warning: {model} was not trained by pluralign with belief markers (no "
+    "pluralign_format.json), so the belief and response above are not meaningful; train it "
+    "with `pluralign train`, or evaluate it as a baseline with `pluralign eval`.")
+
+
 def generate_command(
     prompt: Annotated[str | None, typer.Argument(help="The question to answer.")] = None,
     model: Annotated[str, typer.Option(
@@ -268,6 +275,7 @@ def generate_command(
         load_sequence_format,
     )
     from pluralign.models import ModelLoadError, load_model
+    from pluralign.runs import read_format_info
 
     try:
         asked, belief_list, target_p = _question(prompt, beliefs, target, data, index)
@@ -289,12 +297,18 @@ def generate_command(
         g = gens[0]
         typer.echo(f"belief: {g.class_id} <{g.description or ''}>")
         typer.echo(f"response: {g.response}")
-        return
-    prompt_ids = encode_prompt(tokenizer, question, fmt, context=context, beliefs=belief_list)
-    reading = belief_distributions(lm, [prompt_ids], [markers],
-                                   pad_token_id=tokenizer.pad_token_id).probs[0]
-    typer.echo(f"question: {question}")
-    for line in _histogram(belief_list, [g.class_id for g in gens], reading, target_p):
-        typer.echo(line)
-    for g in gens[:5]:
-        typer.echo(f"[{g.class_id}] <{g.description or ''}> {g.response}")
+    else:
+        prompt_ids = encode_prompt(tokenizer, question, fmt, context=context,
+                                   beliefs=belief_list)
+        reading = belief_distributions(lm, [prompt_ids], [markers],
+                                       pad_token_id=tokenizer.pad_token_id).probs[0]
+        typer.echo(f"question: {question}")
+        for line in _histogram(belief_list, [g.class_id for g in gens], reading, target_p):
+            typer.echo(line)
+        for g in gens[:5]:
+            typer.echo(f"[{g.class_id}] <{g.description or ''}> {g.response}")
+    if not read_format_info(model):
+        # A model without pluralign's format file never learnt the belief slot: its
+        # "belief" is the marker it happens to rank first and its text is free-running, so
+        # say so. After the output, on stderr: stdout's first lines stay belief/response.
+        typer.secho(UNTRAINED_WARNING.format(model=model), fg=typer.colors.YELLOW, err=True)

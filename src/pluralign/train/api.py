@@ -34,7 +34,7 @@ from pluralign.train.dataset import belief_eval_inputs, preference_dataset, sft_
 from pluralign.train.framing import PROMPT_FRAMES, frame_prompts
 from pluralign.train.lengths import fitting_records, record_length_reports
 from pluralign.train.methods import Method
-from pluralign.train.metrics import BeliefEvalCallback, MetricsJsonlCallback
+from pluralign.train.metrics import BeliefEvalCallback, add_metrics_callback
 from pluralign.train.run_start import claimed_run_folder
 from pluralign.train.selection import BestStateCallback, carve_validation
 
@@ -341,7 +341,7 @@ def _build(config: TrainConfig, given: Sequence[GroupPreferenceExample] | None,
     ctx = _Context(config, method, model, tokenizer, sequence_format(config), train_records,
                    validation_records or heldout_records, output_dir, trainer_options)
     trainer = TRAINER_FAMILIES[method.family](ctx)
-    trainer.add_callback(MetricsJsonlCallback(output_dir))
+    add_metrics_callback(trainer, output_dir)  # first: what it derives reaches report_to
     if not console_logs:
         _silence_log_printing(trainer)
     _add_evaluation_callbacks(trainer, ctx, heldout_records if validation_records else [])
@@ -404,7 +404,7 @@ def _add_evaluation_callbacks(trainer: Any, ctx: _Context,
             callback = BeliefEvalCallback(
                 belief_eval_inputs(records, tokenizer, ctx.fmt), ctx.output_dir,
                 pad_token_id=tokenizer.pad_token_id,
-                batch_size=config.per_device_eval_batch_size, prefix=prefix)
+                batch_size=config.per_device_eval_batch_size, prefix=prefix, log=trainer.log)
             trainer.add_callback(callback)
             belief = belief or callback
     metric = config.selection_metric()
@@ -449,15 +449,26 @@ def _save_final(trainer: Any, tokenizer: Any, ctx: _Context) -> TrainResult:
         shutil.rmtree(staging, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))  # every rank takes part; rank 0 writes
+    selector = _selector(trainer)
     if main:
+        from pluralign.train.model_card import card_info
+
         tokenizer.save_pretrained(staging)
         trainer.model_card_dir = staging
+        # The card names final/, where the folder will be, in its usage snippets. A card is
+        # documentation: if building it fails, the trained weights are still written.
+        try:
+            trainer.model_card_info = card_info(
+                ctx.config, ctx.method, ctx.fmt, ctx.train_records, final_dir=final,
+                steps=trainer.state.global_step,
+                selected_step=selector.best_step if selector is not None else None)
+        except Exception as exc:
+            logger.warning("final/README.md keeps TRL's card: pluralign's failed (%s)", exc)
         trainer.create_model_card(model_name=ctx.output_dir.name)
         write_format_info(staging, _format_info(ctx))
         shutil.rmtree(final, ignore_errors=True)
         staging.replace(final)
     trainer.accelerator.wait_for_everyone()
-    selector = _selector(trainer)
     return TrainResult(ctx.output_dir, final, trainer.state.global_step,
                        ctx.output_dir / METRICS_FILE, trainer,
                        selector.best_step if selector is not None else None)

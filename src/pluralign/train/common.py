@@ -189,6 +189,11 @@ class GuardedCheckpointsMixin:
     model_card_dir: Path | None = None
 
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """TRL's card in :attr:`model_card_dir`, its body replaced by pluralign's card when
+        the run set ``model_card_info`` (a :class:`pluralign.train.model_card.ModelCardInfo`:
+        base model, method, belief format, groups)."""
+        from pluralign.train.model_card import write_model_card
+
         if self.model_card_dir is None:
             return
         run_args = self.args  # type: ignore[attr-defined]
@@ -197,6 +202,14 @@ class GuardedCheckpointsMixin:
             super().create_model_card(*args, **kwargs)  # type: ignore[misc]
         finally:
             run_args.output_dir = output_dir
+        # TRL's front matter (library_name, tags) is what the Hub reads: keep it; its body
+        # names no base model and prompts through a chat pipeline, not belief first.
+        info = getattr(self, "model_card_info", None)
+        if info is not None and self.is_world_process_zero():  # type: ignore[attr-defined]
+            try:
+                write_model_card(self.model_card_dir / "README.md", info)
+            except Exception as exc:  # a card never costs the run its weights
+                logger.warning("final/README.md keeps TRL's card: pluralign's failed (%s)", exc)
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         check_finite_tensors(self.model, self.state.global_step,  # type: ignore[attr-defined]

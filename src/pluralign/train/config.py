@@ -19,6 +19,7 @@ from pluralign.train.belief_loss import (
     check_weight,
 )
 from pluralign.train.methods import Method, get_method
+from pluralign.train.report_to import NO_BACKEND, check_report_to
 from pluralign.train.selection import SELECTION_METRICS
 
 _METHOD_DEFAULT = "Unset: the method's (`pluralign ls methods`)."
@@ -149,7 +150,9 @@ class TrainConfig(YamlConfig):
     )
     report_to: list[str] = field(
         default_factory=list,
-        metadata={"help": "Extra logging backends: tensorboard, wandb (metrics.jsonl always)."},
+        metadata={"help": "Extra logging backends: tensorboard, wandb (install with "
+                          "pip install \"pluralign[tensorboard]\" or \"pluralign[wandb]\"); "
+                          "metrics.jsonl is always written."},
     )
     resume: bool = field(
         default=False,
@@ -220,6 +223,16 @@ class TrainConfig(YamlConfig):
             if getattr(self, name) is not None:
                 check_weight(name, getattr(self, name))
         check_choices(self)
+        self._check_report_to()
+
+    def _check_report_to(self) -> None:
+        """Fail now, in one line, on a backend that is unknown or not installed; transformers
+        would fail only after the model loaded, with a long traceback."""
+        if isinstance(self.report_to, str):  # the Python API's report_to="tensorboard"
+            self.report_to = [part.strip() for part in self.report_to.split(",") if part.strip()]
+        check_report_to(self.report_to)
+        # "none" means what an empty list means; one spelling keeps config.yaml comparable.
+        self.report_to = [name for name in self.report_to if name != NO_BACKEND]
 
     @property
     def method_spec(self) -> Method:

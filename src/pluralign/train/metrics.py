@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ class MetricsJsonlCallback(TrainerCallback):
     """Append every log record (train and eval) to ``<output_dir>/metrics.jsonl``.
 
     Adds tokens/s measured between consecutive training log records from the
-    trainer's ``num_tokens`` counter.
+    trainer's ``num_tokens`` counter. The value is put into the trainer's log record
+    itself, so every callback after this one (the ``report_to`` backends among them)
+    receives it: :func:`add_metrics_callback` places this callback first.
     """
 
     def __init__(self, output_dir: str | Path) -> None:
@@ -49,17 +52,35 @@ class MetricsJsonlCallback(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
                **kwargs: Any) -> None:
-        if not state.is_world_process_zero or not logs:
+        if not state.is_world_process_zero or not logs:  # the backends write on rank 0 only
             return
+        self._add_tokens_per_second(logs)
         record = {"step": state.global_step, "epoch": state.epoch, "time": time.time()}
         record.update({k: v for k, v in logs.items() if _is_number(v)})
-        tokens = logs.get("num_tokens")
-        if tokens is not None and not any(k.startswith("eval_") for k in logs):
-            now = time.perf_counter()
-            if self._last is not None and now > self._last[0]:
-                record["tokens_per_second"] = (tokens - self._last[1]) / (now - self._last[0])
-            self._last = (now, tokens)
         append_metrics_record(self.path, record)
+
+    def _add_tokens_per_second(self, logs: dict[str, Any]) -> None:
+        """Put ``tokens_per_second`` into a training record (``logs`` is the dict the
+        trainer hands to every callback, so the backends after this one see it)."""
+        tokens = logs.get("num_tokens")
+        if tokens is None or any(k.startswith("eval_") for k in logs):
+            return
+        now = time.perf_counter()
+        if self._last is not None and now > self._last[0]:
+            logs["tokens_per_second"] = (tokens - self._last[1]) / (now - self._last[0])
+        self._last = (now, tokens)
+
+
+def add_metrics_callback(trainer: Any, output_dir: str | Path) -> MetricsJsonlCallback:
+    """Give ``trainer`` a :class:`MetricsJsonlCallback`, first in its callback list.
+
+    transformers adds the ``report_to`` callbacks when the trainer is built, and calls
+    callbacks in list order with one shared ``logs`` dict: placed first, the metrics
+    this callback derives (tokens/s) reach every backend, not only ``metrics.jsonl``.
+    """
+    callback = MetricsJsonlCallback(output_dir)
+    trainer.callback_handler.callbacks.insert(0, callback)
+    return callback
 
 
 def append_metrics_record(path: Path, record: dict[str, Any]) -> None:
@@ -87,15 +108,23 @@ class BeliefEvalCallback(TrainerCallback):
     GDPO and KTO runs report the same ``eval_belief/jsd`` and
     ``eval_belief/mass`` in ``metrics.jsonl`` (``prefix`` replaces ``eval_belief``,
     e.g. ``heldout_belief`` for the eval file beside a validation split).
+
+    With ``log`` (the trainer's ``log`` method) the reading is logged as its own record
+    through the trainer, so it reaches every ``report_to`` backend and, through
+    :class:`MetricsJsonlCallback`, ``metrics.jsonl``; without it, the record is
+    appended to ``<output_dir>/metrics.jsonl`` directly (a trainer without that
+    callback).
     """
 
     def __init__(self, inputs: dict[str, list[Any]], output_dir: str | Path, *,
-                 pad_token_id: int, batch_size: int = 16, prefix: str = "eval_belief") -> None:
+                 pad_token_id: int, batch_size: int = 16, prefix: str = "eval_belief",
+                 log: Callable[[dict[str, float]], None] | None = None) -> None:
         self.inputs = inputs
         self.prefix = prefix
         self.path = Path(output_dir) / METRICS_FILE
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
+        self.log = log
         self.history: list[dict[str, float]] = []
 
     def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None,
@@ -105,7 +134,12 @@ class BeliefEvalCallback(TrainerCallback):
         record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(),
                   **self.measure(model)}
         self.history.append(record)
-        if state.is_world_process_zero:
+        if self.log is not None:
+            # A record of its own, called on every rank as Trainer.log expects (the backends
+            # and metrics.jsonl write on rank 0 only). It runs after evaluate() has logged
+            # and cleared TRL's eval metrics, so the record carries the reading alone.
+            self.log({k: v for k, v in record.items() if k.startswith(f"{self.prefix}/")})
+        elif state.is_world_process_zero:
             append_metrics_record(self.path, record)
 
     def measure(self, model: Any) -> dict[str, float]:
