@@ -121,8 +121,10 @@ def _all_finite(folder: Path) -> bool:
 
 def test_nan_gradients_with_a_finite_loss_stop_the_run_before_any_nan_save(toy_train, tmp_path):
     out = tmp_path / "run"
+    # Full fine-tuning (lora_r 0): this run relied on `--model.model` resetting LoRA to 0,
+    # the nested-override bug; an explicit rank keeps what it tests.
     result = _train_cli(toy_train, out, "--learning_rate", "1e8", "--max_steps", "3",
-                        "--save_steps", "1")
+                        "--save_steps", "1", "--model.lora_r", "0")
     assert result.exit_code != 0
     assert "non-finite gradients at step 2" in result.output, result.output
     assert not (out / "final").exists()

@@ -107,3 +107,21 @@ def test_select_best_by_a_metric_needs_a_validation_split():
     assert TrainConfig(method="gdpo", validation_fraction=0.1).selection_metric() == (
         "eval_belief/jsd")
     assert TrainConfig(method="gdpo").selection_metric() is None
+
+
+def test_the_last_step_is_evaluated_once_when_it_is_not_a_multiple_of_eval_steps(tmp_path):
+    # transformers evaluates the last step by itself; pluralign's final evaluation used to
+    # run again there and log every eval record twice (no selection here: a restored
+    # earlier state is evaluated again, on purpose).
+    write_examples(tmp_path / "train.jsonl", conflicting_opinions(4, 6, seed=0))
+    write_examples(tmp_path / "eval.jsonl", conflicting_opinions(4, 2, seed=1))
+    result = train(TrainConfig(
+        method="gdpo", train_file=str(tmp_path / "train.jsonl"),
+        eval_file=str(tmp_path / "eval.jsonl"), output_dir=str(tmp_path / "run"),
+        model=ModelConfig(model="tiny", lora_r=4, lora_alpha=8.0, device="cpu"),
+        max_steps=3, eval_steps=2, logging_steps=1, save_steps=100, eval_on_start=False,
+        per_device_train_batch_size=4, learning_rate=5e-3,
+    ), console_logs=False)
+    records = read_metrics(result.output_dir)
+    assert [r["step"] for r in records if "eval_loss" in r] == [2, 3]
+    assert [r["step"] for r in records if "eval_belief/jsd" in r] == [2, 3]

@@ -303,7 +303,7 @@ def _train_in_folder(config: TrainConfig, resume_from: Path | None,
                      console_logs: bool) -> TrainResult:
     trainer, ctx = _build(config, None, None, {}, console_logs)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if ctx.eval_records and _needs_final_evaluation(trainer, ctx.config):
+    if ctx.eval_records and _needs_final_evaluation(trainer):
         trainer.evaluate()
     return _save_final(trainer, ctx.tokenizer, ctx)
 
@@ -379,13 +379,19 @@ def _with_records_format(config: TrainConfig, records: list[GroupPreferenceExamp
     return dataclasses.replace(config, sequence_format=name)
 
 
-def _needs_final_evaluation(trainer: Any, config: TrainConfig) -> bool:
+def _needs_final_evaluation(trainer: Any) -> bool:
     """Whether the last logged evaluation misses the weights that final/ will hold: the
-    last step was not evaluated, or the selection restored an earlier evaluation's."""
+    last step was not evaluated, or the selection restored an earlier evaluation's.
+
+    Read from the log history, not from ``step % eval_steps``: transformers evaluates at
+    the last step by itself when it is not a multiple of eval_steps, and a second
+    evaluation there logged every eval record twice."""
     step = trainer.state.global_step
     selector = _selector(trainer)
     restored = selector is not None and selector.best_step not in (None, step)
-    return step % config.eval_steps != 0 or restored
+    evaluated = any(record.get("step") == step and any(key.startswith("eval_") for key in record)
+                    for record in trainer.state.log_history)
+    return restored or not evaluated
 
 
 def _selector(trainer: Any) -> BestStateCallback | None:
