@@ -77,16 +77,21 @@ def test_best_state_callback_restores_the_best_evaluation(tmp_path):
     assert record["selected_step"] == 2 and record["selected_value"] == pytest.approx(0.4)
 
 
-def test_training_selects_on_the_validation_split_only(tmp_path):
+def _train_tiny_gdpo(tmp_path, **settings):
+    """A tiny GDPO run on 24 training and 8 eval records, evaluated every 2 steps."""
     write_examples(tmp_path / "train.jsonl", conflicting_opinions(4, 6, seed=0))
     write_examples(tmp_path / "eval.jsonl", conflicting_opinions(4, 2, seed=1))
-    result = train(TrainConfig(
+    return train(TrainConfig(
         method="gdpo", train_file=str(tmp_path / "train.jsonl"),
         eval_file=str(tmp_path / "eval.jsonl"), output_dir=str(tmp_path / "run"),
         model=ModelConfig(model="tiny", lora_r=4, lora_alpha=8.0, device="cpu"),
-        max_steps=6, eval_steps=2, logging_steps=2, save_steps=100,
-        per_device_train_batch_size=4, learning_rate=5e-3, validation_fraction=0.25,
+        eval_steps=2, save_steps=100, per_device_train_batch_size=4, learning_rate=5e-3,
+        **settings,
     ), console_logs=False)
+
+
+def test_training_selects_on_the_validation_split_only(tmp_path):
+    result = _train_tiny_gdpo(tmp_path, max_steps=6, logging_steps=2, validation_fraction=0.25)
     records = read_metrics(result.output_dir)
     validation = {r["step"]: r["eval_belief/jsd"] for r in records if "eval_belief/jsd" in r}
     heldout = [r for r in records if "heldout_belief/jsd" in r]
@@ -113,15 +118,7 @@ def test_the_last_step_is_evaluated_once_when_it_is_not_a_multiple_of_eval_steps
     # transformers evaluates the last step by itself; pluralign's final evaluation used to
     # run again there and log every eval record twice (no selection here: a restored
     # earlier state is evaluated again, on purpose).
-    write_examples(tmp_path / "train.jsonl", conflicting_opinions(4, 6, seed=0))
-    write_examples(tmp_path / "eval.jsonl", conflicting_opinions(4, 2, seed=1))
-    result = train(TrainConfig(
-        method="gdpo", train_file=str(tmp_path / "train.jsonl"),
-        eval_file=str(tmp_path / "eval.jsonl"), output_dir=str(tmp_path / "run"),
-        model=ModelConfig(model="tiny", lora_r=4, lora_alpha=8.0, device="cpu"),
-        max_steps=3, eval_steps=2, logging_steps=1, save_steps=100, eval_on_start=False,
-        per_device_train_batch_size=4, learning_rate=5e-3,
-    ), console_logs=False)
+    result = _train_tiny_gdpo(tmp_path, max_steps=3, logging_steps=1, eval_on_start=False)
     records = read_metrics(result.output_dir)
     assert [r["step"] for r in records if "eval_loss" in r] == [2, 3]
     assert [r["step"] for r in records if "eval_belief/jsd" in r] == [2, 3]

@@ -80,7 +80,6 @@ def similarity_predictions(predictions: Sequence[PromptPrediction], embedder: An
         p.similarities[j] = float(value)
 
 
-
 def metric_inputs(predictions: Sequence[PromptPrediction], *, seed: int = 0) -> dict[str, Any]:
     """What a metric may ask for (see :data:`pluralign.eval.metric_inputs.INPUTS`).
 

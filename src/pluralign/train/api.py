@@ -408,9 +408,9 @@ def _add_evaluation_callbacks(trainer: Any, ctx: _Context,
     for records, prefix in ((ctx.eval_records, "eval_belief"), (heldout, "heldout_belief")):
         if records:
             callback = BeliefEvalCallback(
-                belief_eval_inputs(records, tokenizer, ctx.fmt), ctx.output_dir,
+                belief_eval_inputs(records, tokenizer, ctx.fmt), log=trainer.log,
                 pad_token_id=tokenizer.pad_token_id,
-                batch_size=config.per_device_eval_batch_size, prefix=prefix, log=trainer.log)
+                batch_size=config.per_device_eval_batch_size, prefix=prefix)
             trainer.add_callback(callback)
             belief = belief or callback
     metric = config.selection_metric()

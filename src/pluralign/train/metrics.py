@@ -109,19 +109,15 @@ class BeliefEvalCallback(TrainerCallback):
     ``eval_belief/mass`` in ``metrics.jsonl`` (``prefix`` replaces ``eval_belief``,
     e.g. ``heldout_belief`` for the eval file beside a validation split).
 
-    With ``log`` (the trainer's ``log`` method) the reading is logged as its own record
-    through the trainer, so it reaches every ``report_to`` backend and, through
-    :class:`MetricsJsonlCallback`, ``metrics.jsonl``; without it, the record is
-    appended to ``<output_dir>/metrics.jsonl`` directly (a trainer without that
-    callback).
+    The reading is logged through ``log`` (the trainer's ``log`` method) as a record
+    of its own, so it reaches every ``report_to`` backend and, through
+    :class:`MetricsJsonlCallback`, ``metrics.jsonl``.
     """
 
-    def __init__(self, inputs: dict[str, list[Any]], output_dir: str | Path, *,
-                 pad_token_id: int, batch_size: int = 16, prefix: str = "eval_belief",
-                 log: Callable[[dict[str, float]], None] | None = None) -> None:
+    def __init__(self, inputs: dict[str, list[Any]], *, log: Callable[[dict[str, float]], None],
+                 pad_token_id: int, batch_size: int = 16, prefix: str = "eval_belief") -> None:
         self.inputs = inputs
         self.prefix = prefix
-        self.path = Path(output_dir) / METRICS_FILE
         self.pad_token_id = pad_token_id
         self.batch_size = batch_size
         self.log = log
@@ -134,13 +130,10 @@ class BeliefEvalCallback(TrainerCallback):
         record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(),
                   **self.measure(model)}
         self.history.append(record)
-        if self.log is not None:
-            # A record of its own, called on every rank as Trainer.log expects (the backends
-            # and metrics.jsonl write on rank 0 only). It runs after evaluate() has logged
-            # and cleared TRL's eval metrics, so the record carries the reading alone.
-            self.log({k: v for k, v in record.items() if k.startswith(f"{self.prefix}/")})
-        elif state.is_world_process_zero:
-            append_metrics_record(self.path, record)
+        # A record of its own, called on every rank as Trainer.log expects (the backends
+        # and metrics.jsonl write on rank 0 only). It runs after evaluate() has logged and
+        # cleared TRL's eval metrics, so the record carries the reading alone.
+        self.log({k: v for k, v in record.items() if k.startswith(f"{self.prefix}/")})
 
     def measure(self, model: Any) -> dict[str, float]:
         from pluralign.beliefs.readout import belief_distributions
