@@ -132,7 +132,7 @@ def evaluate_models(finals: dict[str, Path], data: Path, out: Path, seed: int,
                     n_samples: int) -> dict[str, Any]:
     """eval.json of ``finals`` on ``data`` plus per-prompt rows (predictions.jsonl)."""
     evaluate(EvalConfig(
-        models=[str(finals[m]) for m in finals], data=str(data), out=str(out),
+        models=[str(finals[m]) for m in finals], data=str(data), output_dir=str(out),
         judge="embedding", n_samples=n_samples, max_new_tokens=40, seed=seed,
         belief_samples=0, progress=False, bf16=bf16_is_fast(),
     ))

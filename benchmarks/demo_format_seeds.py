@@ -59,7 +59,7 @@ def run_one(fmt: str, seed: int, out: Path) -> dict[str, Any]:
         finals[method] = result.final_dir
     minutes = (time.perf_counter() - started) / 60
     evaluate(EvalConfig(models=[str(finals["sft"]), str(finals["gdpo"])], data=str(eval_file),
-                        out=str(out / "eval"), judge="embedding", n_samples=config.samples,
+                        output_dir=str(out / "eval"), judge="embedding", n_samples=config.samples,
                         max_new_tokens=config.max_new_tokens, seed=seed, belief_samples=0,
                         bf16=bf16_is_fast(), progress=False))
     models = json.loads((out / "eval" / "eval.json").read_text())["models"]

@@ -102,7 +102,7 @@ def train_all(methods: dict[str, str], recipe: Recipe, train_file: Path, seed: i
 
 def run_eval(out: Path, data: Path, seed: int, samples: int, **settings: Any) -> dict[str, Any]:
     """eval.json of one evaluation plus its per-prompt rows."""
-    evaluate(EvalConfig(data=str(data), out=str(out), n_samples=samples, max_new_tokens=40,
+    evaluate(EvalConfig(data=str(data), output_dir=str(out), n_samples=samples, max_new_tokens=40,
                         seed=seed, belief_samples=0, progress=False, **settings))
     summary = json.loads((out / "eval.json").read_text())
     summary["rows"] = [json.loads(line) for line in (out / "predictions.jsonl").open()]

@@ -13,6 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from pluralign.cli.demo_data import demo_data_command
+from pluralign.cli.options import CONFIG_CONTEXT
 from pluralign.data import read_examples
 from pluralign.data.demo import (
     DEMO_GROUPS,
@@ -164,7 +165,7 @@ def test_builder_is_registered():
 
 def test_cli_command_writes_splits_and_card(tmp_path: Path):
     app = typer.Typer()
-    app.command()(demo_data_command)
+    app.command(context_settings=CONFIG_CONTEXT)(demo_data_command)
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["--out", str(out), "-g", "Northvale", "-g", "Eastholm",
                                       "--pairs-per-question", "4", "--seed", "2"])

@@ -1,4 +1,4 @@
-"""The eval and generate command callbacks, registered on a test Typer app."""
+"""The eval and generate commands of the ``pluralign`` app."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pluralign.cli.evaluate import eval_command, generate_command, parse_beliefs, parse_target
+from pluralign.cli.evaluate import parse_beliefs, parse_target
 from pluralign.data.records import write_examples
 from pluralign.data.toy import conflicting_opinions
 
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-    app.command("generate")(generate_command)
+    from pluralign.cli.main import app
+
     return app
 
 

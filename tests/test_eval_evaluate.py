@@ -36,7 +36,7 @@ def run_and_data(tmp_path_factory, tiny_lm):
 @pytest.fixture(scope="module")
 def result(run_and_data):
     root, final, data = run_and_data
-    config = EvalConfig(models=[str(final), "tiny"], data=str(data), out=str(root / "out"),
+    config = EvalConfig(models=[str(final), "tiny"], data=str(data), output_dir=str(root / "out"),
                         n_samples=3, belief_samples=20, max_new_tokens=6, device="cpu",
                         ref_model="tiny", progress=False)
     return evaluate(config)
@@ -181,8 +181,9 @@ def test_bf16_autocast_reads_the_same_beliefs(run_and_data, tmp_path):
     _, _, data = run_and_data
     readings = {}
     for bf16 in (False, True):
-        config = EvalConfig(models=["tiny"], data=str(data), out=str(tmp_path / f"bf16-{bf16}"),
-                            n_samples=0, belief_samples=0, device="cpu", bf16=bf16,
+        config = EvalConfig(models=["tiny"], data=str(data),
+                            output_dir=str(tmp_path / f"bf16-{bf16}"), n_samples=0,
+                            belief_samples=0, device="cpu", bf16=bf16,
                             progress=False)
         assert EvalConfig.load(None, {"models": ["tiny"], "data": str(data),
                                       "bf16": bf16}).bf16 is bf16
@@ -223,7 +224,7 @@ def test_a_run_trained_with_options_is_read_with_its_options(tmp_path):
     fmt = load_sequence_format(run.final_dir)
     assert fmt.lists_options and fmt.separator == SEPARATED_FORMAT.separator
     evaluate(EvalConfig(models=[str(run.final_dir)], data=str(tmp_path / "train.jsonl"),
-                        out=str(tmp_path / "out"), n_samples=1, belief_samples=0,
+                        output_dir=str(tmp_path / "out"), n_samples=1, belief_samples=0,
                         max_new_tokens=4, device="cpu", progress=False))
     row = json.loads((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()[0])
     model, tokenizer = load_model(str(run.final_dir), device="cpu")

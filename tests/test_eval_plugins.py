@@ -110,7 +110,7 @@ def test_a_plugin_metric_lands_in_eval_json_and_the_report(installed_plugin, rec
                                                            tmp_path):
     assert "belief_mass" not in METRICS  # evaluation itself loads the plugin
     out = tmp_path / "out"
-    evaluate(EvalConfig(models=["tiny"], data=str(records_file), out=str(out), n_samples=0,
+    evaluate(EvalConfig(models=["tiny"], data=str(records_file), output_dir=str(out), n_samples=0,
                         belief_samples=0, device="cpu", progress=False))
     metrics = json.loads((out / "eval.json").read_text())["models"]["tiny"]["metrics"]
     # Registration order: the built-in JSD first, the plugin's metric, then the diagnostics.
@@ -124,15 +124,17 @@ def test_a_plugin_metric_lands_in_eval_json_and_the_report(installed_plugin, rec
     shown = f"{mass['value']:.3f} [{mass['ci_low']:.3f}, {mass['ci_high']:.3f}] (n=3)"
     markdown = (out / "report.md").read_text()
     header = next(line for line in markdown.splitlines() if line.startswith("| model |"))
-    assert header.split(" | ")[8] == "belief_mass"  # after the six built-in columns
+    assert header.split(" | ")[3] == "belief_mass"  # after JSD: the empty built-ins are left out
     assert f"| {shown} |" in markdown
     page = (out / "report.html").read_text()
-    assert "<th>belief_mass</th>" in page and f"<td>{shown}</td>" in page
+    value, interval = shown.split(" ", 1)  # the HTML puts the interval on its own line
+    assert "<th>belief_mass</th>" in page
+    assert f"<td>{value}<br><span class='ci'>{interval}</span></td>" in page
 
 
 def test_a_plugin_judge_is_looked_up_by_name(installed_plugin, records_file, tmp_path):
     assert "always-yes" not in JUDGES
-    config = EvalConfig(models=["tiny"], data=str(records_file), out=str(tmp_path / "out"),
+    config = EvalConfig(models=["tiny"], data=str(records_file), output_dir=str(tmp_path / "out"),
                         judge="always-yes", n_samples=2, belief_samples=0, max_new_tokens=4,
                         device="cpu", progress=False)
     assert type(build_judge(config)).__name__ == "AlwaysYes"

@@ -124,7 +124,7 @@ def test_kshot_eval_draws_shots_from_the_pool_never_from_the_evaluated_file(tmp_
     questions = question_of(train_records)
     stub = StubServer().start()
     try:
-        config = EvalConfig(data=str(test), out=str(tmp_path / "out"), kshot=3,
+        config = EvalConfig(data=str(test), output_dir=str(tmp_path / "out"), kshot=3,
                             kshot_model="stub", kshot_base_url=stub.url, kshot_pool=str(train),
                             n_samples=2, progress=False)
         evaluate(config, judge=_YesJudge(), embedder=None)
@@ -272,8 +272,9 @@ def test_cli_trains_icf_and_evaluation_prompts_with_training_shots(tmp_path, tin
         assert len(shots) == 2 and all(questions[p] != record.question_id for p in shots)
 
     out = tmp_path / "eval"
-    config = EvalConfig(models=[str(run / "final")], data=str(test), out=str(out), n_samples=1,
-                        belief_samples=0, max_new_tokens=2, device="cpu", progress=False)
+    config = EvalConfig(models=[str(run / "final")], data=str(test), output_dir=str(out),
+                        n_samples=1, belief_samples=0, max_new_tokens=2, device="cpu",
+                        progress=False)
     evaluated = evaluate(config, judge=_YesJudge())
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == len({r.prompt for r in test_records})

@@ -16,7 +16,6 @@ import json
 import re
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from openai_stub_server import Reply, StubServer
@@ -29,7 +28,6 @@ from pluralign.beliefs.formats import (
 )
 from pluralign.beliefs.tokenize import add_format_tokens, tokenize_example
 from pluralign.cli.data import data_app
-from pluralign.cli.evaluate import eval_command
 from pluralign.data.builders import ReviewsConfig, build_reviews
 from pluralign.data.builders.cards import BuildReport
 from pluralign.data.builders.reviews import MetadataError, load_metadata, movie_prompt
@@ -286,9 +284,8 @@ def test_training_on_review_records_records_the_reviews_format(trained_run):
 def test_eval_judge_rating_llm_scores_reviews_with_the_three_class_prompt(
         trained_run, review_files, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-    app.command("noop")(lambda: None)  # two commands: `eval` stays a subcommand
+    from pluralign.cli.main import app
+
     server = LovedServer().start()
     try:
         result = runner.invoke(app, [

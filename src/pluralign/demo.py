@@ -179,7 +179,7 @@ def _evaluate(config: DemoRunConfig, finals: dict[str, Path], eval_file: Path,
 
     return evaluate(EvalConfig(
         models=[str(finals[m]) for m in ("sft", "dpo", "gdpo")], data=str(eval_file),
-        out=str(out / "eval"), judge="embedding", n_samples=config.samples,
+        output_dir=str(out / "eval"), judge="embedding", n_samples=config.samples,
         max_new_tokens=config.max_new_tokens, seed=config.seed, belief_samples=32,
         bf16=bf16_is_fast(),
     ))

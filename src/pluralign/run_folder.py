@@ -32,6 +32,7 @@ from pluralign.runs import (
     FINAL_STAGING_DIR,
     META_NAME,
     METRICS_FILE,
+    TENSORBOARD_DIR,
     TOKENIZED_DIR,
 )
 
@@ -39,6 +40,7 @@ LOCK_NAME = ".pluralign.lock"
 #: What a training run writes at the top of its folder; anything else there is the user's.
 OWNED_NAMES = frozenset({
     CONFIG_NAME, META_NAME, METRICS_FILE, FINAL_DIR, FINAL_STAGING_DIR, TOKENIZED_DIR, LOCK_NAME,
+    TENSORBOARD_DIR,
 })
 _OWNED_PATTERN = re.compile(r"^(incomplete-)?checkpoint-\d+$")
 

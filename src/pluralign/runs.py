@@ -7,6 +7,7 @@ A training run's folder (``pluralign train --output_dir RUN``)::
     RUN/metrics.jsonl          every logged record, train and eval (METRICS_FILE)
     RUN/tokenized/             the tokenised datasets (TOKENIZED_DIR)
     RUN/checkpoint-N/          Trainer checkpoints
+    RUN/runs/                  TensorBoard event files (TENSORBOARD_DIR, transformers' default)
     RUN/final/                 the trained model (FINAL_DIR), written through
     RUN/final.partial/         a staging folder (FINAL_STAGING_DIR) so a crash
                                never leaves half a model
@@ -34,6 +35,9 @@ METRICS_FILE = "metrics.jsonl"
 TOKENIZED_DIR = "tokenized"
 FINAL_DIR = "final"
 FINAL_STAGING_DIR = "final.partial"
+#: Where transformers' TensorBoard callback writes (``OUTPUT_DIR/runs/<time>_<host>``) unless
+#: ``logging_dir`` says otherwise; an ``--overwrite`` run removes the earlier run's events.
+TENSORBOARD_DIR = "runs"
 #: What ``final/`` records beside the weights: the method, the sequence format
 #: (:meth:`pluralign.beliefs.formats.SequenceFormat.to_info`) and the pairing, so that
 #: evaluation and generation build the sequences training used.

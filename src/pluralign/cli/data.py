@@ -1,44 +1,47 @@
 """``pluralign data ...``: build, check and summarise group preference data.
 
-The lead app mounts this with ``app.add_typer(data_app, name="data")``.
+The lead app mounts this with ``app.add_typer(data_app, name="data")``. Every builder
+command speaks the one dialect (:mod:`pluralign.cli.options`):
+``pluralign data BUILDER [CONFIG.yaml] --field value ... --output_dir DIR``, the fields
+being those of the builder's config class (``--fields`` lists them), ``--output_dir``
+(``-o``, older ``--out``) the output folder. ``validate`` and ``stats`` take files only.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from pluralign.cli.options import CONFIG_COMMAND, DIALECT_HELP, Fields, fail
+
+#: The help epilog of every builder command.
+DATA_HELP = DIALECT_HELP + " `--output_dir DIR` (`-o`) is the output folder."
+#: Keywords of ``data_app.command(...)`` for a builder command.
+DATA_COMMAND: dict[str, Any] = {**CONFIG_COMMAND, "epilog": DATA_HELP,
+                                "options_metavar": "[CONFIG.yaml] [--FIELD VALUE]... -o DIR"}
+
+
 data_app = typer.Typer(
     name="data",
     help="Build belief-conditioned preference data (opinions, reviews, mmoqa, belief mining), "
-         "validate record files and show their statistics.",
+         "validate record files and show their statistics.\n\n"
+         "A builder command takes `[CONFIG.yaml] --field value ... -o DIR`: the fields of its "
+         "config (`pluralign data BUILDER --fields`), the output folder as `--output_dir` "
+         "(`-o`).",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder (train/eval/test.jsonl, "
-                                                        "README.md card, build_report.json).")]
-Seed = Annotated[int, typer.Option(help="Seed of sampling, pairs and splits.")]
-SplitBy = Annotated[str, typer.Option("--split-by", help="question (no question in two splits) "
-                                                         "or example.")]
-Backend = Annotated[str, typer.Option("--llm-backend", help="LLM backend: hf or openai.")]
-Model = Annotated[str | None, typer.Option("--llm-model", help="hf: model reference (default "
-                                           "the bundled SmolLM2); openai: the model name.")]
-BaseUrl = Annotated[str | None, typer.Option("--base-url", help="openai: server base URL, e.g. "
-                                             "http://127.0.0.1:8000/v1.")]
-KeyEnv = Annotated[str | None, typer.Option("--api-key-env", help="openai: NAME of the "
-                                            "environment variable holding the API key.")]
-Cache = Annotated[str | None, typer.Option("--llm-cache", help="Folder of the LLM answer cache.")]
-Timeout = Annotated[float, typer.Option("--llm-timeout", min=0.1, help="openai: seconds before "
-                                        "a request is given up (then retried).")]
-Retries = Annotated[int, typer.Option("--llm-retries", min=0, help="openai: retries of a request "
-                                      "after a timeout or transient error (0: none).")]
+#: Help of the ``output_dir`` field every builder command adds to its config's fields.
+OUTPUT_HELP = ("Output folder (train/eval/test.jsonl, README.md card, build_report.json); "
+               "required. -o, or the older --out.")
+MISSING_OUTPUT = "--output_dir DIR (-o DIR) is required: the folder to write the splits into"
 
 
 #: What each opinions writer did, for the dataset card.
@@ -53,9 +56,77 @@ WRITER_NOTES = {
 }
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(2)
+# ------------------------------------------------------------- the dataset cards
+
+
+def _opinions_card(config: Any) -> tuple[str, str]:
+    return ("Opinion QA pairs (GlobalOpinionQA)",
+            f"Styled one-turn dialogues per question, written by the {config.writer} writer "
+            f"({WRITER_NOTES.get(config.writer, config.writer)}); accepted belief drawn "
+            + ("uniformly" if config.uniform else "from the group's distribution")
+            + ", rejected uniformly from the other beliefs, same style.")
+
+
+def _reviews_card(config: Any) -> tuple[str, str]:
+    return ("Movie review pairs",
+            "Beliefs are the ratings 1..5; the target is each movie's rating histogram; "
+            "rejected = a review of the same movie with another rating. Records name the "
+            f"sequence format `{config.sequence_format}` (training with sequence_format auto "
+            "writes {rating}{review}).")
+
+
+def _mmoqa_card(config: Any) -> tuple[str, str]:
+    return "GDPO released dialogue set", f"Converted from {config.source}."
+
+
+def _mine_card(config: Any) -> tuple[str, str]:
+    return ("Mined beliefs",
+            "Statements mined from chosen/rejected choices; per statement the agree/disagree "
+            "label counts give the distribution. "
+            + ("An example agrees with the statement of its own principle's cluster (label "
+               "source 'own principle'); the LLM labelled the other examples ('labeller')."
+               if config.own_principle_agrees
+               else "The LLM labelled every example per statement."))
+
+
+def _demo_card(config: Any) -> tuple[str, str]:
+    return ("pluralign demo opinions",
+            "Survey-style questions written by pluralign for three invented regions; "
+            "accepted belief drawn "
+            + ("uniformly" if config.uniform else "from the region's distribution")
+            + ", rejected uniformly from the other beliefs.")
+
+
+#: The card title and description of each of pluralign's builders, from its config; any
+#: other builder (a plugin's) gets its name and the first line of its docstring.
+CARD_TEXTS: dict[str, Callable[[Any], tuple[str, str]]] = {
+    "opinions": _opinions_card, "reviews": _reviews_card, "mmoqa": _mmoqa_card,
+    "mine": _mine_card, "demo": _demo_card,
+}
+
+
+def card_texts(name: str, builder: Callable[..., Any], config: Any) -> tuple[str, str]:
+    """(title, description) of the dataset card of ``builder`` run as ``name`` on ``config``."""
+    describe = CARD_TEXTS.get(name)
+    if describe is not None:
+        return describe(config)
+    doc = (builder.__doc__ or "").strip().splitlines()
+    return f"{name} data", doc[0] if doc else f"Built by the {name} builder."
+
+
+# ----------------------------------------------------------- the builder commands
+
+
+#: The words of each builder command besides ``--field value``: its short letters and the
+#: field that plain words fill (the natural operand: ``data reviews FILE``), also through
+#: ``data build NAME``.
+SHORT: dict[str, dict[str, str]] = {"opinions": {"-g": "groups"}, "demo": {"-g": "groups"}}
+OPERAND: dict[str, str] = {"reviews": "reviews", "mmoqa": "source", "mine": "source"}
+#: Older flags that set a field to false (``--own-principle-agrees/--label-all``).
+NEGATIONS: dict[str, dict[str, str]] = {"mine": {"label_all": "own_principle_agrees"}}
+#: What an operand that must be given is, for its one-line error.
+REQUIRED_OPERAND: dict[str, str] = {"reviews": "the review file (JSONL, .gz too)",
+                                    "mine": "the chosen/rejected preference file"}
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -98,23 +169,81 @@ def builder_config_class(builder: Callable[..., Any]) -> type[Any]:
                      "must be annotated with its config class (a YamlConfig)")
 
 
-def _llm(backend: str, model: str | None, base_url: str | None, key_env: str | None,
-         cache: str | None, timeout: float, retries: int):
-    from pluralign.llm import LLMConfig
+def _no_checks(self: Any) -> None:
+    """The command-line class checks nothing: :func:`builder_config` builds the real config,
+    whose own ``__post_init__`` checks the values once."""
 
-    options = {"backend": backend, "base_url": base_url, "cache_dir": cache,
-               "timeout": timeout, "max_retries": retries}
-    if model:
-        options["model"] = model
-    if key_env is not None:
-        options["api_key_env"] = key_env
+
+def command_config_class(cls: type[Any]) -> type[Any]:
+    """``cls`` plus the field ``output_dir`` (older name ``out``), read from the same words
+    and YAML file as the builder's fields; ``--fields`` lists it with them."""
+    import dataclasses
+
+    extra = [] if "output_dir" in {f.name for f in dataclasses.fields(cls)} else [
+        ("output_dir", str | None, dataclasses.field(default=None,
+                                                     metadata={"help": OUTPUT_HELP}))]
+    command = dataclasses.make_dataclass(
+        cls.__name__, extra, bases=(cls,),
+        namespace={"config_aliases": {**getattr(cls, "config_aliases", {}),
+                                      "out": "output_dir"},
+                   "__post_init__": _no_checks},
+        frozen=cls.__dataclass_params__.frozen)
+    command.__module__, command.__qualname__ = cls.__module__, cls.__qualname__
+    return command
+
+
+def builder_config(loaded: Any, cls: type[Any]) -> Any:
+    """The ``cls`` config (checked) of a :func:`command_config_class` instance."""
+    import dataclasses
+
+    return cls(**{f.name: getattr(loaded, f.name) for f in dataclasses.fields(cls) if f.init})
+
+
+def _negated(words: Sequence[str], negations: Mapping[str, str]) -> list[str]:
+    """Older false-flags as fields: ``--label-all`` -> ``--own_principle_agrees=false``."""
+    out = []
+    for word in words:
+        key = word[2:].replace("-", "_") if word.startswith("--") else None
+        out.append(f"--{negations[key]}=false" if key in negations else word)
+    return out
+
+
+def run_builder(name: str, args: Sequence[str], fields: bool = False) -> tuple[Any, Any]:
+    """``pluralign data NAME [CONFIG.yaml] --field value -o DIR``: load the builder's config
+    from the words, build, write the splits and the card; (result, config)."""
+    from pluralign.cli.options import load_from_command_line, print_fields
+
     try:
-        return LLMConfig(**options)
+        builder = _builder(name)
+        cls = builder_config_class(builder)
+    except (ValueError, KeyError) as error:
+        raise fail(str(error)) from error
+    command = command_config_class(cls)
+    if fields:
+        print_fields(command)
+        raise typer.Exit()
+    operand = OPERAND.get(name)
+    try:
+        loaded = load_from_command_line(
+            command, _negated(args, NEGATIONS.get(name, {})),
+            short={"-o": "output_dir", **SHORT.get(name, {})}, operand=operand)
     except ValueError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
+    if not loaded.output_dir:
+        raise fail(MISSING_OUTPUT)
+    if name in REQUIRED_OPERAND and operand and not getattr(loaded, operand):
+        raise fail(f"{REQUIRED_OPERAND[name]} is required: `pluralign data {name} FILE -o DIR` "
+                   f"(or --{operand} FILE)")
+    try:
+        config = builder_config(loaded, cls)
+        result = builder(config)
+    except (*_user_errors(), KeyError) as error:
+        raise fail(str(error)) from error
+    _save(result, Path(loaded.output_dir), *card_texts(name, builder, config))
+    return result, config
 
 
-def _save(result, out: Path, title: str, description: str) -> None:
+def _save(result: Any, out: Path, title: str, description: str) -> None:
     from pluralign.data.builders import save_build
 
     paths = save_build(result, out, title=title, description=description)
@@ -138,41 +267,20 @@ def _save(result, out: Path, title: str, description: str) -> None:
         if any("parse failures" in what and n for what, n in counts.items()):
             hint = (" The LLM's answers could not be parsed; a very small model (such as the "
                     "bundled SmolLM2-135M) rarely follows these prompts: use a larger one "
-                    "(--llm-backend openai, or --llm-model).")
-        raise _fail(f"no records were built (see {paths['card']}).{hint}")
+                    "(--llm.backend openai, or --llm.model).")
+        raise fail(f"no records were built (see {paths['card']}).{hint}")
 
 
-@data_app.command("opinions")
-def opinions_command(
-    out: Out,
-    source: Annotated[str, typer.Option(help="Local JSONL/CSV or Hub id of GlobalOpinionQA.")
-                      ] = "Anthropic/llm_global_opinions",
-    groups: Annotated[list[str] | None, typer.Option("--group", "-g", help="Group (country); "
-                                                     "repeat for several. Default: all.")] = None,
-    option_map: Annotated[str | None, typer.Option("--option-map", help="Option -> class map: "
-                                                   "default (pluralign's rules), paper (the "
-                                                   "GDPO paper's Table 5 map) or a JSON file; "
-                                                   "the card lists where it differs from "
-                                                   "default.")] = None,
-    writer: Annotated[str, typer.Option(help="Who writes questions and responses: per-belief "
-                                        "(short requests, works with the bundled 135M model), "
-                                        "framed (responses only; fixed framings around the "
-                                        "unchanged question, for models too small to "
-                                        "paraphrase) or paper (GDPO appendix-A prompt, "
-                                        "capable models only).")] = "per-belief",
-    n_styles: Annotated[int, typer.Option("--styles", min=1, help="Styles per question "
-                                          "(per-belief, framed: at most 6).")] = 3,
-    pairs: Annotated[int, typer.Option("--pairs-per-question", min=1)] = 30,
-    uniform: Annotated[bool, typer.Option("--uniform", help="Accepted belief drawn uniformly "
-                                          "(uniform-SFT data).")] = False,
-    max_questions: Annotated[int | None, typer.Option(min=1, help="At most N rows.")] = None,
-    split_by: SplitBy = "question",
-    seed: Seed = 0,
-    llm_backend: Backend = "hf", llm_model: Model = None, base_url: BaseUrl = None,
-    api_key_env: KeyEnv = None, llm_cache: Cache = None, llm_timeout: Timeout = 60.0,
-    llm_retries: Retries = 4,
-) -> None:
+@data_app.command("opinions", **DATA_COMMAND)
+def opinions_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Build opinion QA pairs from GlobalOpinionQA with an LLM.
+
+    `pluralign data opinions [CONFIG.yaml] --field value ... -o DIR` with the fields of
+    OpinionsConfig (`--fields`): `--source`, `--groups` (`-g`, repeat for several),
+    `--writer`, `--n_styles`, `--pairs_per_question`, the LLM as `--llm.backend`,
+    `--llm.model`, `--llm.base_url` ... The older names still work: `--group`, `--styles`,
+    `--llm-backend`, `--llm-model`, `--base-url`, `--api-key-env`, `--llm-cache`,
+    `--llm-timeout`, `--llm-retries`, `--out`.
 
     The default per-belief writer sends short requests (a paraphrase per style, a response
     per style and belief) that the bundled SmolLM2-135M can answer; --writer framed asks
@@ -182,162 +290,95 @@ def opinions_command(
 
     Examples:
 
-        pluralign data opinions --source dev_groups.jsonl -g Japan --max-questions 20 -o data/jp
+        pluralign data opinions --source dev_groups.jsonl -g Japan --max_questions 20 -o data/jp
 
-        pluralign data opinions -g "United States" --writer paper --llm-backend openai -o data/us
+        pluralign data opinions -g "United States" --writer paper --llm.backend openai -o data/us
 
-        pluralign data opinions --source dev_groups.jsonl -g Japan --option-map paper -o data/jp
+        pluralign data opinions --source dev_groups.jsonl -g Japan --option_map paper -o data/jp
 
         pluralign data opinions --source dev_groups.jsonl -g Pakistan --writer framed -o data/pk
 
-        pluralign data opinions --source dev_groups.jsonl -g Pakistan --uniform -o data/pk-u
+        pluralign data opinions opinions.yaml --uniform --output_dir data/pk-u
+
+        pluralign data opinions --fields
     """
-    from pluralign.data.builders import OpinionsConfig
-
-    try:
-        config = OpinionsConfig(
-            source=source, groups=list(groups or []), option_map=option_map, writer=writer,
-            n_styles=n_styles, pairs_per_question=pairs, uniform=uniform,
-            max_questions=max_questions,
-            split_by=split_by, seed=seed,
-            llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache, llm_timeout,
-                     llm_retries))
-        result = _builder("opinions")(config)
-    except _user_errors() as error:
-        raise _fail(str(error)) from error
-    _save(result, out, "Opinion QA pairs (GlobalOpinionQA)",
-          f"Styled one-turn dialogues per question, written by the {writer} writer "
-          f"({WRITER_NOTES.get(writer, writer)}); accepted belief drawn "
-          + ("uniformly" if uniform else "from the group's distribution")
-          + ", rejected uniformly from the other beliefs, same style.")
+    run_builder("opinions", ctx.args, fields)
 
 
-@data_app.command("reviews")
-def reviews_command(
-    reviews: Annotated[Path, typer.Argument(help="Review JSONL(.gz): asin, overall, reviewText.")],
-    out: Out,
-    metadata: Annotated[Path | None, typer.Option(
-        help="Movie metadata, JSON lines(.gz) keyed by asin: {\"asin\": ..., \"title\": ..., "
-             "\"year\": ..., \"director\": ..., \"genre\": ..., \"plot\": ...} (each field but "
-             "asin optional; lists for director/genre; OMDb's capitalised names too). Prompts "
-             "then read like the paper's: 'Heat, 1995, Michael Mann (Genre: Crime, Drama). "
-             "PLOT'. Without it a prompt names only the product id.")] = None,
-    min_reviews: Annotated[int, typer.Option("--min-reviews", min=2)] = 5,
-    group: Annotated[str, typer.Option(help="Group name.")] = "amazon-movies-reviewers",
-    sequence_format: Annotated[str, typer.Option(
-        "--sequence-format", help="Format the records name for training (sequence_format "
-        "auto): reviews ({rating}{review} after the <|belief|> separator) or reviews-paper "
-        "(the paper's exact <Q>{prompt}<A>{rating}{review}).")] = "reviews",
-    split_by: SplitBy = "question",
-    seed: Seed = 0,
-) -> None:
+@data_app.command("reviews", **DATA_COMMAND)
+def reviews_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Build rating-belief pairs from Amazon-style movie reviews.
 
-    Records name the `reviews` sequence format, so training (sequence_format auto)
-    writes the paper's `{rating}{review}` answer. Movie descriptions come from an
-    optional local metadata file (no network lookups).
+    `pluralign data reviews REVIEWS.jsonl [--field value ...] -o DIR`: the review file
+    (asin, overall, reviewText; .gz too) is the plain word (or `--reviews`), the other
+    fields are ReviewsConfig's (`--fields`). `--metadata FILE` names movie metadata, JSON
+    lines(.gz) keyed by asin: {"asin": ..., "title": ..., "year": ..., "director": ...,
+    "genre": ..., "plot": ...} (each field but asin optional; lists for director/genre;
+    OMDb's capitalised names too); prompts then read like the paper's: 'Heat, 1995,
+    Michael Mann (Genre: Crime, Drama). PLOT'. Without it a prompt names only the
+    product id (no network lookups).
+
+    Records name the `reviews` sequence format (`--sequence_format reviews-paper`: the
+    paper's exact layout), so training (sequence_format auto) writes the paper's
+    `{rating}{review}` answer.
 
     Examples:
 
-        pluralign data reviews movies_and_tv_5core_sample.jsonl --out data/movies
+        pluralign data reviews movies_and_tv_5core_sample.jsonl --output_dir data/movies
 
-        pluralign data reviews reviews.jsonl.gz --metadata meta.jsonl --min-reviews 20 -o data/m
+        pluralign data reviews reviews.jsonl.gz --metadata meta.jsonl --min_reviews 20 -o data/m
+
+        pluralign data reviews --fields
     """
-    from pluralign.data.builders import ReviewsConfig
     from pluralign.data.builders.reviews import METADATA_HINT
 
-    try:
-        result = _builder("reviews")(ReviewsConfig(
-            reviews=str(reviews), metadata=str(metadata) if metadata else None,
-            min_reviews=min_reviews, group=group, split_by=split_by, seed=seed,
-            sequence_format=sequence_format))
-    except _user_errors() as error:
-        raise _fail(str(error)) from error
-    _save(result, out, "Movie review pairs", "Beliefs are the ratings 1..5; the target is each "
-          "movie's rating histogram; rejected = a review of the same movie with another rating. "
-          f"Records name the sequence format `{sequence_format}` (training with "
-          "sequence_format auto writes {rating}{review}).")
+    result, config = run_builder("reviews", ctx.args, fields)
     bare = result.report.counts["kept movies without metadata"]
     if bare:
         typer.secho(f"note: {bare} movies have prompts that name only their product id; "
-                    + ("to describe them, " + METADATA_HINT if metadata is None
-                       else f"{metadata} has no line for them (listed in the card)"),
+                    + ("to describe them, " + METADATA_HINT if config.metadata is None
+                       else f"{config.metadata} has no line for them (listed in the card)"),
                     fg=typer.colors.YELLOW, err=True)
 
 
-@data_app.command("mmoqa")
-def mmoqa_command(
-    source: Annotated[str, typer.Argument(help="Hub id (Binwei01/mmoqa_usa ...) or local file.")],
-    out: Out,
-    group: Annotated[str | None, typer.Option(help="Group name (default: from the id).")] = None,
-    split_by: SplitBy = "question",
-    seed: Seed = 0,
-) -> None:
+@data_app.command("mmoqa", **DATA_COMMAND)
+def mmoqa_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Convert the GDPO paper's released sets (mmoqa_usa/pk/sa, movie_review) to records.
 
+    `pluralign data mmoqa SOURCE [--field value ...] -o DIR`: the Hub id or local file is
+    the plain word (or `--source`), the other fields are MmoqaConfig's (`--fields`).
+
     Examples:
 
-        pluralign data mmoqa Binwei01/mmoqa_usa --out data/mmoqa-us
+        pluralign data mmoqa Binwei01/mmoqa_usa --output_dir data/mmoqa-us
 
-        pluralign data mmoqa ./mmoqa_pk_train.jsonl --group Pakistan --out data/mmoqa-pk
+        pluralign data mmoqa ./mmoqa_pk_train.jsonl --group Pakistan -o data/mmoqa-pk
     """
-    from pluralign.data.builders import MmoqaConfig
-
-    try:
-        result = _builder("mmoqa")(MmoqaConfig(source=source, group=group, split_by=split_by,
-                                         seed=seed))
-    except _user_errors() as error:
-        raise _fail(str(error)) from error
-    _save(result, out, "GDPO released dialogue set", f"Converted from {source}.")
+    run_builder("mmoqa", ctx.args, fields)
 
 
-@data_app.command("mine")
-def mine_command(
-    source: Annotated[Path, typer.Argument(help="JSONL(.gz) with chosen/rejected transcripts.")],
-    out: Out,
-    max_examples: Annotated[int, typer.Option("--max-examples", min=1)] = 50,
-    num_statements: Annotated[int, typer.Option("--num-statements", min=1)] = 5,
-    name_with_llm: Annotated[bool, typer.Option("--name-with-llm", help="Name clusters with "
-                                                "the LLM instead of the medoid.")] = False,
-    own_principle_agrees: Annotated[bool, typer.Option(
-        "--own-principle-agrees/--label-all", help="An example agrees with the statement of "
-        "its own principle's cluster without a label request (default), or the LLM labels "
-        "every example for every statement (paper).")] = True,
-    group: Annotated[str, typer.Option(help="Group name.")] = "annotators",
-    split_by: SplitBy = "question",
-    seed: Seed = 0,
-    llm_backend: Backend = "hf", llm_model: Model = None, base_url: BaseUrl = None,
-    api_key_env: KeyEnv = None, llm_cache: Cache = None, llm_timeout: Timeout = 60.0,
-    llm_retries: Retries = 4,
-) -> None:
+@data_app.command("mine", **DATA_COMMAND)
+def mine_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Mine beliefs from a preference set with no beliefs (GDPO paper appendix I).
 
+    `pluralign data mine SOURCE.jsonl [--field value ...] -o DIR`: the chosen/rejected
+    file is the plain word (or `--source`), the other fields are MiningConfig's
+    (`--fields`), the LLM as `--llm.backend`, `--llm.model` ... (older names: `--llm-backend`,
+    `--llm-model`, `--base-url`, `--api-key-env`, `--llm-cache`, `--llm-timeout`,
+    `--llm-retries`; `--label-all` for `--own_principle_agrees false`).
+
     Examples:
 
-        pluralign data mine harmless_base_test.jsonl.gz --max-examples 30 --out data/hh
+        pluralign data mine harmless_base_test.jsonl.gz --max_examples 30 --output_dir data/hh
 
-        pluralign data mine hh.jsonl.gz --llm-backend openai --llm-model qwen -o data/hh
+        pluralign data mine hh.jsonl.gz --llm.backend openai --llm.model qwen -o data/hh
+
+        pluralign data mine hh.jsonl.gz --own_principle_agrees false -o data/hh-paper
     """
-    from pluralign.data.builders import MiningConfig
-
-    try:
-        config = MiningConfig(
-            source=str(source), max_examples=max_examples, num_statements=num_statements,
-            name_with_llm=name_with_llm, own_principle_agrees=own_principle_agrees,
-            group=group, split_by=split_by, seed=seed,
-            llm=_llm(llm_backend, llm_model, base_url, api_key_env, llm_cache, llm_timeout,
-                     llm_retries))
-        result = _builder("mine")(config)
-    except _user_errors() as error:
-        raise _fail(str(error)) from error
-    _save(result, out, "Mined beliefs", "Statements mined from chosen/rejected choices; per "
-          "statement the agree/disagree label counts give the distribution. "
-          + ("An example agrees with the statement of its own principle's cluster (label "
-             "source 'own principle'); the LLM labelled the other examples ('labeller')."
-             if own_principle_agrees else "The LLM labelled every example per statement."))
+    run_builder("mine", ctx.args, fields)
 
 
-@data_app.command("validate")
+@data_app.command("validate", context_settings={}, epilog=None)
 def validate_command(
     files: Annotated[list[Path], typer.Argument(help="Record JSONL files.")],
 ) -> None:
@@ -354,7 +395,7 @@ def validate_command(
     bad = 0
     for path in files:
         if not path.is_file():
-            raise _fail(f"{path}: no such file")
+            raise fail(f"{path}: no such file")
         result = validate_file(path)
         for problem in result.problems:
             typer.echo(problem)
@@ -364,7 +405,7 @@ def validate_command(
         raise typer.Exit(1)
 
 
-@data_app.command("stats")
+@data_app.command("stats", context_settings={}, epilog=None)
 def stats_command(
     files: Annotated[list[Path], typer.Argument(help="Record JSONL files.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -384,7 +425,7 @@ def stats_command(
         try:
             stats = dataset_stats(read_examples(path))
         except (RecordFileError, FileNotFoundError) as error:
-            raise _fail(str(error)) from error
+            raise fail(str(error)) from error
         if as_json:
             typer.echo(json.dumps({"file": str(path), **stats}, ensure_ascii=False))
             continue
@@ -393,34 +434,27 @@ def stats_command(
             typer.echo(f"  {key}: {value}")
 
 
-@data_app.command("build")
+@data_app.command("build", **DATA_COMMAND)
 def build_command(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A registered builder (`pluralign ls builders`), "
                                         "a plugin's included.")],
-    out: Out,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of the "
-                                                "builder's config.")] = None,
-    settings: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE of the "
-                                                       "builder's config; repeat.")] = None,
+    fields: Fields = False,
 ) -> None:
-    """Run any registered builder, plugins' included, from its config (YAML and --set).
+    """Run any registered builder, plugins' included, from its config.
+
+    `pluralign data build NAME [CONFIG.yaml] --field value ... -o DIR` with the fields
+    of the builder's config class (`pluralign data build NAME --fields`); `--set KEY=VALUE`
+    is the same as `--KEY VALUE`.
 
     Examples:
 
-        pluralign data build demo --set pairs_per_question=4 -o data/demo
+        pluralign data build demo --pairs_per_question 4 -o data/demo
 
-        pluralign data build mmoqa --set source=./mmoqa_pk_train.jsonl -o data/mmoqa-pk
+        pluralign data build mmoqa ./mmoqa_pk_train.jsonl --output_dir data/mmoqa-pk
+
+        pluralign data build my-builder my_builder.yaml --set questions=3 -o data/mine
+
+        pluralign data build demo --fields
     """
-    try:
-        builder = _builder(name)
-        overrides = []
-        for item in settings or []:
-            key, eq, value = item.partition("=")
-            if not eq:
-                raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-            overrides.append(f"--{key}={value}")
-        result = builder(builder_config_class(builder).load(config, overrides))
-    except (*_user_errors(), KeyError) as error:
-        raise _fail(str(error)) from error
-    doc = (builder.__doc__ or "").strip().splitlines()
-    _save(result, out, f"{name} data", doc[0] if doc else f"Built by the {name} builder.")
+    run_builder(name, ctx.args, fields)

@@ -8,118 +8,59 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
+from pluralign.cli.options import Fields, fail
 
 # --------------------------------------------------------------------------- eval
 
 
-def eval_command(
-    model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", help="Model to evaluate; repeat to compare several side by side.")] = None,
-    data: Annotated[str | None, typer.Option(
-        "--data", "-d", help="JSONL record file to evaluate on.")] = None,
-    out: Annotated[str | None, typer.Option(
-        "--out", "-o", help="Output folder (default: eval).")] = None,
-    judge: Annotated[str | None, typer.Option(
-        help="BPC judge: embedding (offline, default), llm, rating (reviews, offline) or "
-        "rating-llm (reviews: the paper's appendix-H three-class rating prompt through "
-        "--judge-model / --judge-base-url).")] = None,
-    n: Annotated[int | None, typer.Option(
-        "--n", min=0, help="Belief-first generations per prompt (default 4; 0 reads the belief "
-        "distributions only).")] = None,
-    belief_samples: Annotated[int | None, typer.Option(
-        min=0, help="First-token samples per prompt for the sampled estimate (default 64).")
-    ] = None,
-    temperature: Annotated[float | None, typer.Option(
-        min=0.0, help="Sampling temperature (default 1.0; 0 is greedy).")] = None,
-    response_temperature: Annotated[float | None, typer.Option(
-        min=0.0, help="Temperature of the text written after the drawn belief (default: "
-        "--temperature; 0 is greedy). Beliefs are still drawn at --temperature.")] = None,
-    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass (default 1.0).")
-                     ] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(
-        min=1, help="Tokens generated after the belief marker (default 64).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Sampling and bootstrap seed (default 0).")
-                    ] = None,
-    max_prompts: Annotated[int | None, typer.Option(
-        min=1, help="Evaluate only the first N distinct prompts.")] = None,
-    ref_model: Annotated[str | None, typer.Option(
-        help="Reference model (e.g. runs/sft/final) for majority/minority reward margins.")
-    ] = None,
-    beta: Annotated[float | None, typer.Option(help="beta of the reward margins (0.1).")] = None,
-    kshot: Annotated[int | None, typer.Option(
-        min=0, help="Add a k-shot prompting baseline with this many shots.")] = None,
-    kshot_model: Annotated[str | None, typer.Option(
-        help="k-shot baseline model (local reference, or server model with --kshot-base-url).")
-    ] = None,
-    kshot_base_url: Annotated[str | None, typer.Option(
-        help="OpenAI-compatible server for the k-shot baseline.")] = None,
-    kshot_pool: Annotated[str | None, typer.Option(
-        help="Training split (JSONL) the shots come from: required with --kshot; for icf "
-        "models it replaces the training file their run recorded.")] = None,
-    judge_model: Annotated[str | None, typer.Option(
-        help="llm / rating-llm judge model name (gpt-4o).")] = None,
-    judge_base_url: Annotated[str | None, typer.Option(
-        help="llm / rating-llm judge: OpenAI-compatible server URL.")] = None,
-    device: Annotated[str | None, typer.Option(help="Device (auto, cpu, cuda:0).")] = None,
-    bf16: Annotated[bool | None, typer.Option(
-        "--bf16", help="bfloat16 autocast: faster on GPUs and CPUs with native bf16.")] = None,
-    trust_remote_code: Annotated[bool | None, typer.Option(
-        "--trust-remote-code", help="Allow a model folder's own modelling code (auto_map) to "
-        "run; off by default, and such a model then fails to load.")] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="EvalConfig YAML file; options given here override it.")] = None,
-) -> None:
+#: Short letters of ``pluralign eval``.
+EVAL_SHORT = {"-m": "models", "-d": "data", "-o": "output_dir"}
+
+
+def eval_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Evaluate models: JSD (one forward pass and sampled), CBC, BPC, RS, margins, report.
 
-    Writes eval.json, predictions.jsonl, report.md and report.html (with plots)
-    into --out. Several --model options are compared in one report; a model
-    folder of a run (runs/NAME/final) also gets its training curves.
+    `pluralign eval [CONFIG.yaml] --field value ...` with the fields of EvalConfig
+    (`--fields` lists them). Writes eval.json, predictions.jsonl, report.md and
+    report.html (with plots) into --output_dir (-o). Several models (--models,
+    -m, repeated) are compared in one report; a model folder of a run
+    (runs/NAME/final) also gets its training curves.
 
     Examples:
 
-        pluralign eval --model runs/gdpo/final --data data/us/test.jsonl
+        pluralign eval -m runs/gdpo/final --data data/us/test.jsonl
 
         pluralign eval -m runs/sft/final -m runs/dpo/final -m runs/gdpo/final -d data/test.jsonl
 
-        pluralign eval --config configs/eval.yaml --out eval/us
+        pluralign eval configs/eval.yaml --output_dir eval/us
 
-        pluralign eval -m runs/gdpo/final -d data/test.jsonl --ref-model runs/sft/final
+        pluralign eval -m runs/gdpo/final -d data/test.jsonl --ref_model runs/sft/final
 
-        pluralign eval -m runs/gdpo/final -d data/test.jsonl --judge llm --judge-model gpt-4o
+        pluralign eval -m runs/gdpo/final -d data/test.jsonl --judge llm --judge_model gpt-4o
 
         pluralign eval -m runs/movies-gdpo/final -d data/movies/test.jsonl --judge rating-llm
 
-        pluralign eval --kshot 3 --kshot-pool data/us/train.jsonl --data data/us/test.jsonl
+        pluralign eval --kshot 3 --kshot_pool data/us/train.jsonl --data data/us/test.jsonl
 
         pluralign eval -m runs/icf/final -d data/us/test.jsonl
     """
-    from pluralign.config.core import ConfigError
-    from pluralign.eval.evaluate import EvalConfig, evaluate
+    from pluralign.cli.options import load_from_command_line, print_fields
+    from pluralign.eval.config import EvalConfig
 
-    given = {
-        "models": model, "data": data, "out": out, "judge": judge, "n_samples": n,
-        "belief_samples": belief_samples, "temperature": temperature, "top_p": top_p,
-        "response_temperature": response_temperature,
-        "max_new_tokens": max_new_tokens, "seed": seed, "max_prompts": max_prompts,
-        "ref_model": ref_model, "beta": beta, "kshot": kshot, "kshot_model": kshot_model,
-        "kshot_base_url": kshot_base_url, "kshot_pool": kshot_pool, "judge_model": judge_model,
-        "judge_base_url": judge_base_url, "device": device, "bf16": bf16,
-        "trust_remote_code": trust_remote_code,
-    }
+    if fields:
+        print_fields(EvalConfig)
+        return
+    from pluralign.eval.evaluate import evaluate
+
     try:
-        cfg = EvalConfig.load(config, {k: v for k, v in given.items() if v is not None})
+        cfg = load_from_command_line(EvalConfig, ctx.args, short=EVAL_SHORT)
         result = evaluate(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from exc
+    except (ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
     for evaluation in result.evaluations:
         shown = ", ".join(f"{k} {v.value:.3f}" for k, v in evaluation.metrics.items()
                           if v.n and math.isfinite(v.value))
@@ -222,34 +163,7 @@ UNTRAINED_WARNING = (
     "with `pluralign train`, or evaluate it as a baseline with `pluralign eval`.")
 
 
-def generate_command(
-    prompt: Annotated[str | None, typer.Argument(help="The question to answer.")] = None,
-    model: Annotated[str, typer.Option(
-        "--model", "-m", help="Model reference (run folder, keyword, local folder).")
-    ] = "smollm2-135m",
-    n: Annotated[int, typer.Option("--n", min=1, help="Number of belief-first generations.")] = 1,
-    beliefs: Annotated[str | None, typer.Option(
-        help='Belief set "1:Strongly oppose,2:Somewhat oppose,..." (default: classes 0-5).')
-    ] = None,
-    target: Annotated[str | None, typer.Option(
-        help="Target distribution over the beliefs, e.g. 0.1,0.2,0.3,0.4.")] = None,
-    data: Annotated[Path | None, typer.Option(
-        help="Take prompt, beliefs and target from a record of this JSONL file.")] = None,
-    index: Annotated[int, typer.Option(help="Record index in --data.")] = 0,
-    temperature: Annotated[float | None, typer.Option(
-        min=0.0, help="Sampling temperature (default: 0 for --n 1, else 1.0).")] = None,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass.")
-                     ] = 1.0,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens after the marker.")] = 64,
-    seed: Annotated[int, typer.Option(help="Random seed for sampling.")] = 0,
-    device: Annotated[str, typer.Option(help="Device (auto, cpu, cuda:0).")] = "auto",
-    trust_remote_code: Annotated[bool, typer.Option(
-        "--trust-remote-code", help="Allow a model folder's own modelling code (auto_map) to "
-        "run; off by default, and such a model then fails to load.")] = False,
-    kshot_pool: Annotated[Path | None, typer.Option(
-        "--kshot-pool", help="In-context fine-tuned (icf) models: draw the shots from this "
-        "file instead of the training file the run recorded.")] = None,
-) -> None:
+def generate_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Answer a question belief first: print the belief and the response.
 
     An in-context fine-tuned model (method icf) gets shots of other questions
@@ -261,14 +175,19 @@ def generate_command(
 
     Examples:
 
-        pluralign generate --model runs/gdpo/final "What do you think about nuclear power?"
+        pluralign generate "What do you think about nuclear power?" --model runs/gdpo/final
 
-        pluralign generate --n 20 --beliefs "1:Oppose,2:Support" --target 0.3,0.7 "Nuclear power?"
+        pluralign generate "Nuclear power?" --n 20 --beliefs "1:Oppose,2:Support" --target 0.3,0.7
 
         pluralign generate --model runs/gdpo/final --n 20 --data data/us/test.jsonl --index 3
+
+    The fields of GenerateConfig are the options (`--fields`); the question may
+    come first as a plain word, or as `--prompt`.
     """
     from pluralign.beliefs.readout import belief_distributions
     from pluralign.beliefs.tokenize import belief_marker_ids, encode_prompt
+    from pluralign.cli.options import load_from_command_line, print_fields
+    from pluralign.eval.config import GenerateConfig
     from pluralign.eval.generate import (
         SamplingOptions,
         generate_beliefs_first,
@@ -277,17 +196,27 @@ def generate_command(
     from pluralign.models import ModelLoadError, load_model
     from pluralign.runs import read_format_info
 
+    if fields:
+        print_fields(GenerateConfig)
+        return
     try:
-        asked, belief_list, target_p = _question(prompt, beliefs, target, data, index)
-        lm, tokenizer = load_model(model, device=device, trust_remote_code=trust_remote_code)
+        config = load_from_command_line(GenerateConfig, ctx.args, short={"-m": "model"},
+                                        operand="prompt")
+        model, n = config.model, config.n
+        asked, belief_list, target_p = _question(
+            config.prompt, config.beliefs, config.target,
+            Path(config.data) if config.data else None, config.index)
+        lm, tokenizer = load_model(model, device=config.device,
+                                   trust_remote_code=config.trust_remote_code)
         fmt = load_sequence_format(model)
-        asked = _with_training_shots(asked, model, fmt.marker, kshot_pool, seed)
+        asked = _with_training_shots(asked, model, fmt.marker,
+                                     Path(config.kshot_pool) if config.kshot_pool else None,
+                                     config.seed)
         markers = belief_marker_ids(tokenizer, [b.class_id for b in belief_list], fmt.marker)
     except (ModelLoadError, FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
-    temp = temperature if temperature is not None else (0.0 if n == 1 else 1.0)
-    options = SamplingOptions(temperature=temp, top_p=top_p, max_new_tokens=max_new_tokens,
-                              seed=seed)
+        raise fail(str(exc)) from exc
+    options = SamplingOptions(temperature=config.effective_temperature(), top_p=config.top_p,
+                              max_new_tokens=config.max_new_tokens, seed=config.seed)
     question, context = asked.prompt, asked.context
     if context is not None:
         typer.echo("in-context shots go before the question, as the model trained with them")

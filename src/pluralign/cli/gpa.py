@@ -1,30 +1,38 @@
 """``pluralign gpa ...``: Group Preference Alignment from conversation logs.
 
-The lead app mounts this with ``app.add_typer(gpa_app, name="gpa")``. Every
-stage command reads and writes the work folder (``--work``); its settings come
-from ``--config`` (else the ``gpa_config.yaml`` a previous stage saved there),
-then ``--set key=value`` overrides (dotted keys, e.g. ``--set llm.max_tokens=64``).
+The lead app mounts this with ``app.add_typer(gpa_app, name="gpa")``. Every stage
+command speaks the one dialect (:mod:`pluralign.cli.options`):
+``pluralign gpa STAGE [CONFIG.yaml] --field value ...`` with the fields of
+:class:`~pluralign.gpa.GPAConfig` (``--fields`` lists them). The work folder every
+stage reads and writes is ``--output_dir`` (``-o``; the older ``--work``, ``-w``):
+the field ``work_dir``. Without a YAML file, the ``gpa_config.yaml`` a previous stage
+saved in the work folder is read first; ``--set key=value`` (``-s``) is the older
+spelling of ``--key value`` (dotted keys, e.g. ``--llm.max_tokens 64``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from pluralign.cli.options import CONFIG_COMMAND, DIALECT_HELP, Fields, fail
+
 gpa_app = typer.Typer(
     name="gpa",
     help="Group Preference Alignment: mine group rubrics from conversation logs, answer with "
          "them in context (GPA-CT), fine-tune on rubric pairs (GPA-FT) and evaluate.\n\n"
-         "Every stage writes its own file into the work folder (-w), so a stage can be re-run "
-         "or inspected alone; `run` does them all.\n\n"
+         "Every stage writes its own file into the work folder (--output_dir, -o; or the "
+         "older --work, -w), so a stage can be re-run or inspected alone; `run` does them "
+         "all. Every GPAConfig field is an option (`pluralign gpa fields`).\n\n"
          "Examples:\n\n"
          "    pluralign gpa run ../shared/data/conversations/wildchat_50_sample.json "
-         "-w gpa/wc --quick\n\n"
-         "    pluralign gpa rubrics -w gpa/wc --set rubric_phrasing=template\n\n"
-         "    pluralign gpa answer -w gpa/wc -g \"United States\" -p \"Plan a trip to Rome\"\n\n"
+         "-o gpa/wc --quick\n\n"
+         "    pluralign gpa rubrics -o gpa/wc --rubric_phrasing template\n\n"
+         "    pluralign gpa answer -o gpa/wc -g \"United States\" -p \"Plan a trip to Rome\"\n\n"
          "    pluralign gpa fields",
     no_args_is_help=True,
     add_completion=False,
@@ -32,54 +40,63 @@ gpa_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-Work = Annotated[Path, typer.Option("--work", "-w", help="Work folder of the stage files.")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="GPAConfig YAML "
-                                                 "(default: WORK/gpa_config.yaml if present).")]
-Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override KEY=VALUE "
-                                                "(dotted keys); repeat for several.")]
-Backend = Annotated[str | None, typer.Option("--llm-backend", help="LLM backend: hf or openai.")]
-Model = Annotated[str | None, typer.Option("--llm-model", help="hf: model reference (default "
-                                           "the bundled SmolLM2); openai: the model name.")]
-BaseUrl = Annotated[str | None, typer.Option("--base-url", help="openai: server base URL.")]
-Cache = Annotated[str | None, typer.Option("--llm-cache", help="Folder of the LLM answer cache.")]
-
+#: The help epilog of every stage command.
+GPA_HELP = (DIALECT_HELP + " The work folder is `--output_dir DIR` (`-o`; older: `--work`, "
+            "`-w`); without a YAML file, its saved gpa_config.yaml is read first.")
+#: Short letters of every stage: the work folder.
+GPA_SHORT = {"-o": "work_dir", "-w": "work_dir"}
+#: The settings file every stage saves into (and, without a YAML file, reads from) WORK.
 CONFIG_NAME = "gpa_config.yaml"
 
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(2)
+_STAGE = {**CONFIG_COMMAND, "epilog": GPA_HELP}
 
 
-def _config(work: Path, config_file: Path | None, sets: list[str] | None,
-            llm: dict[str, Any], quick: bool = False, **fields: Any) -> Any:
-    """Defaults < YAML < the quick preset < command-line options < ``--set``."""
-    from pluralign.config import load_config, save_config
+def _work_dir(words: Sequence[str]) -> Path:
+    """The work folder ``words`` name (any spelling), else GPAConfig's default."""
+    from pluralign.config import ConfigError
+    from pluralign.config.core import parse_overrides
+    from pluralign.gpa import GPAConfig
+
+    try:
+        given = parse_overrides(list(words))
+    except ConfigError:
+        given = {}  # the real load names the bad word
+    for key, value in given.items():
+        if GPAConfig.config_aliases.get(key, key) == "work_dir" and isinstance(value.value, str):
+            return Path(value.value)
+    return Path(GPAConfig.work_dir)
+
+
+def _load(args: Sequence[str], operand: str | None, quick: bool) -> Any:
+    """Defaults < the YAML file (else WORK/gpa_config.yaml) < the quick preset < the words."""
+    from pluralign.cli.options import load_from_command_line, split_command_line
+    from pluralign.config import load_config
     from pluralign.gpa import GPAConfig
     from pluralign.gpa.config import quick_overrides
 
-    path = config_file or (work / CONFIG_NAME if (work / CONFIG_NAME).is_file() else None)
-    overrides: dict[str, Any] = {"work_dir": str(work)}
-    overrides.update(quick_overrides() if quick else {})
-    overrides.update({f"llm.{k}": v for k, v in llm.items() if v is not None})
-    overrides.update({k: v for k, v in fields.items() if v is not None})
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise _fail(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = value
+    yaml_file, words = split_command_line(args, short=GPA_SHORT, operand=operand)
+    saved = _work_dir(words) / CONFIG_NAME
+    if not quick:
+        return load_from_command_line(GPAConfig, args, short=GPA_SHORT, operand=operand,
+                                      default_file=str(saved))
+    # --quick caps what the YAML file says; the words still win over both.
+    path = yaml_file if yaml_file is not None else (saved if saved.is_file() else None)
+    under = load_config(GPAConfig, path, quick_overrides())
+    return load_config(GPAConfig, None, words, preset=under.to_dict())
+
+
+def _config(args: Sequence[str], *, operand: str | None = None, quick: bool = False) -> Any:
+    """The stage's GPAConfig, saved to WORK/gpa_config.yaml for the later stages."""
+    from pluralign.config import save_config
+
     try:
-        config = load_config(GPAConfig, path, overrides)
+        config = _load(args, operand, quick)
     except ValueError as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
+    work = Path(config.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     save_config(config, work / CONFIG_NAME)
     return config
-
-
-def _llm(backend: str | None, model: str | None, base_url: str | None, cache: str | None
-         ) -> dict[str, Any]:
-    return {"backend": backend, "model": model, "base_url": base_url, "cache_dir": cache}
 
 
 def _stage(name: str, config: Any, needs_llm: bool = True) -> dict[str, Any]:
@@ -90,124 +107,136 @@ def _stage(name: str, config: Any, needs_llm: bool = True) -> dict[str, Any]:
         backend = make_backend(config.llm) if needs_llm else None
         summary = STAGES[name](config, backend, None)
     except (StageInputError, LLMError, ValueError, FileNotFoundError) as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     typer.echo(json.dumps(summary, indent=2, default=str))
     return summary
 
 
-@gpa_app.command("ingest")
-def ingest_command(
-    logs: Annotated[list[Path], typer.Argument(help="Conversation log files (JSON or JSONL).")],
-    work: Work, group_field: Annotated[str | None, typer.Option(
-        "--group-field", help="Dotted field naming the group, e.g. metadata.country.")] = None,
-    group_map: Annotated[Path | None, typer.Option(
-        "--group-map", help="JSON {id: group} or CSV id,group mapping.")] = None,
-    config_file: ConfigFile = None, sets: Sets = None,
-) -> None:
+def _print_fields() -> None:
+    """Every GPAConfig field with its default and help, then the --quick caps."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pluralign.cli.options import print_fields
+    from pluralign.gpa import GPAConfig
+    from pluralign.gpa.config import QUICK_PRESET
+
+    print_fields(GPAConfig)
+    quick = Table("field", "--quick value", "what it trades away", title="--quick caps")
+    for name, cap in QUICK_PRESET.items():
+        quick.add_row(name, str(cap.value), cap.trade_off)
+    Console().print(quick)
+
+
+def _run_stage(name: str, ctx: typer.Context, fields: bool, needs_llm: bool = True,
+               operand: str | None = None) -> None:
+    if fields:
+        _print_fields()
+        return
+    _stage(name, _config(ctx.args, operand=operand), needs_llm=needs_llm)
+
+
+@gpa_app.command("ingest", **_STAGE)
+def ingest_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Stage 1: read logs, report malformed conversations, assign groups.
 
-    Writes WORK/conversations.jsonl and WORK/ingest_report.json (groups, problems).
+    `pluralign gpa ingest LOG.json ... -o WORK [--field value ...]`: the conversation logs
+    (JSON or JSONL) are plain words (the field `inputs`). Writes WORK/conversations.jsonl
+    and WORK/ingest_report.json (groups, problems).
 
     Examples:
 
-        pluralign gpa ingest ../shared/data/conversations/wildchat_50_sample.json -w gpa/wc
+        pluralign gpa ingest ../shared/data/conversations/wildchat_50_sample.json -o gpa/wc
 
-        pluralign gpa ingest export.json -w gpa/teams --group-map teams.csv -s min_conversations=5
+        pluralign gpa ingest export.json -o gpa/teams --group_map teams.csv --min_conversations 5
     """
-    config = _config(work, config_file, sets, {}, inputs=[str(p) for p in logs],
-                     group_field=group_field, group_map=str(group_map) if group_map else None)
-    _stage("ingest", config, needs_llm=False)
+    _run_stage("ingest", ctx, fields, needs_llm=False, operand="inputs")
 
 
-@gpa_app.command("classify")
-def classify_command(work: Work, config_file: ConfigFile = None, sets: Sets = None,
-                     llm_backend: Backend = None, llm_model: Model = None,
-                     base_url: BaseUrl = None, llm_cache: Cache = None) -> None:
+@gpa_app.command("classify", **_STAGE)
+def classify_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Stage 2: label the user turns that carry a preference signal (WORK/signals.jsonl).
 
     Examples:
 
-        pluralign gpa classify -w gpa/wc
+        pluralign gpa classify -o gpa/wc
 
-        pluralign gpa classify -w gpa/wc --llm-backend openai --llm-model gpt-4o-mini
+        pluralign gpa classify -o gpa/wc --llm.backend openai --llm.model gpt-4o-mini
 
-        pluralign gpa classify -w gpa/wc --set use_llm_labels=false
+        pluralign gpa classify -o gpa/wc --use_llm_labels false
     """
-    _stage("classify", _config(work, config_file, sets,
-                               _llm(llm_backend, llm_model, base_url, llm_cache)))
+    _run_stage("classify", ctx, fields)
 
 
-@gpa_app.command("attributes")
-def attributes_command(work: Work, config_file: ConfigFile = None, sets: Sets = None,
-                       llm_backend: Backend = None, llm_model: Model = None,
-                       base_url: BaseUrl = None, llm_cache: Cache = None) -> None:
+@gpa_app.command("attributes", **_STAGE)
+def attributes_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Stage 3: attributes and directions of the answers that drew a signal.
 
     Writes WORK/attributes.jsonl.
 
     Examples:
 
-        pluralign gpa attributes -w gpa/wc
+        pluralign gpa attributes -o gpa/wc
 
-        pluralign gpa attributes -w gpa/wc --llm-backend openai --base-url http://127.0.0.1:8000/v1
+        pluralign gpa attributes -o gpa/wc --llm.backend openai --llm.base_url http://127.0.0.1:8000/v1
     """
-    _stage("attributes", _config(work, config_file, sets,
-                                 _llm(llm_backend, llm_model, base_url, llm_cache)))
+    _run_stage("attributes", ctx, fields)
 
 
-@gpa_app.command("rules")
-def rules_command(work: Work, config_file: ConfigFile = None, sets: Sets = None) -> None:
+@gpa_app.command("rules", **_STAGE)
+def rules_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Stage 4: contrast groups into rules with support and evidence (WORK/rules.jsonl).
 
     Examples:
 
-        pluralign gpa rules -w gpa/wc
+        pluralign gpa rules -o gpa/wc
 
-        pluralign gpa rules -w gpa/wc --set min_support=2 --set min_lift=1.5
+        pluralign gpa rules -o gpa/wc --min_support 2 --min_lift 1.5
     """
-    _stage("rules", _config(work, config_file, sets, {}), needs_llm=False)
+    _run_stage("rules", ctx, fields, needs_llm=False)
 
 
-@gpa_app.command("rubrics")
-def rubrics_command(work: Work, config_file: ConfigFile = None, sets: Sets = None,
-                    llm_backend: Backend = None, llm_model: Model = None,
-                    base_url: BaseUrl = None, llm_cache: Cache = None) -> None:
+@gpa_app.command("rubrics", **_STAGE)
+def rubrics_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Stage 5: a rubric per group, each item citing its rules (WORK/rubrics.json, .md).
 
     Examples:
 
-        pluralign gpa rubrics -w gpa/wc
+        pluralign gpa rubrics -o gpa/wc
 
-        pluralign gpa rubrics -w gpa/wc --set rubric_phrasing=template
+        pluralign gpa rubrics -o gpa/wc --rubric_phrasing template
     """
-    _stage("rubrics", _config(work, config_file, sets,
-                              _llm(llm_backend, llm_model, base_url, llm_cache)))
+    _run_stage("rubrics", ctx, fields)
 
 
-@gpa_app.command("answer")
+@gpa_app.command("answer", **_STAGE)
 def answer_command(
-    work: Work,
+    ctx: typer.Context,
     prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Answer this one prompt "
                                                "(with --group) instead of the held-out ones.")
                       ] = None,
     group: Annotated[str | None, typer.Option("--group", "-g", help="Group of --prompt.")
                      ] = None,
-    config_file: ConfigFile = None, sets: Sets = None, llm_backend: Backend = None,
-    llm_model: Model = None, base_url: BaseUrl = None, llm_cache: Cache = None,
+    fields: Fields = False,
 ) -> None:
     """Stage 6 (GPA-CT): answer prompts with the group's relevant rubric items in context.
 
     Without --prompt, answers every rubric group's held-out prompts into WORK/ct_answers.jsonl.
+    `--prompt` (`-p`) and `--group` (`-g`) are this command's own options; every other
+    option is a GPAConfig field.
 
     Examples:
 
-        pluralign gpa answer -w gpa/wc
+        pluralign gpa answer -o gpa/wc
 
-        pluralign gpa answer -w gpa/wc -g "United States" -p "Explain how vaccines work"
+        pluralign gpa answer -o gpa/wc -g "United States" -p "Explain how vaccines work"
 
-        pluralign gpa answer -w gpa/wc --set relevance=keywords --set top_k=2
+        pluralign gpa answer -o gpa/wc --relevance keywords --top_k 2
     """
-    config = _config(work, config_file, sets, _llm(llm_backend, llm_model, base_url, llm_cache))
+    if fields:
+        _print_fields()
+        return
+    config = _config(ctx.args)
     if prompt is None:
         _stage("context", config)
         return
@@ -217,62 +246,54 @@ def answer_command(
 
     rubrics = load_rubrics(config)
     if group not in rubrics:
-        raise _fail(f"--group: no rubric for {group!r}; groups: {', '.join(rubrics)}")
+        raise fail(f"--group: no rubric for {group!r}; groups: {', '.join(rubrics)}")
     rows = answer_with_rubric(group, [{"conversation_id": None, "turn": None, "prompt": prompt}],
                               rubrics[group], make_backend(config.llm), config)
     typer.echo(json.dumps(rows[0], indent=2, ensure_ascii=False))
 
 
-@gpa_app.command("finetune")
-def finetune_command(work: Work, config_file: ConfigFile = None, sets: Sets = None,
-                     llm_backend: Backend = None, llm_model: Model = None,
-                     base_url: BaseUrl = None, llm_cache: Cache = None) -> None:
+@gpa_app.command("finetune", **_STAGE)
+def finetune_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Stage 7 (GPA-FT): rubric follow/violate pairs, then DPO or SFT of a group model.
 
     Writes WORK/ft_pairs.jsonl, WORK/ft_records.jsonl and WORK/ft/GROUP/run/final.
 
     Examples:
 
-        pluralign gpa finetune -w gpa/wc --set ft_max_steps=20 --set ft_pairs_per_group=32
+        pluralign gpa finetune -o gpa/wc --ft_max_steps 20 --ft_pairs_per_group 32
 
-        pluralign gpa finetune -w gpa/wc --set ft_method=sft --set ft_groups=2
+        pluralign gpa finetune -o gpa/wc --ft_method sft --ft_groups 2
     """
-    _stage("finetune", _config(work, config_file, sets,
-                               _llm(llm_backend, llm_model, base_url, llm_cache)))
+    _run_stage("finetune", ctx, fields)
 
 
-@gpa_app.command("evaluate")
-def evaluate_command(work: Work, config_file: ConfigFile = None, sets: Sets = None,
-                     llm_backend: Backend = None, llm_model: Model = None,
-                     base_url: BaseUrl = None, llm_cache: Cache = None) -> None:
+@gpa_app.command("evaluate", **_STAGE)
+def evaluate_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Stage 8: judge GPA-CT/GPA-FT vs zero-shot and persona; adherence; retention.
 
     Writes WORK/evaluation.json and WORK/evaluation.md.
 
     Examples:
 
-        pluralign gpa evaluate -w gpa/wc
+        pluralign gpa evaluate -o gpa/wc
 
-        pluralign gpa evaluate -w gpa/wc -s judge_base_url=http://127.0.0.1:8000/v1 -s judge_model=m
+        pluralign gpa evaluate -o gpa/wc --judge_base_url http://127.0.0.1:8000/v1 --judge_model m
     """
-    _stage("evaluate", _config(work, config_file, sets,
-                               _llm(llm_backend, llm_model, base_url, llm_cache)))
+    _run_stage("evaluate", ctx, fields)
 
 
-@gpa_app.command("run")
+@gpa_app.command("run", **_STAGE)
 def run_command(
-    logs: Annotated[list[Path] | None, typer.Argument(help="Conversation logs (default: the "
-                                                      "config's inputs).")] = None,
-    work: Work = Path("gpa_runs/run"),
-    group_field: Annotated[str | None, typer.Option(
-        "--group-field", help="Dotted field naming the group, e.g. metadata.country.")] = None,
+    ctx: typer.Context,
     quick: Annotated[bool, typer.Option("--quick", help="Caps for a run of a few minutes with "
-                                        "the bundled model on a CPU (see above); --set wins "
-                                        "over them.")] = False,
-    config_file: ConfigFile = None, sets: Sets = None, llm_backend: Backend = None,
-    llm_model: Model = None, base_url: BaseUrl = None, llm_cache: Cache = None,
+                                        "the bundled model on a CPU (see above); over the "
+                                        "YAML file, under the options given.")] = False,
+    fields: Fields = False,
 ) -> None:
     """Run every stage in order, from logs to the evaluation table (WORK/evaluation.md).
+
+    `pluralign gpa run [CONFIG.yaml] [LOG.json ...] -o WORK [--field value ...]`: the
+    logs are plain words (default: the config's inputs), every GPAConfig field an option.
 
     With the bundled SmolLM2-135M on 2 CPU cores, --quick takes about 1.5 minutes on the
     50-conversation WildChat sample; without it, about 3 (LLM labels of every user turn,
@@ -288,54 +309,41 @@ def run_command(
     Without --quick the answer, prompt and GPA-FT sizes are already small (128-token
     answers, 4 held-out prompts per group, 8 pairs and 4 steps of GPA-FT): raise them
     for a real run. The settings are saved to WORK/gpa_config.yaml, so stage commands run
-    on the same folder later reuse them. `pluralign gpa fields` lists every setting.
+    on the same folder later reuse them. `--fields` lists every setting.
 
     Examples:
 
-        pluralign gpa run ../shared/data/conversations/wildchat_50_sample.json -w gpa/wc --quick
+        pluralign gpa run ../shared/data/conversations/wildchat_50_sample.json -o gpa/wc --quick
 
-        pluralign gpa run wildchat_50_sample.json -w gpa/wc -s max_groups=2 -s ft_max_steps=8
+        pluralign gpa run wildchat_50_sample.json -o gpa/wc --max_groups 2 --ft_max_steps 8
 
-        pluralign gpa run -c gpa.yaml -w gpa/full --llm-backend openai --llm-model gpt-4o-mini
+        pluralign gpa run gpa.yaml -o gpa/full --llm.backend openai --llm.model gpt-4o-mini
     """
     from pluralign.gpa import run_pipeline
 
-    config = _config(work, config_file, sets, _llm(llm_backend, llm_model, base_url, llm_cache),
-                     quick=quick, inputs=[str(p) for p in logs] if logs else None,
-                     group_field=group_field)
+    if fields:
+        _print_fields()
+        return
+    config = _config(ctx.args, operand="inputs", quick=quick)
     try:
         report = run_pipeline(config, log=typer.echo)
     except (ValueError, FileNotFoundError) as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
     typer.echo(json.dumps(report["seconds"], indent=2))
-    typer.echo(f"evaluation: {work / 'evaluation.md'}")
+    typer.echo(f"evaluation: {Path(config.work_dir) / 'evaluation.md'}")
 
 
 @gpa_app.command("fields")
 def fields_command() -> None:
     """List every GPA setting (GPAConfig field) with its default and help, then the --quick caps.
 
-    Any of them can be set in a YAML file (--config) or with --set KEY=VALUE.
+    Any of them is an option of every stage (`--min_support 2`, `--llm.max_tokens 64`) or a
+    key of a YAML file given first; `pluralign gpa STAGE --fields` prints the same.
 
     Examples:
 
         pluralign gpa fields
 
-        pluralign gpa run logs.json -w gpa/x --set min_support=2 --set llm.max_tokens=64
+        pluralign gpa run logs.json -o gpa/x --min_support 2 --llm.max_tokens 64
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    from pluralign.config import describe_fields
-    from pluralign.gpa import GPAConfig
-    from pluralign.gpa.config import QUICK_PRESET
-
-    table = Table("field", "type", "default", "help", title="GPAConfig fields")
-    for name, type_name, default, help_text in describe_fields(GPAConfig):
-        table.add_row(name, type_name, default, help_text)
-    quick = Table("field", "--quick value", "what it trades away", title="--quick caps")
-    for name, cap in QUICK_PRESET.items():
-        quick.add_row(name, str(cap.value), cap.trade_off)
-    console = Console()
-    console.print(table)
-    console.print(quick)
+    _print_fields()

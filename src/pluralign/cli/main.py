@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from pluralign import __version__
+from pluralign.cli.options import CONFIG_COMMAND, Fields, fail
 
 app = typer.Typer(
     name="pluralign",
@@ -56,10 +57,6 @@ def _root(
     quiet_libraries(verbose)
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``message`` as an error and return the Exit to raise."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
 # ----------------------------------------------------------------------------- ls
@@ -110,15 +107,13 @@ def ls_command(
 # --------------------------------------------------------------------------- demo
 
 
-@app.command(
-    "demo",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
+@app.command("demo", **CONFIG_COMMAND)
 def demo_command(
     ctx: typer.Context,
     quick: Annotated[
         bool, typer.Option("--quick", help="A ~3 minute smoke run: fewer questions and steps.")
     ] = False,
+    fields: Fields = False,
 ) -> None:
     """Run the end-to-end demo on the bundled model and data (no network needed).
 
@@ -128,7 +123,7 @@ def demo_command(
     reference lines and a report with plots, then the measured time of each
     stage. 10.0 minutes on 2 idle CPU cores with native bf16 (2026-12-03);
     --quick is a smoke run, too short for its numbers to mean much. Any DemoRunConfig
-    field can be overridden as `--field value`.
+    field can be set as `--field value`, or in a YAML file given first.
 
     Examples:
 
@@ -138,13 +133,17 @@ def demo_command(
 
         pluralign demo --output_dir /tmp/demo --preference_steps 60
     """
-    from pluralign.config import ConfigError, load_config
+    from pluralign.cli.options import load_from_command_line, print_fields
     from pluralign.demo import DemoRunConfig, run_demo
 
+    if fields:
+        print_fields(DemoRunConfig)
+        return
     try:
-        base = DemoRunConfig.quick() if quick else DemoRunConfig()
-        config = load_config(DemoRunConfig, None, {**base.to_dict(), **_overrides(ctx.args)})
-    except ConfigError as exc:
+        preset = DemoRunConfig.quick().to_dict() if quick else None
+        config = load_from_command_line(DemoRunConfig, ctx.args, short=_OUTPUT_SHORT,
+                                        before=preset)
+    except ValueError as exc:
         raise fail(str(exc)) from exc
     from pluralign.train.common import TrainingDiverged
 
@@ -155,10 +154,8 @@ def demo_command(
     _print_demo(result)
 
 
-def _overrides(args: list[str]) -> dict[str, object]:
-    from pluralign.config import parse_overrides
-
-    return {key: value.value for key, value in parse_overrides(args).items()}
+#: Short letters every command with an output folder takes.
+_OUTPUT_SHORT = {"-o": "output_dir"}
 
 
 def _print_demo(result: object) -> None:
@@ -188,27 +185,18 @@ def _print_demo(result: object) -> None:
 # -------------------------------------------------------------------------- train
 
 
-@app.command(
-    "train",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
-def train_command(
-    ctx: typer.Context,
-    config: Annotated[
-        str | None,
-        typer.Argument(help="YAML config (any TrainConfig field); omit to use only options."),
-    ] = None,
-    fields: Annotated[
-        bool, typer.Option("--fields", help="List every config field with its help and exit.")
-    ] = False,
-) -> None:
+@app.command("train", **CONFIG_COMMAND)
+def train_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Train with a method: sft, uniform-sft, icf, dpo, gdpo, gdpo-calibration,
     gdpo-conditioned, kto, gdpo-kto.
 
-    Every TrainConfig field can be set in the YAML file and overridden on the
-    command line as `--field value` (nested model fields as `--model.lora_r 8`).
-    The resolved config is written to OUTPUT_DIR/config.yaml, metrics to
-    OUTPUT_DIR/metrics.jsonl, the model to OUTPUT_DIR/final.
+    `pluralign train [CONFIG.yaml] --field value ...`: every TrainConfig field
+    can be set in the YAML file and on the command line (nested model fields as
+    `--model.lora_r 8`), and so can every other field of the method's TRL config
+    (TrainingArguments, DPOConfig, KTOConfig, SFTConfig: `--weight_decay 0.1`),
+    which goes to `training_args`. The resolved config is written to
+    OUTPUT_DIR/config.yaml, metrics to OUTPUT_DIR/metrics.jsonl, the model to
+    OUTPUT_DIR/final.
 
     Examples:
 
@@ -222,35 +210,23 @@ def train_command(
 
         pluralign train gdpo.yaml --model.model runs/sft/final --resume
 
+        pluralign train gdpo.yaml --weight_decay 0.01 --max_grad_norm 0.5
+
         accelerate launch --num_processes 2 -m pluralign train gdpo.yaml
 
         pluralign train --fields
     """
-    from pluralign.config import ConfigError, describe_fields, load_config
+    from pluralign.cli.options import load_from_command_line, print_fields
     from pluralign.train.config import TrainConfig
 
     if fields:
-        _print_fields(TrainConfig, describe_fields)
+        print_fields(TrainConfig)
         return
-    overrides = list(ctx.args)
-    if config is not None and config.startswith("--"):
-        # No YAML given: click took the first option for the positional argument.
-        config, overrides = None, [config, *overrides]
     try:
-        train_config = load_config(TrainConfig, config, overrides)
-    except ConfigError as exc:
+        train_config = load_from_command_line(TrainConfig, ctx.args, short=_OUTPUT_SHORT)
+    except ValueError as exc:
         raise fail(str(exc)) from exc
     _run_training(train_config)
-
-
-def _print_fields(cls: type, describe: object) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("field", "type", "default", "help", title=f"{cls.__name__} fields")
-    for row in describe(cls):  # type: ignore[operator]
-        table.add_row(*row)
-    Console().print(table)
 
 
 def _run_training(train_config: object) -> None:
@@ -273,12 +249,12 @@ def _run_training(train_config: object) -> None:
 
 def _add_subapps() -> None:
     # Sub-apps import only typer at module level, so `pluralign --help` stays fast.
-    from pluralign.cli.data import data_app
+    from pluralign.cli.data import DATA_COMMAND, data_app
     from pluralign.cli.demo_data import demo_data_command
     from pluralign.cli.evaluate import eval_command, generate_command
     from pluralign.cli.gpa import gpa_app
 
-    data_app.command("demo")(demo_data_command)
+    data_app.command("demo", **DATA_COMMAND)(demo_data_command)
     app.add_typer(gpa_app, name="gpa", epilog=(
         "Examples:\n\n"
         "  pluralign gpa run wildchat_50_sample.json -w gpa/wc -s max_groups=2\n\n"
@@ -292,8 +268,8 @@ def _add_subapps() -> None:
         "  pluralign data validate data/us/train.jsonl\n\n"
         "Run `pluralign data COMMAND --help` for each builder's options."
     ))
-    app.command("eval")(eval_command)
-    app.command("generate")(generate_command)
+    app.command("eval", **CONFIG_COMMAND)(eval_command)
+    app.command("generate", **CONFIG_COMMAND)(generate_command)
 
 
 _add_subapps()

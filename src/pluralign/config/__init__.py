@@ -5,16 +5,15 @@ from pluralign.config.core import (
     YamlConfig,
     coerce,
     config_fields,
-    describe_fields,
     dump_yaml,
     load_config,
-    missing_help,
     parse_overrides,
     read_yaml,
     reject_non_finite,
     save_config,
     to_plain,
 )
+from pluralign.config.describe import describe_fields, missing_help
 
 __all__ = [
     "ConfigError",

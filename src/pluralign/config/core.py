@@ -15,7 +15,7 @@ import enum
 import math
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -42,6 +42,8 @@ class _Value:
     #: For a YAML mapping: its entries, each with its own line (a nested config's errors
     #: then point at the nested key, not at its parent).
     children: dict[str, _Value] | None = None
+    #: A command-line option given more than once: ``value`` is the list of its values.
+    repeated: bool = False
 
 
 # --------------------------------------------------------------------------- types
@@ -220,6 +222,27 @@ def _nest(flat: Mapping[str, _Value]) -> dict[str, Any]:
     return nested
 
 
+def _is_sequence(tp: Any) -> bool:
+    members = typing.get_args(tp) if _is_union(tp) else (tp,)
+    return any((typing.get_origin(m) or m) in (list, tuple, set, frozenset, Sequence)
+               for m in members)
+
+
+def _pass_through(cls: type, key: str, raw: Any, where: str) -> Any:
+    """A key that is not a field of ``cls``: the coerced value, for a config whose
+    ``config_pass_through`` field collects another library's options (TrainConfig's
+    ``training_args``: every TrainingArguments field), else a "no field" error."""
+    origin = raw.where if isinstance(raw, _Value) else where
+    known = list(config_fields(cls))
+    types_of = getattr(cls, "pass_through_types", None)
+    options = types_of() if types_of is not None else {}
+    if key not in options:
+        raise ConfigError(f"{origin}: {cls.__name__} has no field {key!r}."
+                          f"{did_you_mean(key, [*known, *options])}")
+    value = raw.value if isinstance(raw, _Value) else raw
+    return coerce(value, options[key], f"{origin} (field {key!r})")
+
+
 def field_default(field: dataclasses.Field) -> Any:
     """What a field holds when not given: its default, a fresh ``default_factory()`` value,
     or ``dataclasses.MISSING`` for a required field."""
@@ -235,13 +258,14 @@ def _build(cls: type[C], values: Mapping[str, Any], where: str, base: Any = None
     (a nested config's own default: ``--model.model X`` must not reset ``model.lora_r``)."""
     fields = config_fields(cls)
     kwargs: dict[str, Any] = {}
+    passed: dict[str, Any] = {}
     for key, raw in _nest(values).items():
         if key not in fields:
-            origin = raw.where if isinstance(raw, _Value) else where
-            raise ConfigError(
-                f"{origin}: {cls.__name__} has no field {key!r}.{did_you_mean(key, list(fields))}"
-            )
+            passed[key] = _pass_through(cls, key, raw, where)
+            continue
         _, tp = fields[key]
+        if isinstance(raw, _Value) and raw.repeated and not _is_sequence(tp):
+            raise ConfigError(f"{raw.where}: given more than once; {key!r} takes one value")
         if isinstance(raw, _Value) and raw.children is not None and dataclasses.is_dataclass(tp):
             raw = raw.children  # a YAML mapping for a nested config: keep each key's line
         if isinstance(raw, dict):  # dotted keys addressing a nested dataclass
@@ -252,6 +276,10 @@ def _build(cls: type[C], values: Mapping[str, Any], where: str, base: Any = None
                                  default if dataclasses.is_dataclass(default) else None)
         else:
             kwargs[key] = coerce(raw.value, tp, f"{raw.where} (field {key!r})")
+    if passed:  # after the loop: an explicit pass-through mapping may come first or last
+        name = cls.config_pass_through  # type: ignore[attr-defined]
+        given = kwargs.get(name, getattr(base, name, None) if base is not None else None)
+        kwargs[name] = {**(given or {}), **passed}
     try:
         return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except ConfigError:
@@ -322,34 +350,69 @@ def parse_overrides(args: Sequence[str]) -> dict[str, _Value]:
                 i += 1
             else:
                 value = "true"  # a bare --flag switches a boolean on
-        out[key] = _Value(value, f"command line --{key}")
+        if key in out:  # a repeated option: a list field takes every value given
+            out[key] = _Value([*_values_of(out[key]), value], out[key].where, repeated=True)
+        else:
+            out[key] = _Value(value, f"command line --{key}")
         i += 1
     return out
+
+
+def _aliased(cls: type, values: Mapping[str, _Value]) -> dict[str, _Value]:
+    """Keys under their field's name: ``config_aliases`` maps an older or shorter name
+    (EvalConfig's ``out``, a builder's ``llm_backend``) to a field's dotted name."""
+    aliases: Mapping[str, str] = getattr(cls, "config_aliases", {})
+    out: dict[str, _Value] = {}
+    for key, val in values.items():
+        head, dot, rest = key.partition(".")
+        name = aliases.get(head, head) + dot + rest
+        if name in out:  # `--model a --models b`: one repeated option (a list field's items)
+            val = _Value([*_values_of(out[name]), *_values_of(val)], out[name].where,
+                         repeated=True)
+        out[name] = val
+    return out
+
+
+def _values_of(val: _Value) -> list[Any]:
+    return list(val.value) if val.repeated else [val.value]
+
+
+def _merge(values: dict[str, _Value], key: str, val: _Value) -> None:
+    """Set ``key``; a dotted key inside a field given as a whole mapping keeps the mapping's
+    other keys (``--model.lora_r 8`` over a YAML ``model:`` block)."""
+    head = key.split(".")[0]
+    if head in values and "." in key and isinstance(values[head].value, dict):
+        nested = values.pop(head)
+        for sub, sub_val in nested.value.items():
+            child = nested.children.get(sub) if nested.children else None
+            values.setdefault(f"{head}.{sub}", child or _Value(sub_val, nested.where))
+    values[key] = val
 
 
 def load_config(
     cls: type[C],
     path: str | Path | None = None,
     overrides: Sequence[str] | Mapping[str, Any] = (),
+    *,
+    preset: Mapping[str, Any] | None = None,
 ) -> C:
-    """Build ``cls`` from defaults, then the YAML file ``path``, then ``overrides``.
+    """Build ``cls`` from defaults, then ``preset`` (dotted keys to values), then the YAML
+    file ``path``, then ``overrides``.
 
     ``overrides`` is either command-line tokens (``["--lr", "1e-5"]``) or a
     mapping of dotted keys to values.
     """
-    values = read_yaml(path) if path is not None else {}
+    values: dict[str, _Value] = {}
+    for key, value in (preset or {}).items():
+        _merge(values, key, _Value(value, f"preset {key!r}"))
+    for key, val in _aliased(cls, read_yaml(path) if path is not None else {}).items():
+        _merge(values, key, val)
     if isinstance(overrides, Mapping):
         extra = {k: _Value(v, f"override {k!r}") for k, v in overrides.items()}
     else:
         extra = parse_overrides(list(overrides))
-    for key, val in extra.items():
-        head = key.split(".")[0]
-        # An override of a nested field keeps the YAML's other nested keys.
-        if head in values and "." in key and isinstance(values[head].value, dict):
-            nested = values.pop(head)
-            for sub, sub_val in nested.value.items():
-                values.setdefault(f"{head}.{sub}", _Value(sub_val, nested.where))
-        values[key] = val
+    for key, val in _aliased(cls, extra).items():
+        _merge(values, key, val)
     where = str(path) if path is not None else "config"
     return _build(cls, values, where)
 
@@ -388,37 +451,6 @@ def save_config(config: Any, path: str | Path) -> Path:
     tmp.write_text(dump_yaml(config), encoding="utf-8")
     tmp.replace(path)
     return path
-
-
-def missing_help(cls: type, _seen: set[type] | None = None) -> list[str]:
-    """Names of fields (recursively) without ``metadata={"help": ...}``."""
-    seen = _seen if _seen is not None else set()
-    if cls in seen:
-        return []
-    seen.add(cls)
-    missing = []
-    for name, (field, tp) in config_fields(cls).items():
-        if not str(field.metadata.get("help", "")).strip():
-            missing.append(f"{cls.__name__}.{name}")
-        for member in typing.get_args(tp) or (tp,):
-            if dataclasses.is_dataclass(member):
-                missing.extend(missing_help(member, seen))
-    return missing
-
-
-def describe_fields(cls: type, prefix: str = "", defaults: Any = None
-                    ) -> Iterable[tuple[str, str, str, str]]:
-    """(key, type, default, help) for each field, nested ones as dotted keys. A nested
-    field's defaults are those of its own default value (what a run really uses), not its
-    class's: ``model.lora_r`` of TrainConfig is 8, though ModelConfig's is 0."""
-    for name, (field, tp) in config_fields(cls).items():
-        value = getattr(defaults, name) if defaults is not None else field_default(field)
-        if dataclasses.is_dataclass(tp):
-            yield from describe_fields(tp, f"{prefix}{name}.",
-                                       value if dataclasses.is_dataclass(value) else None)
-            continue
-        default = "(required)" if value is dataclasses.MISSING else repr(to_plain(value))
-        yield f"{prefix}{name}", _type_name(tp), default, str(field.metadata.get("help", ""))
 
 
 class YamlConfig:

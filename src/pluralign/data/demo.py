@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pluralign.config import YamlConfig
 from pluralign.data.builders.cards import BuildReport, BuildResult
@@ -233,6 +233,9 @@ class DemoConfig(YamlConfig):
         default_factory=lambda: [0.8, 0.1, 0.1], metadata={"help": "train/eval/test fractions."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of pairs and splits."})
+
+    #: The older option names of ``pluralign data demo``: ``--group`` (``-g``), ``--style``.
+    config_aliases: ClassVar[dict[str, str]] = {"group": "groups", "style": "styles"}
 
     def __post_init__(self) -> None:
         if self.split_by not in SPLIT_METHODS:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import pluralign.eval.judges  # noqa: F401  (registers the built-in judges)
 from pluralign.config import YamlConfig, reject_non_finite
@@ -26,8 +26,9 @@ class EvalConfig(YamlConfig):
         "help": "Model references to evaluate side by side (run folders such as runs/gdpo/final, "
                 "keywords, local folders)."})
     data: str = field(default="", metadata={"help": "JSONL record file to evaluate on."})
-    out: str = field(default="eval", metadata={
-        "help": "Output folder for eval.json, predictions.jsonl, report.md and report.html."})
+    output_dir: str = field(default="eval", metadata={
+        "help": "Output folder for eval.json, predictions.jsonl, report.md and report.html "
+                "(older name: out)."})
     judge: str = field(default="embedding", metadata={
         "help": "BPC judge (`pluralign ls judges`): embedding (offline), llm (the paper's "
                 "prompt via the LLM backend), rating (reviews, offline rating buckets) or "
@@ -106,6 +107,10 @@ class EvalConfig(YamlConfig):
         "help": "Questions whose predicted vs target distribution the report draws."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
+    #: Older and shorter names: ``--model`` (repeated), ``--n``, ``--out``.
+    config_aliases: ClassVar[dict[str, str]] = {
+        "model": "models", "n": "n_samples", "out": "output_dir"}
+
     def __post_init__(self) -> None:
         reject_non_finite(self)
         if self.n_samples < 0:
@@ -146,3 +151,49 @@ class EvalConfig(YamlConfig):
         return SamplingOptions(temperature=self.temperature, top_p=self.top_p,
                                max_new_tokens=self.max_new_tokens, seed=self.seed,
                                response_temperature=self.response_temperature)
+
+
+@dataclass
+class GenerateConfig(YamlConfig):
+    """``pluralign generate``: one question answered belief first."""
+
+    prompt: str | None = field(default=None, metadata={
+        "help": "The question to answer (also the command's plain word)."})
+    model: str = field(default="smollm2-135m", metadata={
+        "help": "Model reference (run folder such as runs/gdpo/final, keyword, local folder)."})
+    n: int = field(default=1, metadata={"help": "Number of belief-first generations."})
+    beliefs: str | None = field(default=None, metadata={
+        "help": 'Belief set "1:Strongly oppose,2:Somewhat oppose,..." (None: classes 0-5).'})
+    target: str | None = field(default=None, metadata={
+        "help": "Target distribution over the beliefs, e.g. 0.1,0.2,0.3,0.4."})
+    data: str | None = field(default=None, metadata={
+        "help": "Take prompt, beliefs and target from a record of this JSONL file."})
+    index: int = field(default=0, metadata={"help": "Record index in data."})
+    temperature: float | None = field(default=None, metadata={
+        "help": "Sampling temperature (None: 0 for n 1, else 1.0)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Tokens after the marker."})
+    seed: int = field(default=0, metadata={"help": "Random seed for sampling."})
+    device: str = field(default="auto", metadata={"help": "Device (auto, cpu, cuda:0)."})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "Allow a model folder's own modelling code (auto_map) to run; off: such a "
+                "model fails to load."})
+    kshot_pool: str | None = field(default=None, metadata={
+        "help": "In-context fine-tuned (icf) models: draw the shots from this file instead "
+                "of the training file the run recorded."})
+
+    def __post_init__(self) -> None:
+        reject_non_finite(self)
+        if self.n < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"n and max_new_tokens: must be >= 1, got {self.n} and "
+                             f"{self.max_new_tokens}")
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"temperature: must be >= 0 (0: greedy), got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
+
+    def effective_temperature(self) -> float:
+        """Greedy for one answer, sampling for a histogram, unless set."""
+        if self.temperature is not None:
+            return self.temperature
+        return 0.0 if self.n == 1 else 1.0

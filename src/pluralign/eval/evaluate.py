@@ -6,7 +6,7 @@ belief-first generations per prompt (CBC), judged (BPC) and compared with the
 reference response of the generated belief (RS); reward margins against a
 reference model when one is given; training curves when the model folder
 belongs to a run. Writes ``eval.json``, ``predictions.jsonl`` and the report
-(``report.md``, ``report.html``) into ``config.out``.
+(``report.md``, ``report.html``) into ``config.output_dir``.
 
 The work is split by concern: :mod:`~pluralign.eval.config` (``EvalConfig``),
 :mod:`~pluralign.eval.predictions` (the data model),
@@ -122,7 +122,7 @@ def evaluate(config: EvalConfig, *, judge: Any = None, embedder: Any = None) -> 
     if config.kshot:
         evaluations.append(kshot_evaluation(groups, records, config, judge, embedder))
     lines = reference_lines([g.target for g in groups], seed=config.seed)
-    out = Path(config.out)
+    out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = write_outputs(out, config, evaluations, lines)
     files.update(write_report(out, evaluations, lines, plot_questions=config.plot_questions))
@@ -131,4 +131,4 @@ def evaluate(config: EvalConfig, *, judge: Any = None, embedder: Any = None) -> 
 
 def compare(runs: Sequence[str], data: str, out: str = "eval", **options: Any) -> EvalResult:
     """Evaluate several runs side by side in one report (``pluralign eval --model A --model B``)."""
-    return evaluate(EvalConfig(models=list(runs), data=data, out=out, **options))
+    return evaluate(EvalConfig(models=list(runs), data=data, output_dir=out, **options))

@@ -1,55 +1,115 @@
 """The evaluation report: ``report.md`` (plots as PNG files) and ``report.html`` (plots embedded).
 
-Contents: the methods side by side (every metric with its interval), the
-reference lines, predicted vs target belief distributions for sample
-questions, JSD per question, reward margins, training curves of runs (JSD over
-training, reward margins of majority / lowest-minority / other pairs as in the
-GDPO paper's Figures 2 and 3), and a few sample generations.
-The report is built as a list of blocks rendered twice, so the two files
-always say the same thing.
+Contents: the methods side by side (every metric with its interval, the best
+value per column in bold; the table itself is :mod:`pluralign.eval.report_table`),
+the reference lines, JSD per question, reward margins, and per model its
+target vs predicted belief distributions for sample questions, training curves
+of its run (JSD over training, reward margins of majority / lowest-minority /
+other pairs as in the GDPO paper's Figures 2 and 3) and a few sample generations.
+The report is built as a list of blocks rendered twice
+(:mod:`pluralign.eval.report_render`), so the two files always say the same
+thing. Every plot is built by a ``*_figure`` function (inspectable without a
+file) and saved at :data:`DPI`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pluralign.data.records import MARGIN_GROUPS
-from pluralign.registry import METRICS
+from pluralign.eval.report_render import Block, render_html, render_markdown
+from pluralign.eval.report_table import (
+    COLUMNS,
+    MARGIN_PARTS,
+    Column,
+    has_value,
+    left_out_note,
+    methods_table,
+    metric_columns,
+)
+from pluralign.eval.report_table import fmt as _fmt
 
 if TYPE_CHECKING:
     from pluralign.eval.metrics import MetricResult
-    from pluralign.eval.predictions import ModelEvaluation
+    from pluralign.eval.predictions import ModelEvaluation, PromptPrediction
 
-#: Columns of the methods table: (metric key, header). Other registered metrics (plugins')
-#: that a model was scored with follow them, headed by their name (see :func:`metric_columns`).
-COLUMNS = (("jsd", "JSD ↓"), ("jsd_sampled", "JSD sampled ↓"), ("cbc", "CBC ↑"),
-           ("bpc", "BPC ↑"), ("rs", "RS ↑"), ("marker_start", "marker starts ↓"))
+__all__ = ["COLUMNS", "CURVE_NAMES", "CURVE_PANELS", "DPI", "Column", "beliefs_figure",
+           "build_blocks", "curve_name", "curve_panels", "curves_figure", "jsd_figure",
+           "metric_columns", "plot_beliefs", "plot_curves", "plot_jsd_per_question",
+           "plot_margins", "render_html", "render_markdown", "spread_labels", "write_report"]
 
-#: Margin groups drawn in the report, in the paper's order: (summary / metrics key, label).
-MARGIN_PARTS = tuple((group, group.replace("_", " ")) for group in MARGIN_GROUPS)
+#: Resolution of the saved plots: at 90 dpi the page showed them blurred.
+DPI = 150
+#: Font size (pt) of the plots' tick labels, legends and annotations: 6 pt was illegible.
+FONT = 8
+#: Colours of the belief bars: the target stays grey in every panel, the model's readings coloured.
+BAR_COLOURS = {"target p*": "0.55", "model (read)": "C0", "model (sampled)": "C1"}
+#: Width (in) of a panel: two side by side fill the page's 1200 px at :data:`DPI`, so the
+#: plots are shown unscaled and FONT stays FONT.
+PANEL_WIDTH = 4.0
+#: Characters of a line of a belief panel's title (the question): about the panel's width.
+TITLE_CHARS = 32
+#: Characters of a line of a belief's tick label (two lines at most, then cut with "…").
+LABEL_CHARS = 22
+
 #: Runs logged before the three-way split have only this union of the two minority parts.
 LEGACY_MINORITY = ("minority", "minority (all non-majority)")
 
 
-def _margin_curves(prefix: str) -> tuple[tuple[str, str], ...]:
-    return tuple((f"{prefix}{key}", label) for key, label in (*MARGIN_PARTS, LEGACY_MINORITY))
+def _margin_names(prefix: str) -> dict[str, str]:
+    return {f"{prefix}{key}": label for key, label in (*MARGIN_PARTS, LEGACY_MINORITY)}
 
 
-#: metrics.jsonl curves, one panel each: (title, ((key, label), ...)); a panel draws the keys
-#: a run logged (see :func:`curve_panels` for the legacy minority key).
+#: Human names of metrics.jsonl keys, as the training curves' legends show them; a key not
+#: here is shown as :func:`curve_name` reads it. ``eval_belief`` is the trainer's eval set
+#: (the validation split where there is one), ``heldout_belief`` the eval file beside it.
+CURVE_NAMES: dict[str, str] = {
+    "eval_belief/jsd": "belief JSD (validation)",
+    "heldout_belief/jsd": "belief JSD (held-out eval file)",
+    "eval_belief/mass": "belief-token mass (validation)",
+    "heldout_belief/mass": "belief-token mass (held-out eval file)",
+    "loss": "training loss",
+    "eval_loss": "validation loss",
+    **_margin_names("eval_rewards/margins_"),
+    **_margin_names("rewards/margins_"),
+}
+
+#: Words that stay upper-case when a key is made readable.
+_ACRONYMS = {"jsd": "JSD", "kl": "KL", "cbc": "CBC", "bpc": "BPC", "rs": "RS", "kto": "KTO"}
+
+
+class CurvePanel(NamedTuple):
+    """A panel of training curves: the keys it draws, in order, then any other logged key
+    that starts with ``prefix`` and ends with ``suffix`` (a new group or eval set)."""
+
+    title: str
+    ylabel: str
+    keys: tuple[str, ...]
+    prefix: str
+    suffix: str
+
+
+#: metrics.jsonl curves, one panel each (see :func:`curve_panels` for the legacy minority key).
 CURVE_PANELS = (
-    ("JSD to p* over training", (("eval_belief/jsd", "eval_belief/jsd"),
-                                 ("heldout_belief/jsd", "heldout_belief/jsd"))),
-    ("reward margins, eval pairs", _margin_curves("eval_rewards/margins_")),
-    ("reward margins, training batches", _margin_curves("rewards/margins_")),
+    CurvePanel("JSD to p* over training", "JSD to p*",
+               ("eval_belief/jsd", "heldout_belief/jsd"), "", "_belief/jsd"),
+    CurvePanel("reward margins, eval pairs", "reward margin",
+               tuple(_margin_names("eval_rewards/margins_")), "eval_rewards/margins_", ""),
+    CurvePanel("reward margins, training batches", "reward margin",
+               tuple(_margin_names("rewards/margins_")), "rewards/margins_", ""),
 )
 
-Block = tuple[str, Any]
+def curve_name(key: str) -> str:
+    """The legend name of a metrics.jsonl key: :data:`CURVE_NAMES`, else the key made
+    readable (``foo_belief/kl_x`` -> ``KL x (foo belief)``)."""
+    if key in CURVE_NAMES:
+        return CURVE_NAMES[key]
+    prefix, _, name = key.rpartition("/")
+    words = " ".join(_ACRONYMS.get(w, w) for w in name.split("_") if w) or key
+    return f"{words} ({prefix.replace('_', ' ')})" if prefix else words
 
 
 def _pyplot() -> Any:
@@ -61,90 +121,159 @@ def _pyplot() -> Any:
     return plt
 
 
-def _fmt(result: MetricResult | None) -> str:
-    if result is None or result.n == 0 or not math.isfinite(result.value):
-        return "–"
-    return f"{result.value:.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}] (n={result.n})"
+def _integer_ticks(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
 
-
-def metric_columns(evaluations: Sequence[ModelEvaluation]) -> list[tuple[str, str]]:
-    """:data:`COLUMNS`, then every other registered metric some evaluation holds.
-
-    Only registered names: diagnostics kept in eval.json alone (the marker
-    mass after descriptions) stay out of the table, as before plugins.
-    """
-    shown = {key for key, _ in COLUMNS}
-    extra = [(name, name) for name in METRICS.registration_order()
-             if name not in shown and any(name in e.metrics for e in evaluations)]
-    return [*COLUMNS, *extra]
-
-
-def _methods_table(evaluations: Sequence[ModelEvaluation]) -> list[list[str]]:
-    columns = metric_columns(evaluations)
-    header = ["model", "method", *(h for _, h in columns),
-              *(f"margin {label}" for _, label in MARGIN_PARTS), "judge failures"]
-    rows = [header]
-    for e in evaluations:
-        margins = e.margins.summary if e.margins is not None else {}
-        failures = e.judge_failures()
-        rows.append([
-            e.label, e.method or "–", *(_fmt(e.metrics.get(k)) for k, _ in columns),
-            *(_fmt(margins.get(key)) for key, _ in MARGIN_PARTS),
-            f"{failures['parse_failure']} parse, {failures['api_error']} api",
-        ])
-    return rows
+    # Questions and steps are counted: a tick at question 1.5 names nothing.
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    # The figures lay themselves out (constrained layout) and keep their size, so the
+    # PNG is exactly figsize x DPI pixels.
+    fig.savefig(path, dpi=DPI)
     _pyplot().close(fig)
     return path
 
 
-def plot_beliefs(evaluation: ModelEvaluation, path: Path, questions: int) -> Path:
-    """Bar charts: target vs predicted (and sampled) distribution for the first questions."""
+def _shorten(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with "…", at a word end if one is near."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[:width - 1]
+    if text[width - 1] != " " and " " in cut[width // 2:]:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def belief_label(class_id: int, description: str) -> str:
+    """A belief's tick label: its class id and description, shortened and on two lines at most
+    (a wide label would squeeze the bars to nothing)."""
+    if not description.strip():
+        return str(class_id)
+    return textwrap.fill(_shorten(f"{class_id}: {description}", 2 * LABEL_CHARS - 2), LABEL_CHARS)
+
+
+def _belief_bars(ax: Any, p: PromptPrediction) -> None:
+    series = [("target p*", p.group.target)]
+    if p.predicted is not None:  # an API baseline without any belief sample has none
+        series.append(("model (read)", p.predicted))
+    if p.sampled is not None:
+        series.append(("model (sampled)", p.sampled))
+    height = 0.8 / len(series)
+    rows = range(len(p.group.beliefs))
+    for i, (name, values) in enumerate(series):
+        ax.barh([y + (i - (len(series) - 1) / 2) * height for y in rows], values, height,
+                label=name, color=BAR_COLOURS[name])
+    # Horizontal bars: descriptions read as written on the y axis instead of rotated.
+    ax.set_yticks(list(rows), [belief_label(b.class_id, b.description) for b in p.group.beliefs],
+                  fontsize=FONT)
+    ax.invert_yaxis()  # the first belief on top, in reading order
+    ax.set_xlim(0, 1)
+    ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])  # a narrow panel: few, short ticks
+    ax.set_xlabel("probability", fontsize=FONT)
+    ax.set_ylabel("belief", fontsize=FONT)
+    ax.tick_params(axis="x", labelsize=FONT)
+    # Three lines at most: a long question neither runs into the next panel nor grows the figure.
+    ax.set_title(textwrap.fill(_shorten(p.group.prompt, 3 * TITLE_CHARS - 4), TITLE_CHARS),
+                 fontsize=FONT + 1)
+
+
+def beliefs_figure(evaluation: ModelEvaluation, questions: int) -> Any:
+    """Target vs the model's read (and sampled) distribution for the first questions."""
     plt = _pyplot()
     preds = evaluation.predictions[:max(1, questions)]
-    fig, axes = plt.subplots(1, len(preds), figsize=(3.6 * len(preds), 3.0), squeeze=False)
-    legend_ax, most = axes[0][0], 0
-    for ax, p in zip(axes[0], preds, strict=True):
-        x = list(range(len(p.group.beliefs)))
-        series = [("target", p.group.target)]
-        if p.predicted is not None:  # an API baseline without any belief sample has none
-            series.append(("predicted", p.predicted))
-        if p.sampled is not None:
-            series.append(("sampled", p.sampled))
-        if len(series) > most:  # the legend goes where every kind of bar appears
-            legend_ax, most = ax, len(series)
-        width = 0.8 / len(series)
-        for i, (name, values) in enumerate(series):
-            ax.bar([v + (i - (len(series) - 1) / 2) * width for v in x], values, width,
-                   label=name)
-        ax.set_xticks(x, [str(b.class_id) for b in p.group.beliefs])
-        ax.set_title(p.group.prompt[:40] + ("…" if len(p.group.prompt) > 40 else ""), fontsize=8)
-        ax.set_ylim(0, 1)
-    legend_ax.legend(fontsize=7)
-    fig.suptitle(f"{evaluation.label}: belief distribution", fontsize=9)
-    return _save(fig, path)
+    cols = min(2, len(preds))
+    rows = math.ceil(len(preds) / cols)
+    beliefs = max(len(p.group.beliefs) for p in preds)
+    fig, axes = plt.subplots(rows, cols, squeeze=False, layout="constrained",
+                             figsize=(PANEL_WIDTH * cols, rows * (1.3 + 0.4 * beliefs)))
+    for ax, p in zip(axes.flat, preds, strict=False):  # a 2-column grid may have a spare cell
+        _belief_bars(ax, p)
+    for ax in axes.flat[len(preds):]:
+        ax.remove()
+    # One legend for the figure, from the panel that shows every kind of bar.
+    fullest = max(fig.axes, key=lambda ax: len(ax.get_legend_handles_labels()[1]))
+    fig.legend(*fullest.get_legend_handles_labels(), loc="outside lower center",
+               ncols=3, fontsize=FONT, frameon=False)
+    fig.suptitle(f"{evaluation.label}: belief distribution per question", fontsize=FONT + 2)
+    return fig
+
+
+def plot_beliefs(evaluation: ModelEvaluation, path: Path, questions: int) -> Path | None:
+    """:func:`beliefs_figure` saved to ``path``; None for an evaluation without prompts."""
+    if not evaluation.predictions:
+        return None
+    return _save(beliefs_figure(evaluation, questions), path)
+
+
+def spread_labels(values: Sequence[float], gap: float, top: float) -> list[float]:
+    """Heights for labels of ``values`` (any order): at least ``gap`` apart, each as near its
+    value as that allows and none above ``top``; in the order of ``values``."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ys = [float(values[i]) for i in order]
+    for k in range(1, len(ys)):  # push each label up, clear of the one below it
+        ys[k] = max(ys[k], ys[k - 1] + gap)
+    if ys and ys[-1] > top:  # then down from the top, where the upward pass overshot
+        ys[-1] = top
+        for k in range(len(ys) - 2, -1, -1):
+            ys[k] = min(ys[k], ys[k + 1] - gap)
+    heights = [0.0] * len(values)
+    for k, i in enumerate(order):
+        heights[i] = ys[k]
+    return heights
+
+
+def _reference_labels(ax: Any, lines: dict[str, MetricResult]) -> None:
+    """Dashed reference lines, named in the right margin at heights that do not overlap."""
+    shown = {name: r.value for name, r in lines.items() if math.isfinite(r.value)}
+    for value in shown.values():
+        ax.axhline(value, ls="--", lw=0.8, color="0.6", zorder=1)
+    low, high = ax.get_ylim()
+    # A label line (FONT pt with leading) as a share of the axes' laid-out height.
+    ax.figure.draw_without_rendering()
+    height = ax.get_position().height * ax.figure.get_figheight()
+    gap = (high - low) * FONT * 1.4 / 72 / height
+    heights = spread_labels(list(shown.values()), gap, high)
+    for (name, value), y in zip(shown.items(), heights, strict=True):
+        ax.annotate(f"{name} {value:.3f}", xy=(1, value), xytext=(1.03, y),
+                    xycoords=("axes fraction", "data"), textcoords=("axes fraction", "data"),
+                    fontsize=FONT, color="0.25", va="center", annotation_clip=False,
+                    # From the label's left middle: a line leaving its bottom would cross
+                    # the label below.
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6,
+                                "relpos": (0, 0.5), "shrinkA": 1, "shrinkB": 0})
+
+
+def jsd_figure(evaluations: Sequence[ModelEvaluation], lines: dict[str, MetricResult]) -> Any:
+    """JSD of every question per model, with the reference lines' mean JSD as dashed lines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
+    questions = 0
+    for e in evaluations:
+        # The metric's own per-prompt values: NaN (a gap) where a prompt had no distribution.
+        result = e.metrics.get("jsd")
+        values = [] if result is None or result.per_item is None else list(result.per_item)
+        ax.plot(range(1, len(values) + 1), values, marker="o", ms=4, label=e.label)
+        questions = max(questions, len(values))
+    _integer_ticks(ax.xaxis)
+    ax.set_xlim(0.5, max(questions, 1) + 0.5)  # questions count from 1: no tick at 0
+    _reference_labels(ax, lines)
+    ax.set_xlabel("question (in test-file order)", fontsize=FONT + 1)
+    ax.set_ylabel("JSD to p*", fontsize=FONT + 1)
+    ax.tick_params(labelsize=FONT)
+    if evaluations:
+        fig.legend(loc="outside upper left", ncols=min(5, len(evaluations)), fontsize=FONT,
+                   frameon=False, title="model (dashed: reference lines)",
+                   title_fontsize=FONT)
+    return fig
 
 
 def plot_jsd_per_question(evaluations: Sequence[ModelEvaluation],
                           lines: dict[str, MetricResult], path: Path) -> Path:
-    """JSD of every question per model, with the reference lines' mean JSD as dashed lines."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for e in evaluations:
-        # The metric's own per-prompt values: NaN (a gap) where a prompt had no distribution.
-        values = e.metrics["jsd"].per_item
-        ax.plot(range(len(values)), values, marker="o", ms=3, label=e.label)
-    for name, result in lines.items():
-        ax.axhline(result.value, ls="--", lw=0.8, color="grey")
-        ax.text(0, result.value, name, fontsize=6, color="grey", va="bottom")
-    ax.set_xlabel("question")
-    ax.set_ylabel("JSD")
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    """:func:`jsd_figure` saved to ``path``."""
+    return _save(jsd_figure(evaluations, lines), path)
 
 
 def plot_margins(evaluations: Sequence[ModelEvaluation], path: Path) -> Path | None:
@@ -153,7 +282,7 @@ def plot_margins(evaluations: Sequence[ModelEvaluation], path: Path) -> Path | N
     if not with_margins:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
     width = 0.8 / len(MARGIN_PARTS)
     for i, e in enumerate(with_margins):
         for j, (key, label) in enumerate(MARGIN_PARTS):
@@ -165,52 +294,76 @@ def plot_margins(evaluations: Sequence[ModelEvaluation], path: Path) -> Path | N
                    color=f"C{j}", label=label if i == 0 else None)
     ax.set_xticks(range(len(with_margins)), [e.label for e in with_margins])
     ax.axhline(0, color="black", lw=0.6)
-    ax.set_ylabel("reward margin")
-    ax.legend(fontsize=7)
+    ax.set_xlabel("model", fontsize=FONT + 1)
+    ax.set_ylabel("reward margin", fontsize=FONT + 1)
+    ax.tick_params(labelsize=FONT)
+    ax.legend(fontsize=FONT, title="pairs", title_fontsize=FONT)
     return _save(fig, path)
 
 
 Series = tuple[str, list[tuple[int, float]]]
 
 
-def curve_panels(records: Sequence[dict[str, Any]]) -> list[tuple[str, list[Series]]]:
-    """The panels of a run's training curves: (title, [(label, [(step, value), ...])]).
+def _panel_keys(panel: CurvePanel, logged: set[str]) -> list[str]:
+    keys = [k for k in panel.keys if k in logged]
+    others = sorted(k for k in logged - set(panel.keys)
+                    if k.startswith(panel.prefix) and k.endswith(panel.suffix))
+    if any(k.endswith(("_lowest_minority", "_others")) for k in keys):
+        keys = [k for k in keys if CURVE_NAMES.get(k) != LEGACY_MINORITY[1]]
+    return keys + others
 
-    Only series the run logged appear, and only panels with a series. The
-    legacy ``minority`` union is drawn only for runs logged before the three-way
-    split (no lowest-minority or others key), so a new run shows the paper's
-    groups and nothing twice.
+
+def curve_panels(records: Sequence[dict[str, Any]]) -> list[tuple[str, list[Series]]]:
+    """The panels of a run's training curves: (title, [(name, [(step, value), ...])]).
+
+    Only series the run logged appear, named by :func:`curve_name`, and only
+    panels with a series. The legacy ``minority`` union is drawn only for runs
+    logged before the three-way split (no lowest-minority or others key), so a
+    new run shows the paper's groups and nothing twice.
     """
-    logged = {k for r in records for k in r}
+    logged = {k for r in records for k in r if isinstance(r.get(k), (int, float))}
     panels = []
-    for title, curves in CURVE_PANELS:
-        keys = [(key, label) for key, label in curves if key in logged]
-        if any(key.endswith(("_lowest_minority", "_others")) for key, _ in keys):
-            keys = [(key, label) for key, label in keys if label != LEGACY_MINORITY[1]]
-        series = [(label, [(r["step"], r[key]) for r in records if key in r and "step" in r])
-                  for key, label in keys]
+    for panel in CURVE_PANELS:
+        series = [(curve_name(key), [(r["step"], r[key]) for r in records
+                                     if key in r and "step" in r])
+                  for key in _panel_keys(panel, logged)]
         if series:
-            panels.append((title, series))
+            panels.append((panel.title, series))
     return panels
 
 
-def plot_curves(evaluation: ModelEvaluation, path: Path) -> Path | None:
-    """Training curves of a run: JSD over training and reward margins by margin group."""
+def curves_figure(evaluation: ModelEvaluation) -> Any | None:
+    """Training curves of a run (JSD over training, reward margins by group); None without."""
     panels = curve_panels(evaluation.curves or [])
     if not panels:
         return None
+    ylabels = {p.title: p.ylabel for p in CURVE_PANELS}
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3), squeeze=False)
-    for ax, (title, series) in zip(axes[0], panels, strict=True):
+    cols = min(2, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_WIDTH * cols, 3.0 * rows),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat[len(panels):]:
+        ax.remove()
+    for ax, (title, series) in zip(axes.flat, panels, strict=False):
         for label, points in series:
             ax.plot([s for s, _ in points], [v for _, v in points], marker=".", label=label)
         if title.startswith("reward margins"):
             ax.axhline(0, color="black", lw=0.6)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=6)
-    fig.suptitle(f"{evaluation.label}: training", fontsize=9)
-    return _save(fig, path)
+        _integer_ticks(ax.xaxis)
+        ax.set_title(title, fontsize=FONT + 1)
+        ax.set_xlabel("training step", fontsize=FONT)
+        ax.set_ylabel(ylabels[title], fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+        ax.legend(fontsize=FONT)
+    fig.suptitle(f"{evaluation.label}: training", fontsize=FONT + 2)
+    return fig
+
+
+def plot_curves(evaluation: ModelEvaluation, path: Path) -> Path | None:
+    """:func:`curves_figure` saved to ``path``; None for a model without logged curves."""
+    fig = curves_figure(evaluation)
+    return None if fig is None else _save(fig, path)
 
 
 def _samples(evaluation: ModelEvaluation, questions: int = 2, per_question: int = 2
@@ -224,16 +377,34 @@ def _samples(evaluation: ModelEvaluation, questions: int = 2, per_question: int 
     return rows
 
 
+def _methods_table(evaluations: Sequence[ModelEvaluation]) -> list[list[str]]:
+    return methods_table(evaluations)
+
+
+def _methods_blocks(evaluations: Sequence[ModelEvaluation]) -> list[Block]:
+    header = _methods_table(evaluations)
+    blocks: list[Block] = [("h2", "Methods side by side"), ("table", header)]
+    if len(evaluations) > 1:
+        blocks.append(("p", "Bold: the best value of each metric column (↓ lower is better, "
+                            "↑ higher is better); ties are all bold."))
+    note = left_out_note(evaluations)
+    if note is not None:
+        blocks.append(("p", note))
+    return blocks
+
+
 def build_blocks(evaluations: Sequence[ModelEvaluation], lines: dict[str, MetricResult],
                  plots_dir: Path, plot_questions: int) -> list[Block]:
     """The report as (kind, content) blocks: heading, text, table, image."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     blocks: list[Block] = [("h1", "pluralign evaluation")]
     prompts = len(evaluations[0].predictions) if evaluations else 0
+    sampled = any(has_value(e.metrics.get("jsd_sampled")) for e in evaluations)
     blocks.append(("p", f"{prompts} prompts; intervals are 95% (bootstrap for means, Wilson for "
-                        "shares). JSD is read from one forward pass; 'JSD sampled' from samples "
-                        "of the first generated token."))
-    blocks += [("h2", "Methods side by side"), ("table", _methods_table(evaluations))]
+                        "shares). JSD is read from one forward pass" + (
+                            "; 'JSD sampled' from samples of the first generated token."
+                            if sampled else ".")))
+    blocks += _methods_blocks(evaluations)
     blocks += [("h2", "Reference lines (JSD of trivial predictors)"),
                ("table", [["line", "JSD"], *([k, _fmt(v)] for k, v in lines.items())])]
     if evaluations:
@@ -248,56 +419,14 @@ def build_blocks(evaluations: Sequence[ModelEvaluation], lines: dict[str, Metric
                    ("img", margins)]
     for i, e in enumerate(evaluations):
         blocks += [("h2", f"{e.label}"), ("p", f"model: {e.model}")]
-        blocks.append(("img", plot_beliefs(e, plots_dir / f"beliefs_{i}.png", plot_questions)))
-        curves = plot_curves(e, plots_dir / f"curves_{i}.png")
-        if curves is not None:
-            blocks.append(("img", curves))
-        blocks += [("h3", "Sample generations"), ("table", _samples(e))]
+        for plot in (plot_beliefs(e, plots_dir / f"beliefs_{i}.png", plot_questions),
+                     plot_curves(e, plots_dir / f"curves_{i}.png")):
+            if plot is not None:
+                blocks.append(("img", plot))
+        samples = _samples(e)
+        blocks += [("h3", "Sample generations"),
+                   ("table", samples) if len(samples) > 1 else ("p", "None (n_samples = 0).")]
     return blocks
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(blocks: Sequence[Block], base: Path) -> str:
-    out = []
-    for kind, content in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append("#" * int(kind[1]) + " " + content)
-        elif kind == "p":
-            out.append(content)
-        elif kind == "table":
-            header, *rows = content
-            out.append("| " + " | ".join(map(_md_cell, header)) + " |")
-            out.append("|" + "---|" * len(header))
-            out += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows]
-        elif kind == "img":
-            out.append(f"![{content.stem}]({content.relative_to(base).as_posix()})")
-        out.append("")
-    return "\n".join(out)
-
-
-def render_html(blocks: Sequence[Block]) -> str:
-    body = []
-    for kind, content in blocks:
-        if kind in ("h1", "h2", "h3", "p"):
-            body.append(f"<{kind}>{html.escape(content)}</{kind}>")
-        elif kind == "table":
-            header, *rows = content
-            cells = "".join(f"<th>{html.escape(c)}</th>" for c in header)
-            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                          for r in rows)
-            body.append(f"<table><tr>{cells}</tr>{trs}</table>")
-        elif kind == "img":
-            data = base64.b64encode(Path(content).read_bytes()).decode()
-            body.append(f'<img alt="{html.escape(content.stem)}" '
-                        f'src="data:image/png;base64,{data}">')
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}"
-             "table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>pluralign evaluation"
-            f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
 
 
 def write_report(out: Path, evaluations: Sequence[ModelEvaluation],
@@ -307,5 +436,5 @@ def write_report(out: Path, evaluations: Sequence[ModelEvaluation],
     blocks = build_blocks(evaluations, lines, out / "plots", plot_questions)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(render_markdown(blocks, out), encoding="utf-8")
-    html_path.write_text(render_html(blocks), encoding="utf-8")
+    html_path.write_text(render_html(blocks, out), encoding="utf-8")
     return {"report_md": md_path, "report_html": html_path}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.llm import LLMConfig
@@ -154,6 +154,15 @@ class GPAConfig(YamlConfig):
         metadata={"help": "The LLM backend of every labelling and generation step."},
     )
     seed: int = field(default=0, metadata={"help": "Seed of splits, pair order and judging."})
+
+    #: Other names of ``pluralign gpa``: the work folder as ``--output_dir`` (the one name
+    #: of every command's output folder) or the older ``--work`` (``-w``), the conversation
+    #: logs as ``--logs``, and the older LLM options (``--llm-backend openai``).
+    config_aliases: ClassVar[dict[str, str]] = {
+        "output_dir": "work_dir", "work": "work_dir", "logs": "inputs",
+        "llm_backend": "llm.backend", "llm_model": "llm.model", "base_url": "llm.base_url",
+        "api_key_env": "llm.api_key_env", "llm_cache": "llm.cache_dir",
+        "llm_timeout": "llm.timeout", "llm_retries": "llm.max_retries"}
 
     def __post_init__(self) -> None:
         reject_non_finite(self)

@@ -6,7 +6,8 @@ adds the method family's own: ``beta``, the reference log-probs and the
 belief-loss options (:meth:`TrainConfig.belief_loss`) for the preference and
 KTO trainers, KTO's example weights. A ``TrainConfig`` field that TRL takes
 under the same name and meaning is listed in :data:`SAME_NAME_ARGUMENTS`
-instead of being copied by hand.
+instead of being copied by hand; every other TRL field comes through
+``TrainConfig.training_args`` (:mod:`pluralign.train.trl_options`).
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ def trainer_arguments(config: TrainConfig, *, has_eval: bool) -> dict[str, Any]:
     :class:`~pluralign.train.kto.GDPOKTOConfig`)."""
     arguments = training_arguments(config, has_eval=has_eval)
     family = config.method_spec.family
-    if family == "sft":
-        return arguments
-    arguments.update(beta=config.beta, precompute_ref_log_probs=config.precompute_ref_log_probs,
-                     **asdict(config.belief_loss()))
+    if family != "sft":
+        arguments.update(beta=config.beta,
+                         precompute_ref_log_probs=config.precompute_ref_log_probs,
+                         **asdict(config.belief_loss()))
     if family == "kto":
         arguments.update({trl: getattr(config, ours) for ours, trl in KTO_ARGUMENTS.items()})
+    # Last: TRL's own options the user passed through (checked against this family's class).
+    arguments.update(config.training_args)
     return arguments
 
 

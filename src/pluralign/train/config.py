@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pluralign.beliefs.formats import check_format_name
 from pluralign.config import YamlConfig, reject_non_finite
@@ -21,6 +22,7 @@ from pluralign.train.belief_loss import (
 from pluralign.train.methods import Method, get_method
 from pluralign.train.report_to import NO_BACKEND, check_report_to
 from pluralign.train.selection import SELECTION_METRICS
+from pluralign.train.trl_options import check_training_args, field_types
 
 _METHOD_DEFAULT = "Unset: the method's (`pluralign ls methods`)."
 
@@ -185,6 +187,23 @@ class TrainConfig(YamlConfig):
     kto_undesirable_weight: float = field(
         default=1.0, metadata={"help": "KTO weight of undesirable examples."}
     )
+    training_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Any other field of the method family's TRL config (TrainingArguments "
+                          "and DPOConfig/KTOConfig/SFTConfig: weight_decay, max_grad_norm, "
+                          "adam_beta2, torch_compile, deepspeed, GDPO's share_prefix ...), "
+                          "checked against its TRL type. On the command line and at the top "
+                          "of a YAML file such a field is given directly: --weight_decay 0.1."},
+    )
+
+    #: Keys that are no field of TrainConfig go to ``training_args`` when TRL has them.
+    config_pass_through: ClassVar[str] = "training_args"
+
+    @classmethod
+    def pass_through_types(cls) -> Mapping[str, Any]:
+        """The TRL fields ``training_args`` may hold, with their types (any family's)."""
+        return {name: tp for name, tp in field_types().items()
+                if name not in cls.__dataclass_fields__}
 
     def __post_init__(self) -> None:
         reject_non_finite(self)
@@ -224,6 +243,9 @@ class TrainConfig(YamlConfig):
                 check_weight(name, getattr(self, name))
         check_choices(self)
         self._check_report_to()
+        self.training_args = check_training_args(
+            self.training_args, family=self.method_spec.family,
+            own_fields=self.__dataclass_fields__)
 
     def _check_report_to(self) -> None:
         """Fail now, in one line, on a backend that is unknown or not installed; transformers

@@ -28,12 +28,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from pluralign.config import YamlConfig
 from pluralign.data.builders.cards import BuildReport, BuildResult
+from pluralign.data.builders.opinions import LLM_ALIASES
 from pluralign.data.builders.prompts import (
     LABEL_TEMPLATE,
     NAME_TEMPLATE,
@@ -86,6 +87,9 @@ class MiningConfig(YamlConfig):
     llm: LLMConfig = field(
         default_factory=LLMConfig, metadata={"help": "The LLM that states and labels."}
     )
+
+    #: The older ``--llm-*`` option names (``--llm-backend openai``).
+    config_aliases: ClassVar[dict[str, str]] = dict(LLM_ALIASES)
 
     def __post_init__(self) -> None:
         if self.max_examples < 1 or self.num_statements < 1:

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.data.builders.cards import BuildReport, BuildResult, OptionMapComparison
@@ -231,6 +231,13 @@ def compare_with_default(
 
 # ------------------------------------------------------------------ the builder
 
+#: The older LLM option names of ``pluralign data opinions`` and ``mine``
+#: (``--llm-backend openai``), each on its LLMConfig field.
+LLM_ALIASES: dict[str, str] = {
+    "llm_backend": "llm.backend", "llm_model": "llm.model", "base_url": "llm.base_url",
+    "api_key_env": "llm.api_key_env", "llm_cache": "llm.cache_dir",
+    "llm_timeout": "llm.timeout", "llm_retries": "llm.max_retries"}
+
 
 @dataclass
 class OpinionsConfig(YamlConfig):
@@ -305,6 +312,10 @@ class OpinionsConfig(YamlConfig):
     llm: LLMConfig = field(
         default_factory=LLMConfig, metadata={"help": "The LLM that writes the dialogues."}
     )
+
+    #: Older and shorter names: ``--group`` (repeated, ``-g``), ``--styles``, ``--llm-*``.
+    config_aliases: ClassVar[dict[str, str]] = {
+        "group": "groups", "styles": "n_styles", **LLM_ALIASES}
 
     def __post_init__(self) -> None:
         reject_non_finite(self)
