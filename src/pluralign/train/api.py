@@ -216,9 +216,11 @@ def _build_kto(ctx: _Context) -> Any:
 def _shared(ctx: _Context, name: str, dataset: Any) -> Any:
     """Keep a tokenised dataset under the run folder (``tokenized/<name>``).
 
-    Every process then reads the same files, and the reference log-probs that
-    TRL caches beside them are found by all ranks of a multi-process run (an
-    in-memory dataset would cache them in a per-process temporary folder).
+    Every process then reads the same files (the same rows under the same keys),
+    and where TRL's eager reference pass runs (full fine-tuning, DeepSpeed/FSDP)
+    the log-probs it caches beside them are found by all ranks of a
+    multi-process run (an in-memory dataset would cache them in a per-process
+    temporary folder).
     """
     from datasets import load_from_disk
 

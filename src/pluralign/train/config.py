@@ -114,8 +114,10 @@ class TrainConfig(YamlConfig):
                           "console and in run.json). No record is ever trained on cut."})
     precompute_ref_log_probs: bool = field(
         default=True,
-        metadata={"help": "Compute reference log-probs once before training (no reference "
-                          "forward per step)."},
+        metadata={"help": "Compute each row's reference log-probs once, when a batch first uses "
+                          "it, and reuse them (later epochs and evaluations); TRL's pass over "
+                          "every row before step 1 for full fine-tuning without LoRA. False: a "
+                          "reference forward every step."},
     )
     validation_fraction: float = field(
         default=0.0,

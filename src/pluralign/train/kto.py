@@ -9,6 +9,8 @@ log-probs (see :class:`GDPOKTOConfig`). As in the GDPO trainer, the belief terms
 come from the hidden states of the one policy forward (no extra forward).
 KTO's reference point is estimated from mismatched (prompt, completion) pairs;
 :func:`kto_dataset` takes each row's KL completion from another question.
+Precomputed reference log-probs (of each row's completion and KL completion) are
+computed as batches first use their rows (:mod:`pluralign.train.reference_cache`).
 """
 
 from __future__ import annotations
@@ -34,9 +36,16 @@ from pluralign.train.losses import gdpo_kto_loss
 from pluralign.train.metrics import belief_diagnostics
 from pluralign.train.preference import (
     belief_span_logps,
+    bf16_off_where_unsupported,
     mask_spans,
     pad_rows,
     refuse_unimplemented_options,
+)
+from pluralign.train.reference_cache import (
+    LAZY_REF_HELP,
+    ROW_KEY,
+    LazyReferenceMixin,
+    add_row_keys,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,10 +90,12 @@ class GDPOKTOConfig(BeliefLossArgs, KTOConfig):
     #: GDPO-KTO's default: KTO's per-row reward does not cancel a shared belief span.
     exclude_belief_from_preference: bool = field(
         default=True, metadata=belief_loss_help("exclude_belief_from_preference"))
+    lazy_ref_log_probs: bool = field(default=True, metadata=LAZY_REF_HELP)
 
     def __post_init__(self) -> None:
         # Before TRL's own handling, which would resolve pad_to_multiple_of first.
         refuse_unimplemented_options(self, KTOConfig, "GDPOKTOTrainer", UNIMPLEMENTED_KTO_OPTIONS)
+        bf16_off_where_unsupported(self)
         super().__post_init__()  # TRL's checks, then BeliefLossArgs' (one place)
 
 
@@ -232,10 +243,11 @@ class BeliefUnpairedCollator(DataCollatorForUnpairedPreference):
         batch["target_probs"] = pad_rows([e["target_probs"] for e in examples], 0.0,
                                          torch.float32)
         batch["margin_group"] = torch.tensor([int(e["margin_group"]) for e in examples])
+        add_row_keys(batch, examples)
         return batch
 
 
-class GDPOKTOTrainer(GuardedCheckpointsMixin, KTOTrainer):
+class GDPOKTOTrainer(GuardedCheckpointsMixin, LazyReferenceMixin, KTOTrainer):
     """KTO/GDPO-KTO trainer: a drop-in ``KTOTrainer`` for belief-conditioned data."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -263,11 +275,12 @@ class GDPOKTOTrainer(GuardedCheckpointsMixin, KTOTrainer):
                                                       *KTO_BELIEF_COLUMNS]))
 
     def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
-        inputs = {k: v for k, v in inputs.items() if k not in KTO_BATCH_KEYS}
+        inputs = {k: v for k, v in inputs.items() if k not in (*KTO_BATCH_KEYS, ROW_KEY)}
         return super().compute_ref_log_probs(model, inputs)
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
         mode = "train" if self.model.training else "eval"
+        rows = inputs.pop(ROW_KEY, None)  # present when the reference log-probs are lazy
         belief = {key: inputs.pop(key) for key in KTO_BATCH_KEYS}
         batch = {k: (v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v)
                  for k, v in inputs.items()}
@@ -277,7 +290,7 @@ class GDPOKTOTrainer(GuardedCheckpointsMixin, KTOTrainer):
             outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             labels=labels, fused_lm_head=True, use_cache=False)
         policy_logps = outputs.log_probs[:, -(labels.size(1) - 1):].sum(-1)
-        ref_logps, ref_kl_logps = self._kto_reference(batch)
+        ref_logps, ref_kl_logps = self._kto_reference(batch, rows)
         belief_logps, span_logps, span_mask = belief_span_logps(
             self._capture, batch["input_ids"], belief["prompt_lens"], belief["belief_lens"],
             belief["belief_token_ids"],
@@ -302,7 +315,11 @@ class GDPOKTOTrainer(GuardedCheckpointsMixin, KTOTrainer):
         self._record(mode, result, belief_logps, belief, batch)
         return (loss, outputs) if return_outputs else loss
 
-    def _kto_reference(self, batch: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+    def _kto_reference(self, batch: dict[str, Any], rows: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, Any]:
+        if rows is not None:
+            ref_logps, ref_kl_logps = self._lazy_reference_logps(rows, batch, paired=False)
+            return ref_logps, ref_kl_logps
         if self.precompute_ref_logps:
             return batch["ref_logps"], batch.get("ref_KL_logps")
         return self.compute_ref_log_probs(self.ref_model or self.model, batch)

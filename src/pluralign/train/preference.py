@@ -12,17 +12,25 @@ is TRL's fused head, the hidden states then read by a hook on the backbone.
 The loss itself is :func:`pluralign.train.losses.gdpo_loss` (pure, tested);
 plain DPO is the same trainer with the belief weights at 0.
 
-Dataset rows are pre-tokenised by :mod:`pluralign.train.dataset`: besides
-TRL's ``prompt_ids``/``chosen_ids``/``rejected_ids`` they carry the belief
-token ids and target distribution of the prompt and the belief-span lengths.
+Datasets come as text records (one column per record field, see
+:mod:`pluralign.train.text_dataset`), which the trainer tokenises itself as
+TRL's ``DPOTrainer`` does (adding the sequence format's tokens to the tokenizer
+and the model's embeddings first), or pre-tokenised by
+:func:`pluralign.train.dataset.preference_dataset`: besides TRL's
+``prompt_ids``/``chosen_ids``/``rejected_ids`` the rows carry the belief token
+ids and target distribution of the prompt and the belief-span lengths.
+Precomputed reference log-probs are computed as batches first use their rows
+(:mod:`pluralign.train.reference_cache`).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, get_args
 
 import torch
 from accelerate.utils import is_peft_model
@@ -30,7 +38,9 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import use_adapter
 
+from pluralign.beliefs.formats import Pairing, check_format_name, named_format
 from pluralign.beliefs.margin_groups import split_by_margin_group
+from pluralign.runs import write_format_info
 from pluralign.train.belief_loss import BeliefLossArgs
 from pluralign.train.common import GuardedCheckpointsMixin, HiddenStateCapture, check_finite
 from pluralign.train.logprobs import (
@@ -42,6 +52,17 @@ from pluralign.train.logprobs import (
 )
 from pluralign.train.losses import gdpo_loss
 from pluralign.train.metrics import belief_diagnostics
+from pluralign.train.reference_cache import (
+    LAZY_REF_HELP,
+    ROW_KEY,
+    LazyReferenceMixin,
+    add_row_keys,
+)
+from pluralign.train.text_dataset import (
+    add_missing_format_tokens,
+    is_text_dataset,
+    tokenize_text_dataset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +70,8 @@ logger = logging.getLogger(__name__)
 BELIEF_COLUMNS = (
     "belief_token_ids", "target_probs", "chosen_belief_len", "rejected_belief_len", "margin_group",
 )
+#: TRL's tokenised columns, which a pre-tokenised dataset has beside the belief columns.
+TOKENIZED_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 #: Columns read where present: datasets tokenised before they existed lack them.
 OPTIONAL_BELIEF_COLUMNS = ("options_len",)
 #: Batch keys the collator adds; removed before anything reaches the model.
@@ -95,6 +118,17 @@ def refuse_unimplemented_options(config: Any, trl_class: type, trainer: str,
                          f"{trainer}: {why}; leave it at its default {default!r}")
 
 
+def bf16_off_where_unsupported(config: Any) -> None:
+    """Leave ``bf16`` unset (TRL: on) off where transformers would refuse it: a machine
+    without a bf16 accelerator and no ``use_cpu=True``. TRL's default otherwise fails on
+    every CPU-only machine; an explicit ``bf16=True`` still gets transformers' error."""
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    if config.bf16 is None and not config.fp16 and not config.use_cpu and not (
+            is_torch_bf16_gpu_available() or is_torch_xla_available()):
+        config.bf16 = False
+
+
 @dataclass
 class GDPOConfig(BeliefLossArgs, DPOConfig):
     """``DPOConfig`` plus the GDPO loss weights and options (sigmoid DPO only).
@@ -116,8 +150,40 @@ class GDPOConfig(BeliefLossArgs, DPOConfig):
     the option when set away from TRL's default, instead of being ignored. The
     belief options and their checks are
     :class:`~pluralign.train.belief_loss.BeliefLossArgs`'.
+
+    ``sequence_format`` and ``pairing`` say how the trainer tokenises a text
+    dataset (they are not read for a pre-tokenised one). Unlike TRL's
+    ``DPOConfig``, gradient checkpointing is off by default (it turns
+    ``share_prefix`` off), and ``bf16`` left unset is off on a machine without a
+    bf16 accelerator unless ``use_cpu=True`` (where TRL's default fails).
     """
 
+    sequence_format: str = field(
+        default="separated",
+        metadata={"help": "Sequence format of a text dataset (`pluralign ls sequence-formats`): "
+                          "separated (default: <Q>{prompt}<A><|belief|>{class}<{description}>"
+                          "{response}; the trainer adds the <|belief|> token to the tokenizer "
+                          "and the model's embeddings), separated-options, marker-options, "
+                          "paper, reviews, reviews-paper. Not read for pre-tokenised datasets."},
+    )
+    pairing: str = field(
+        default="gdpo",
+        metadata={"help": "Which belief the rejected sequence of a text dataset carries: gdpo "
+                          "(the chosen one: GDPO's belief-conditioned preference) or dpo (its "
+                          "own rejected belief: plain DPO on whole answers, with "
+                          "calibration_weight=0 and belief_nll_weight=0). Not read for "
+                          "pre-tokenised datasets."},
+    )
+    # None (off, resolved by transformers): TRL's True would turn share_prefix off, and an
+    # explicit False would be transformers' deprecated alias, warned about on every config.
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Alias of activation_checkpointing (trade compute for memory). Off by "
+                          "default, unlike TRL's DPOConfig: it disables the key/value cache from "
+                          "which share_prefix runs each pair's shared prefix once, so turning it "
+                          "on also turns share_prefix off (with a warning)."},
+    )
+    lazy_ref_log_probs: bool = field(default=True, metadata=LAZY_REF_HELP)
     compact_logprobs: bool = field(
         default=True,
         metadata={"help": "Project only the scored (response) positions through the LM head, "
@@ -135,7 +201,12 @@ class GDPOConfig(BeliefLossArgs, DPOConfig):
     def __post_init__(self) -> None:
         # Before TRL's own checks, which would warn about (or resolve) some refused values.
         refuse_unimplemented_options(self, DPOConfig, "GDPOTrainer", UNIMPLEMENTED_DPO_OPTIONS)
+        bf16_off_where_unsupported(self)
         super().__post_init__()  # TRL's checks, then BeliefLossArgs' (one place)
+        check_format_name(self.sequence_format, allow_auto=False)
+        if self.pairing not in get_args(Pairing):
+            raise ValueError(f"pairing: must be one of {', '.join(get_args(Pairing))}, got "
+                             f"{self.pairing!r}")
         if self.share_prefix and not self.compact_logprobs:
             raise ValueError("share_prefix needs compact_logprobs=True (or set share_prefix=False)")
         if self.share_prefix and not self.disable_dropout:
@@ -190,6 +261,7 @@ class BeliefPreferenceCollator(DataCollatorForPreference):
         batch["belief_mask"] = pad_rows([[True] * len(row) for row in ids], False, torch.bool)
         batch["target_probs"] = pad_rows([e["target_probs"] for e in examples], 0.0, torch.float32)
         batch["margin_group"] = torch.tensor([int(e["margin_group"]) for e in examples])
+        add_row_keys(batch, examples)
         return batch
 
 
@@ -246,20 +318,75 @@ def belief_span_logps(
     return belief_logps, span_token_logps, span_mask
 
 
-class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
-    """DPO/GDPO trainer: a drop-in ``DPOTrainer`` for belief-conditioned data."""
+def _named_arguments(trainer_class: type, args: tuple[Any, ...], kwargs: dict[str, Any]
+                     ) -> dict[str, Any]:
+    """``trainer_class.__init__``'s arguments by name (positional ones included)."""
+    names = list(inspect.signature(trainer_class.__init__).parameters)[1:]  # less self
+    return {**dict(zip(names, args, strict=False)), **kwargs}
+
+
+def _eval_datasets(eval_dataset: Any) -> list[Any]:
+    if eval_dataset is None:
+        return []
+    return list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset]
+
+
+class GDPOTrainer(GuardedCheckpointsMixin, LazyReferenceMixin, DPOTrainer):
+    """DPO/GDPO trainer: a drop-in ``DPOTrainer`` for belief-conditioned data.
+
+    ``train_dataset``/``eval_dataset`` are text records (tokenised here with
+    ``args.sequence_format`` and ``args.pairing``) or rows tokenised by
+    :func:`pluralign.train.dataset.preference_dataset`.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        config: GDPOConfig = kwargs.get("args") or args[2]
+        kwargs = _named_arguments(DPOTrainer, args, kwargs)
+        config = kwargs.get("args")
+        if config is None:  # as TRL's DPOTrainer defaults its config
+            model = kwargs.get("model")
+            name = model if isinstance(model, str) else model.config._name_or_path
+            config = kwargs["args"] = GDPOConfig(f"{str(name).split('/')[-1]}-GDPO")
+        if not isinstance(config, GDPOConfig):
+            raise TypeError(f"args: GDPOTrainer needs a GDPOConfig (TRL's DPOConfig plus the "
+                            f"belief-loss options), got {type(config).__name__}")
         tokenizer = kwargs.get("processing_class")
-        if kwargs.get("data_collator") is None and tokenizer is not None:
+        if kwargs.get("data_collator") is None:
+            if tokenizer is None:
+                raise ValueError("processing_class: GDPOTrainer needs the tokenizer (it "
+                                 "tokenises text datasets and pads with its pad token)")
             kwargs["data_collator"] = BeliefPreferenceCollator(
                 pad_token_id=tokenizer.pad_token_id,
                 max_length=config.max_length,
                 exclude_belief_from_preference=config.exclude_belief_from_preference,
             )
-        super().__init__(*args, **kwargs)
+        format_info = self._add_text_format_tokens(kwargs, config)
+        super().__init__(**kwargs)
+        #: What save_model writes to pluralign_format.json when the trainer tokenised text
+        #: itself (evaluation prompts a model in the format it trained in); None otherwise.
+        self.format_info = format_info
         self._set_up_fast_forward()
+
+    @staticmethod
+    def _add_text_format_tokens(kwargs: dict[str, Any], config: GDPOConfig
+                                ) -> dict[str, Any] | None:
+        """Given a text dataset: the sequence format's tokens added to the tokenizer and the
+        model's embeddings (before TRL puts a ``peft_config`` adapter on, as ``pluralign
+        train`` does), and the format information that ``save_model`` records."""
+        datasets = [kwargs.get("train_dataset"), *_eval_datasets(kwargs.get("eval_dataset"))]
+        if not any(d is not None and is_text_dataset(d) for d in datasets):
+            return None
+        if kwargs.get("processing_class") is None:
+            raise ValueError("processing_class: GDPOTrainer needs the tokenizer to tokenise a "
+                             "text dataset")
+        fmt = named_format(config.sequence_format)
+        add_missing_format_tokens(kwargs.get("model"), kwargs["processing_class"], fmt)
+        return {"pairing": config.pairing, "sequence_format": config.sequence_format,
+                **fmt.to_info()}
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        if self.format_info is not None and self.args.should_save:
+            write_format_info(Path(output_dir or self.args.output_dir), self.format_info)
 
     def _set_up_fast_forward(self) -> None:
         """Capture hook and compact pair forward, once. Also called from the reference
@@ -282,21 +409,24 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
             return False, False
         blockers = prefix_sharing_blockers(causal_lm) if share else []
         if share and config.gradient_checkpointing:
-            blockers.append("gradient checkpointing disables the key/value cache")
+            blockers.append("gradient_checkpointing=True disables the key/value cache it runs "
+                            "from (GDPOConfig's default is False)")
         if blockers:
             logger.warning("share_prefix is off: %s", "; ".join(blockers))
         return compact, share and compact and not blockers
 
-    # -- data: rows arrive tokenised with belief offsets; TRL must keep our columns
+    # -- data: text records are tokenised here; tokenised rows must keep our columns
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, name: str) -> Any:
-        missing = {"prompt_ids", "chosen_ids", "rejected_ids", *BELIEF_COLUMNS} - set(
-            dataset.column_names
-        )
+        if is_text_dataset(dataset):
+            return tokenize_text_dataset(dataset, processing_class, args.sequence_format,
+                                         pairing=args.pairing, name=name,
+                                         max_length=args.max_length)
+        missing = sorted({*TOKENIZED_COLUMNS, *BELIEF_COLUMNS} - set(dataset.column_names))
         if missing:
             raise ValueError(
-                f"the {name} dataset lacks the columns {sorted(missing)}; build it with "
-                "pluralign.train.dataset.preference_dataset(records, tokenizer, method)"
-            )
+                f"the {name} dataset lacks the columns {missing} of a tokenised dataset; build "
+                "it with pluralign.train.dataset.preference_dataset(records, tokenizer, fmt, "
+                "pairing=...), or give text records (pluralign.train.text_dataset)")
         return dataset
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -305,7 +435,7 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
             [*self._signature_columns, *BELIEF_COLUMNS, *OPTIONAL_BELIEF_COLUMNS]))
 
     def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
-        inputs = {k: v for k, v in inputs.items() if k not in BELIEF_BATCH_KEYS}
+        inputs = {k: v for k, v in inputs.items() if k not in (*BELIEF_BATCH_KEYS, ROW_KEY)}
         self._set_up_fast_forward()
         if not self._reference_is_adapter_off_policy(model):
             return super().compute_ref_log_probs(model, inputs)
@@ -333,6 +463,7 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
     # -- loss
     def _compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
         mode = "train" if self.model.training else "eval"
+        rows = inputs.pop(ROW_KEY, None)  # present when the reference log-probs are lazy
         belief = {key: inputs.pop(key) for key in BELIEF_BATCH_KEYS}
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
@@ -340,7 +471,7 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
         seq_len = completion_mask.size(1) - 1
         logps = outputs.log_probs[:, -seq_len:].sum(dim=1)
         policy_chosen_logps, policy_rejected_logps = logps.chunk(2, dim=0)
-        ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
+        ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs, rows)
         belief_logps, span_logps, span_mask = belief_span_logps(
             hidden, inputs["input_ids"], belief["prompt_lens"],
             belief["chosen_belief_lens"], belief["belief_token_ids"], belief["options_lens"],
@@ -380,7 +511,11 @@ class GDPOTrainer(GuardedCheckpointsMixin, DPOTrainer):
         outputs = model(**model_kwargs, pair_logprobs=PairRequest(labels, shared))
         return outputs, HiddenStates(outputs.hidden, self._capture.project)
 
-    def _reference_logps(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _reference_logps(self, inputs: dict[str, Any], rows: torch.Tensor | None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        if rows is not None:
+            chosen, rejected = self._lazy_reference_logps(rows, inputs, paired=True)
+            return chosen, rejected
         if self.precompute_ref_logps:
             return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         return self.compute_ref_log_probs(self.ref_model or self.model, inputs)

@@ -36,6 +36,7 @@ RESERVED = {
     "packing": "nothing: belief SFT trains on whole records",
     "dataset_text_field": "nothing: pluralign tokenises records itself",
     "sequence_format": "sequence_format (a TrainConfig field)",
+    "pairing": "method: the method decides the pairing",
 }
 
 
