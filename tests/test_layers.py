@@ -25,7 +25,8 @@ LAYERS: dict[str, int] = {
     "pluralign.llm": 3, "pluralign.run_folder": 3, "pluralign.data.toy": 3,
     "pluralign.beliefs": 4,
     "pluralign.data": 5, "pluralign.train": 5, "pluralign.eval": 5, "pluralign.generation": 5,
-    "pluralign.gpa": 6, "pluralign.demo": 6,
+    "pluralign.gpa": 6,
+    "pluralign.serve": 6, "pluralign.demo": 6,
     "pluralign.cli": 7,
     "pluralign.__main__": 8,
 }

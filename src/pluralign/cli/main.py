@@ -253,6 +253,7 @@ def _add_subapps() -> None:
     from pluralign.cli.demo_data import demo_data_command
     from pluralign.cli.evaluate import eval_command, generate_command
     from pluralign.cli.gpa import gpa_app
+    from pluralign.cli.serve import serve_command
 
     data_app.command("demo", **DATA_COMMAND)(demo_data_command)
     app.add_typer(gpa_app, name="gpa", epilog=(
@@ -270,6 +271,7 @@ def _add_subapps() -> None:
     ))
     app.command("eval", **CONFIG_COMMAND)(eval_command)
     app.command("generate", **CONFIG_COMMAND)(generate_command)
+    app.command("serve", **CONFIG_COMMAND)(serve_command)
 
 
 _add_subapps()
