@@ -68,15 +68,19 @@ def test_no_checks_give_no_number():
 
 
 def test_a_judge_that_always_picks_one_side_is_flagged():
-    biased = [{"choice": "A"}] * 9 + [{"choice": None}]
+    # Both orders of every pair are asked: a judge that always says A only makes ties.
+    biased = [{"choices": ["A", "A"], "outcome": "tie"}] * 4 + [
+        {"choices": ["A", None], "outcome": "undecided"}]
     sides = judge_sides(biased)
-    assert (sides["A"], sides["B"], sides["undecided"]) == (9, 0, 1)
-    assert "coin flips" in sides["position_bias_note"]
-    assert judge_sides([{"choice": "A"}, {"choice": "B"}] * 3)["position_bias_note"] is None
+    assert (sides["A"], sides["B"], sides["undecided"], sides["position_ties"]) == (9, 0, 1, 4)
+    assert "every pair it decided is a tie" in sides["position_bias_note"]
+    assert sides["usable"] is False and "one-sided" in sides["problems"][0]
+    balanced = judge_sides([{"choices": ["A", "B"], "outcome": "win"}] * 3)
+    assert balanced["position_bias_note"] is None and balanced["usable"] is True
     markdown = evaluation_markdown({"win_rates": [], "judge": sides, "adherence": {},
                                     "retention": {}, "skipped": {"X": "no held-out prompts"}})
     assert "Judge verdicts: A 9, B 0, undecided 1." in markdown
-    assert "Caution: the judge answered A in 9 of 9 decided comparisons" in markdown
+    assert "Caution: the judge answered A in 9 of 9 decided verdicts" in markdown
     assert "- X: no held-out prompts" in markdown
 
 

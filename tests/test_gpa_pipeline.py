@@ -49,13 +49,17 @@ def test_run_command_builds_rubrics_answers_a_group_model_and_an_evaluation(tmp_
     for row in evaluation["win_rates"]:
         mine = [j for j in judgments if (j["group"], j["method"], j["baseline"]) ==
                 (row["group"], row["method"], row["baseline"])]
-        # The judge always answers "A": the method wins exactly where it was shown first.
-        assert row["wins"] == sum(j["method_is_a"] for j in mine)
+        # The judge always answers "A" and is asked both orders: every pair is a tie.
+        assert (row["wins"], row["losses"], row["ties"]) == (0, 0, len(mine)) and mine
+        assert all(j["choices"] == ["A", "A"] for j in mine) and row["usable"] is False
     retention = evaluation["retention"]["A"]
     assert retention["margin"] == 0.1 and math.isfinite(retention["finetuned_loss"])
     assert evaluation["adherence"]["A"]["gpa_ct"]["checks"] > 0
     table = stage_path(work, "evaluate_md").read_text()
     assert "| A | gpa_ft | persona |" in table and "Capability retention" in table
+    assert table.startswith("# GPA evaluation\n\n## What can be trusted")
+    assert "Blind win rates: UNUSABLE, not results: the judge is one-sided" in table
+    assert "| unusable |" in table and "held-out" in stage_path(work, "rubrics_md").read_text()
     report = read_json(stage_path(work, "pipeline"))
     assert set(report["seconds"]) >= {"ingest", "evaluate", "total"}
 

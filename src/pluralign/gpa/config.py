@@ -50,7 +50,8 @@ class GPAConfig(YamlConfig):
     heldout_fraction: float = field(
         default=0.2,
         metadata={"help": "Share of each group's conversations kept out of rubric mining; "
-                          "their first prompts are the evaluation prompts."},
+                          "their first prompts are the evaluation prompts, and their turns "
+                          "validate each rubric item without a judge (rubrics.md)."},
     )
     min_conversations: int = field(
         default=3,
@@ -139,7 +140,20 @@ class GPAConfig(YamlConfig):
     retention_margin: float = field(
         default=0.10,
         metadata={"help": "Capability retention passes when the fine-tuned model's mean loss "
-                          "on general instructions is at most (1 + margin) x the base loss."},
+                          "on the retention instructions (retention_data) is at most "
+                          "(1 + margin) x the base loss."},
+    )
+    retention_data: str | None = field(
+        default=None,
+        metadata={"help": "Held-out instruction data for the retention check: JSONL (.gz too) "
+                          "of {prompt, answer} or HH-RLHF 'chosen' transcripts, e.g. "
+                          "../shared/data/hh_rlhf/harmless_base_test.jsonl.gz (default: 8 "
+                          "built-in instructions, too few for a tight interval)."},
+    )
+    retention_examples: int = field(
+        default=64,
+        metadata={"help": "Examples of retention_data scored (a seeded sample); each costs "
+                          "two forwards per model."},
     )
     judge_model: str | None = field(
         default=None,
@@ -169,6 +183,7 @@ class GPAConfig(YamlConfig):
         for name in ("max_turns", "max_chars", "cue_chars", "label_chars",
                      "min_conversations", "max_rubric_items",
                      "top_k", "prompts_per_group", "answer_max_tokens", "ft_pairs_per_group",
+                     "retention_examples",
                      "ft_max_steps", "ft_batch_size", "ft_max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")

@@ -2,45 +2,39 @@
 
 For each held-out prompt of a rubric group, four answers are collected
 (zero-shot, persona prompt, GPA-CT, GPA-FT where a group model exists). A
-judge (the shared LLM backend, or a separate judge server) picks the answer
-a member of the group would prefer; the side each method is shown on is a
-seeded coin flip, to cancel position bias. Win rates get Wilson intervals;
-answers the judge did not decide are counted, not guessed. Rubric adherence
-is measured where an item is measurable (length, format, examples) and
-judged yes/no otherwise. Capability retention compares the fine-tuned
-model's loss on general instructions with its base model's.
+blind judge (the shared LLM backend, or a separate judge server) sees the
+request and two answers, never the rubric or the group, and picks the one
+the user would prefer; every pair is asked in both orders, and a pair whose
+verdict follows the position is a tie. Win rates get Wilson intervals;
+answers the judge did not decide are counted, not guessed, and a one-sided
+or bundled judge's win rates are reported as unusable (``trust``). Rubric
+adherence, a separate rubric-aware metric, is measured where an item is
+measurable (length, format, examples) and judged yes/no otherwise.
+Capability retention compares the fine-tuned model's loss on general
+instructions (built-in, or held-out data such as the HH-RLHF test split:
+``retention_data``) with its base model's, with a bootstrap interval.
 """
 
 from __future__ import annotations
 
-import random
 import re
 from pathlib import Path
 from typing import Any
 
 from pluralign.eval.metrics import proportion_with_interval, wilson_interval
-from pluralign.gpa.attributes import measure
 from pluralign.gpa.common import StepStats, ask, clip
 from pluralign.gpa.config import GPAConfig
 from pluralign.gpa.context import answer_with_rubric, load_prompts
 from pluralign.gpa.finetune import strip_marker
 from pluralign.gpa.io import read_json, read_jsonl, stage_path, write_json, write_jsonl
-from pluralign.gpa.prompts import bullet_list, render
+from pluralign.gpa.prompts import render
 from pluralign.gpa.rubrics import load_rubrics
+from pluralign.gpa.trust import judge_is_bundled, judge_problems, trust_lines, validation_lines
+from pluralign.gpa.validation import measured_adherence
 from pluralign.llm import LLMBackend, LLMConfig, make_backend
 
 METHODS = ("gpa_ct", "gpa_ft")
 BASELINES = ("zero_shot", "persona")
-
-
-def measured_adherence(item: dict[str, Any], response: str) -> bool | None:
-    """Whether ``response`` follows a measurable item; None when the item is not measurable."""
-    f = measure(response)
-    structure = f["bullets"] + f["headings"]
-    checks = {("length", "more"): f["words"] >= 80, ("length", "less"): f["words"] <= 60,
-              ("format", "more"): structure >= 2, ("format", "less"): structure == 0,
-              ("examples", "more"): f["examples"] >= 1, ("examples", "less"): f["examples"] == 0}
-    return checks.get((item["attribute"], item["direction"]))
 
 
 def parse_choice(text: str | None) -> str | None:
@@ -93,35 +87,45 @@ def collect_responses(group: str, prompts: list[dict[str, Any]], rubric: dict[st
     return out
 
 
-def judge_pairs(group: str, prompts: list[dict[str, Any]], rubric: dict[str, Any],
+def judge_pairs(group: str, prompts: list[dict[str, Any]],
                 responses: dict[str, list[str | None]], judge: LLMBackend, config: GPAConfig,
                 stats: StepStats) -> list[dict[str, Any]]:
-    """One judgment per (method, baseline, prompt) where both answers exist."""
-    rng = random.Random(f"{config.seed}:{group}")
-    items = bullet_list([i["text"] for i in rubric["items"]])
-    todo = []
+    """One blind judgment per (method, baseline, prompt) where both answers exist.
+
+    The judge sees the request and the two answers only (no rubric, no group), and each
+    pair is asked in both orders: the method wins or loses only when both orders agree.
+    """
+    todo, requests = [], []
     for method in (m for m in METHODS if m in responses):
         for baseline in BASELINES:
             for k, prompt in enumerate(prompts):
                 mine, theirs = responses[method][k], responses[baseline][k]
                 if mine is None or theirs is None:
                     continue
-                method_is_a = rng.random() < 0.5
-                a, b = (mine, theirs) if method_is_a else (theirs, mine)
                 todo.append({"group": group, "method": method, "baseline": baseline,
-                             "prompt_index": k, "conversation_id": prompt["conversation_id"],
-                             "method_is_a": method_is_a, "request": render(
-                                 "judge_pair", group=group, items=items,
-                                 prompt=clip(prompt["prompt"], 400), a=clip(a, config.max_chars),
-                                 b=clip(b, config.max_chars))})
+                             "prompt_index": k, "conversation_id": prompt["conversation_id"]})
+                request = clip(prompt["prompt"], 400)
+                mine, theirs = clip(mine, config.max_chars), clip(theirs, config.max_chars)
+                requests += [render("judge_blind", prompt=request, a=mine, b=theirs),
+                             render("judge_blind", prompt=request, a=theirs, b=mine)]
     # 8 tokens: room for "Response A" or "The answer is B", which 4 tokens cut off.
-    verdicts = ask(judge, [t.pop("request") for t in todo], stats, max_tokens=8)
-    for row, raw in zip(todo, verdicts, strict=True):
-        choice = parse_choice(raw)
-        row["raw"], row["choice"] = raw, choice
-        row["outcome"] = ("undecided" if choice is None
-                          else "win" if (choice == "A") == row["method_is_a"] else "loss")
+    verdicts = ask(judge, requests, stats, max_tokens=8)
+    for i, row in enumerate(todo):
+        raws = verdicts[2 * i: 2 * i + 2]
+        choices = [parse_choice(raw) for raw in raws]
+        row["raw"], row["choices"] = raws, choices  # [method shown as A, method shown as B]
+        row["outcome"] = pair_outcome(choices)
     return todo
+
+
+def pair_outcome(choices: list[str | None]) -> str:
+    """win / loss when both orders agree, tie when the verdict followed the position."""
+    if None in choices:
+        return "undecided"
+    method_first, method_second = choices
+    if method_first != method_second:
+        return "win" if method_first == "A" else "loss"
+    return "tie"
 
 
 def adherence(group: str, rubric: dict[str, Any], responses: dict[str, list[str | None]],
@@ -169,10 +173,11 @@ def win_table(judgments: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 (group, method, baseline)]
         wins = sum(j["outcome"] == "win" for j in mine)
         losses = sum(j["outcome"] == "loss" for j in mine)
+        ties = sum(j["outcome"] == "tie" for j in mine)
         decided = wins + losses
         low, high = wilson_interval(wins, decided)
         rows.append({"group": group, "method": method, "baseline": baseline, "wins": wins,
-                     "losses": losses, "undecided": len(mine) - decided,
+                     "losses": losses, "ties": ties, "undecided": len(mine) - decided - ties,
                      "win_rate": wins / decided if decided else None, "low": low, "high": high})
     return rows
 
@@ -187,18 +192,21 @@ def one_sided_note(counts: dict[str, int], what: str) -> str | None:
             f"its verdicts hardly depend on the answers")
 
 
-def judge_sides(judgments: list[dict[str, Any]]) -> dict[str, Any]:
-    """How often the judge said A, B or neither, with a note when it nearly always said one.
+def judge_sides(judgments: list[dict[str, Any]], bundled: bool = False) -> dict[str, Any]:
+    """How often the judge said A, B or neither, and whether its win rates are usable.
 
-    Sides are a seeded coin flip, so a judge that always picks one position gives win
-    rates near 50% that say nothing about the answers: the table says so.
+    Every pair is asked in both orders, so a judge that reads the answers says A about as
+    often as B; one that always picks a position produces only ties.
     """
-    sides = {side: sum(j.get("choice") == side for j in judgments) for side in ("A", "B")}
-    note = one_sided_note(sides, "comparisons")
+    choices = [c for j in judgments for c in j["choices"]]
+    sides = {side: choices.count(side) for side in ("A", "B")}
+    note = one_sided_note(sides, "verdicts")
     if note:
-        note += ", so these win rates are coin flips (the method's side is randomised)"
-    return {**sides, "undecided": len(judgments) - sum(sides.values()),
-            "position_bias_note": note}
+        note += ", so every pair it decided is a tie (each pair is asked in both orders)"
+    problems = judge_problems(sides, bundled)
+    return {**sides, "undecided": len(choices) - sum(sides.values()),
+            "position_ties": sum(j["outcome"] == "tie" for j in judgments),
+            "position_bias_note": note, "problems": problems, "usable": not problems}
 
 
 def judged_verdicts(checks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -241,36 +249,58 @@ def _ft_backend(final_dir: str, config: GPAConfig) -> tuple[LLMBackend, Any]:
 
 
 def _retention(config: GPAConfig, loaded: Any) -> dict[str, Any]:
-    from pluralign.gpa.retention import retention_check
+    from pluralign.gpa.retention import GENERAL_INSTRUCTIONS, load_retention_pairs, retention_check
     from pluralign.models import load_model
 
-    return retention_check(load_model(config.ft_model), loaded, config.retention_margin)
+    pairs, source = GENERAL_INSTRUCTIONS, "built-in general instructions"
+    if config.retention_data:
+        pairs = load_retention_pairs(config.retention_data, config.retention_examples,
+                                     config.seed)
+        source = config.retention_data
+    return retention_check(load_model(config.ft_model), loaded, config.retention_margin,
+                           pairs, source, config.seed)
 
 
-def evaluation_markdown(result: dict[str, Any]) -> str:
-    def pct(v: Any) -> str:
-        return "n/a" if v is None or v != v else f"{100 * v:.0f}%"
+def _pct(v: Any) -> str:
+    return "n/a" if v is None or v != v else f"{100 * v:.0f}%"
 
-    lines = ["# GPA evaluation", "", "## Win rates (judge prefers the method)", "",
-             "| group | method | vs | wins | losses | undecided | win rate [95% CI] |",
-             "|---|---|---|---|---|---|---|"]
+
+def win_rate_lines(result: dict[str, Any]) -> list[str]:
+    """The blind win-rate table; an unusable judge's rates are not shown as numbers."""
+    judge = result.get("judge") or {}
+    usable = judge.get("usable", True)
+    lines = ["## Blind win rates (the judge never sees the rubric)", ""]
+    if not usable:
+        lines += ["UNUSABLE: " + "; ".join(judge["problems"]) + ". The counts below show "
+                  "what the judge did; they are not results.", ""]
+    lines += ["| group | method | vs | wins | losses | ties (order decided) | undecided | "
+              "win rate [95% CI] |", "|---|---|---|---|---|---|---|---|"]
     for r in result["win_rates"]:
+        rate = (f"{_pct(r['win_rate'])} [{_pct(r['low'])}, {_pct(r['high'])}]" if usable
+                else "unusable")
         lines.append(f"| {r['group']} | {r['method']} | {r['baseline']} | {r['wins']} | "
-                     f"{r['losses']} | {r['undecided']} | {pct(r['win_rate'])} "
-                     f"[{pct(r['low'])}, {pct(r['high'])}] |")
-    judge = result.get("judge")
+                     f"{r['losses']} | {r.get('ties', 0)} | {r['undecided']} | {rate} |")
     if judge:
         lines += ["", f"Judge verdicts: A {judge['A']}, B {judge['B']}, undecided "
                       f"{judge['undecided']}."]
         if judge["position_bias_note"]:
             lines.append(f"Caution: {judge['position_bias_note']}.")
-    lines += ["", "## Rubric adherence", "",
+    return lines
+
+
+def evaluation_markdown(result: dict[str, Any],
+                        rubrics: dict[str, dict[str, Any]] | None = None) -> str:
+    """evaluation.md: what can be trusted first, then the tables."""
+    rubrics = rubrics or {}
+    lines = ["# GPA evaluation", "", *trust_lines(result, rubrics), *validation_lines(rubrics),
+             *win_rate_lines(result)]
+    lines += ["", "## Rubric adherence (rubric-aware: follows the items, not preference)", "",
               "| group | method | adherence [95% CI] | checks | measured | undecided |",
               "|---|---|---|---|---|---|"]
     for group, methods in result["adherence"].items():
         for method, a in methods.items():
-            lines.append(f"| {group} | {method} | {pct(a['adherence'])} [{pct(a['low'])}, "
-                         f"{pct(a['high'])}] | {a['checks']} | {a.get('measured', 'n/a')} | "
+            lines.append(f"| {group} | {method} | {_pct(a['adherence'])} [{_pct(a['low'])}, "
+                         f"{_pct(a['high'])}] | {a['checks']} | {a.get('measured', 'n/a')} | "
                          f"{a['undecided']} |")
     verdicts = result.get("judged_adherence")
     if verdicts and verdicts["yes"] + verdicts["no"] + verdicts["undecided"]:
@@ -278,12 +308,15 @@ def evaluation_markdown(result: dict[str, Any]) -> str:
                       f"no {verdicts['no']}, undecided {verdicts['undecided']}."]
         if verdicts["note"]:
             lines.append(f"Caution: {verdicts['note']}.")
-    lines += ["", "## Capability retention (general instructions)", ""]
+    lines += ["", "## Capability retention (held-out instruction loss)", ""]
     for group, r in result["retention"].items():
         verdict = "passed" if r["passed"] else "FAILED"
+        interval = (f" [95% CI {100 * r['change_low']:+.1f}%, {100 * r['change_high']:+.1f}%]"
+                    if "change_low" in r else "")
         lines.append(f"- {group}: base loss {r['base_loss']}, fine-tuned {r['finetuned_loss']} "
-                     f"({100 * r['relative_change']:+.1f}%; margin {100 * r['margin']:.0f}%): "
-                     f"{verdict}")
+                     f"({100 * r['relative_change']:+.1f}%{interval}; margin "
+                     f"{100 * r['margin']:.0f}%; {r.get('instructions', '?')} examples of "
+                     f"{r.get('source', 'built-in general instructions')}): {verdict}")
     if not result["retention"]:
         lines.append("- no GPA-FT model was trained")
     if result["skipped"]:
@@ -317,8 +350,7 @@ def run_evaluate(config: GPAConfig, backend: LLMBackend, embedder: Any = None
                                "conversation_id": p["conversation_id"], "turn": p["turn"],
                                "prompt": p["prompt"], "response": t}
                               for k, (p, t) in enumerate(zip(prompts[group], texts, strict=True))]
-        judgments += judge_pairs(group, prompts[group], rubrics[group], answers, judge, config,
-                                 stats)
+        judgments += judge_pairs(group, prompts[group], answers, judge, config, stats)
         result["adherence"][group], group_checks = adherence(group, rubrics[group], answers,
                                                              judge, stats)
         checks += group_checks
@@ -326,13 +358,16 @@ def run_evaluate(config: GPAConfig, backend: LLMBackend, embedder: Any = None
             result["retention"][group] = _retention(config, loaded)
     for group in (g for g, r in rubrics.items() if not r["items"]):
         result["skipped"][group] = rubrics[group]["status"]
-    result["win_rates"], result["judge"] = win_table(judgments), judge_sides(judgments)
+    result["win_rates"] = win_table(judgments)
+    result["judge"] = judge_sides(judgments, judge_is_bundled(config))
+    for row in result["win_rates"]:
+        row["usable"] = result["judge"]["usable"]
     result["judged_adherence"] = judged_verdicts(checks)
     result["llm"] = stats.as_dict()
     write_jsonl(stage_path(config.work_dir, "adherence"), checks)
     write_jsonl(stage_path(config.work_dir, "responses"), responses_out)
     write_jsonl(stage_path(config.work_dir, "judgments"), judgments)
     write_json(stage_path(config.work_dir, "evaluate"), result)
-    Path(stage_path(config.work_dir, "evaluate_md")).write_text(evaluation_markdown(result),
-                                                                encoding="utf-8")
+    Path(stage_path(config.work_dir, "evaluate_md")).write_text(
+        evaluation_markdown(result, rubrics), encoding="utf-8")
     return result

@@ -44,12 +44,13 @@ PROMPTS: dict[str, str] = {
     "violates_system": (
         "Answer the user's request. Follow every one of these guidelines:\n{items}"
     ),
-    # The question comes last: small models answer the last thing they read (with the
-    # guidelines first, SmolLM2-135M continued the responses instead of choosing).
-    "judge_pair": (
+    # The blind judge never sees the rubric or the group: a judge told the mined rubric
+    # rewards the answer written from that rubric (GPA-CT), which makes the win rate
+    # circular. The question comes last: small models answer the last thing they read.
+    "judge_blind": (
         "Request: {prompt}\n\nResponse A:\n{a}\n\nResponse B:\n{b}\n\n"
-        "Users from {group} prefer answers that follow these guidelines:\n{items}\n\n"
-        "Which response would a user from {group} prefer, A or B? Reply with one letter."
+        "Which response would a user who sent this request prefer, A or B? Reply with one "
+        "letter."
     ),
     "judge_adherence": (
         "Here is a response:\n{response}\n\n"

@@ -18,6 +18,7 @@ from pluralign.gpa.config import GPAConfig
 from pluralign.gpa.io import read_jsonl, stage_path, write_json
 from pluralign.gpa.prompts import item_phrase, render, violation_phrase
 from pluralign.gpa.rules import eligible_groups
+from pluralign.gpa.validation import describe, describe_fit, group_fit, validate_rubrics
 from pluralign.llm import LLMBackend
 
 #: Words an LLM phrasing must use to count as being about its attribute *and direction*
@@ -137,17 +138,30 @@ def generate_rubrics(rules: list[dict[str, Any]], signals: list[dict[str, Any]],
     return out
 
 
+def _mark(check: dict[str, Any] | None) -> str:
+    """A marker for items held-out conversations do not support, where people read them."""
+    if check is None or check["verdict"].startswith("replicates"):
+        return ""
+    if check["verdict"] == "does not replicate":
+        return "[does not replicate on held-out conversations] "
+    return "[not validated on held-out conversations] "
+
+
 def rubric_markdown(rubrics: dict[str, dict[str, Any]], skipped: dict[str, str]) -> str:
     lines = ["# Group preference rubrics", ""]
     for group, rubric in rubrics.items():
         lines += [f"## {group}", ""]
+        if "heldout_fit" in rubric and rubric["items"]:
+            lines += [describe_fit(rubric["heldout_fit"]), ""]
         if not rubric["items"]:
             lines += [f"_{rubric['status']}_", ""]
             continue
         for item in rubric["items"]:
-            lines.append(f"- **{item['text']}** ({item['attribute']}: {item['direction']}; "
-                         f"support {item['support']}, lift {item['lift']:.2f}; "
-                         f"rules: {', '.join(item['rules'])})")
+            check = item.get("heldout")
+            lines.append(f"- {_mark(check)}**{item['text']}** ({item['attribute']}: "
+                         f"{item['direction']}; support {item['support']}, lift "
+                         f"{item['lift']:.2f}; rules: {', '.join(item['rules'])}; "
+                         f"{describe(check)})")
         lines.append("")
     if skipped:
         lines += ["## Groups without a rubric", ""]
@@ -169,9 +183,18 @@ def run_rubrics(config: GPAConfig, backend: LLMBackend | None) -> dict[str, Any]
     groups, skipped = eligible_groups(config)
     stats = StepStats()
     rubrics = generate_rubrics(rules, signals, groups, backend, config, stats)
+    conversations = list(read_jsonl(stage_path(config.work_dir, "ingest")))
+    checks = validate_rubrics(rubrics, rules, conversations, config.cue_chars)
+    fits = group_fit(rubrics, rules, conversations, config.cue_chars)
+    for group, rubric in rubrics.items():
+        rubric["heldout_fit"] = fits[group]
+        for item in rubric["items"]:
+            item["heldout"] = checks[item["item_id"]]
     write_json(stage_path(config.work_dir, "rubrics"), {"rubrics": rubrics, "skipped": skipped})
     stage_path(config.work_dir, "rubrics_md").write_text(rubric_markdown(rubrics, skipped),
                                                          encoding="utf-8")
     phrasing = Counter(i["text_source"] for r in rubrics.values() for i in r["items"])
+    verdicts = Counter(c["verdict"] for c in checks.values())
     return {"items": {g: len(r["items"]) for g, r in rubrics.items()},
-            "text_sources": dict(phrasing), "skipped_groups": skipped, "llm": stats.as_dict()}
+            "heldout_verdicts": dict(verdicts), "text_sources": dict(phrasing),
+            "skipped_groups": skipped, "llm": stats.as_dict()}
