@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,3 +42,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present next to the project")
     return SHARED_DATA
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The figures the evaluation report would save (``pluralign.eval.report._save``), kept
+    open for inspection instead of written; closed after the test."""
+    from pluralign.eval import report
+
+    figures = []
+
+    def keep(fig: Any, path: Path) -> Path:
+        figures.append(fig)
+        return path
+
+    monkeypatch.setattr(report, "_save", keep)
+    yield figures
+    report._pyplot().close("all")

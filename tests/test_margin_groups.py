@@ -4,7 +4,6 @@ hand-built records, carried to the trainers, logged during training, drawn in th
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -137,19 +136,6 @@ def margins_result(values: dict[str, list[float]]) -> MarginsResult:
     return MarginsResult(margins=margins, groups=groups, chosen_rewards=margins,
                          rejected_rewards=[0.0] * len(margins),
                          summary=_summaries(torch.tensor(margins), groups, seed=0))
-
-
-@pytest.fixture
-def captured(monkeypatch):
-    """The figures the report would save, kept open for inspection."""
-    figures = []
-
-    def keep(fig, path: Path) -> Path:
-        figures.append(fig)
-        return path
-
-    monkeypatch.setattr(report, "_save", keep)
-    return figures
 
 
 def test_report_margin_bars_and_table_show_the_three_groups(captured, tmp_path):

@@ -50,20 +50,6 @@ def evaluation(label: str, jsd: float, cbc: float | None, *, sampled: bool = Tru
     return ModelEvaluation(label, f"runs/{label}/final", label, predictions, metrics)
 
 
-@pytest.fixture
-def captured(monkeypatch):
-    """The figures the report would save, kept open for inspection."""
-    figures = []
-
-    def keep(fig, path: Path) -> Path:
-        figures.append(fig)
-        return path
-
-    monkeypatch.setattr(report, "_save", keep)
-    yield figures
-    report._pyplot().close("all")
-
-
 def table(markdown: str) -> list[dict[str, str]]:
     """The methods table of report.md as one {header: cell} dict per model."""
     lines = [line for line in markdown.splitlines() if line.startswith("| ")]
