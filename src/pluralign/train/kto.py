@@ -32,15 +32,10 @@ from pluralign.data.records import GroupPreferenceExample, question_key
 from pluralign.train.belief_loss import BeliefLossArgs, belief_loss_help
 from pluralign.train.common import GuardedCheckpointsMixin, HiddenStateCapture, check_finite
 from pluralign.train.dataset import preference_rows
+from pluralign.train.gdpo_config import bf16_off_where_unsupported, refuse_unimplemented_options
 from pluralign.train.losses import gdpo_kto_loss
 from pluralign.train.metrics import belief_diagnostics
-from pluralign.train.preference import (
-    belief_span_logps,
-    bf16_off_where_unsupported,
-    mask_spans,
-    pad_rows,
-    refuse_unimplemented_options,
-)
+from pluralign.train.preference import belief_span_logps, mask_spans, pad_rows
 from pluralign.train.reference_cache import (
     LAZY_REF_HELP,
     ROW_KEY,
