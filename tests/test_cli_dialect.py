@@ -122,6 +122,25 @@ def test_bad_pass_through_options_fail_in_one_line(words, message):
         load_config(TrainConfig, None, words)
 
 
+@pytest.mark.parametrize("method", ["sft", "gdpo", "kto"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_trl_configs_build_without_the_deprecated_checkpointing_alias(method, checkpointing,
+                                                                     tmp_path):
+    import warnings
+
+    from pluralign.train.trl_options import family_config_class
+
+    config = TrainConfig(method=method, output_dir=str(tmp_path),
+                         gradient_checkpointing=checkpointing)
+    family = config.method_spec.family
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*gradient_checkpointing.*deprecated")
+        args = family_config_class(family)(
+            **trainer_arguments(config, has_eval=False))
+    assert args.activation_checkpointing is checkpointing
+    assert args.gradient_checkpointing is checkpointing  # the old name mirrors it
+
+
 def test_the_python_api_checks_training_args_too():
     assert TrainConfig(method="sft", training_args={"weight_decay": "0.1"}).training_args == {
         "weight_decay": 0.1}

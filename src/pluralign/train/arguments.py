@@ -23,7 +23,7 @@ SAME_NAME_ARGUMENTS = (
     "learning_rate", "optim", "lr_scheduler_type", "warmup_steps", "num_train_epochs",
     "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
     "gradient_accumulation_steps", "eval_steps", "logging_steps", "save_steps",
-    "save_total_limit", "seed", "bf16", "gradient_checkpointing", "max_length",
+    "save_total_limit", "seed", "bf16", "max_length",
 )
 #: ``TrainConfig`` fields that KTO takes under TRL's name.
 KTO_ARGUMENTS = {"kto_desirable_weight": "desirable_weight",
@@ -40,6 +40,8 @@ def training_arguments(config: TrainConfig, *, has_eval: bool) -> dict[str, Any]
         "eval_strategy": "steps" if has_eval else "no",
         "eval_on_start": has_eval and config.eval_on_start,
         "data_seed": config.seed,
+        # transformers 5 renamed it; the old name warns on every run (FutureWarning).
+        "activation_checkpointing": config.gradient_checkpointing,
         "report_to": config.report_to or "none",
         "remove_unused_columns": True,
         "disable_tqdm": False,

@@ -37,6 +37,7 @@ RESERVED = {
     "dataset_text_field": "nothing: pluralign tokenises records itself",
     "sequence_format": "sequence_format (a TrainConfig field)",
     "pairing": "method: the method decides the pairing",
+    "activation_checkpointing": "gradient_checkpointing (a TrainConfig field)",
 }
 
 
