@@ -183,3 +183,12 @@ def test_eval_refuses_an_unknown_option_with_a_suggestion():
     result = runner.invoke(app, ["eval", "-m", "tiny", "--judge_modle", "x"])
     assert result.exit_code == 2
     assert 'no field \'judge_modle\'. Did you mean "judge_model"' in result.output
+
+
+def test_build_trainers_options_are_checked_as_training_args(tmp_path):
+    from pluralign.train.api import build_trainer
+
+    config = TrainConfig(method="sft", output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"training_args\.share_prefix: not an option of "
+                                         "SFTConfig"):
+        build_trainer(config, train_records=[], trainer_options={"share_prefix": False})

@@ -64,12 +64,9 @@ class _Context:
     train_records: list[GroupPreferenceExample]
     eval_records: list[GroupPreferenceExample]
     output_dir: Path
-    #: Keywords for the TRL config over what ``config`` maps to (see :func:`build_trainer`).
-    trainer_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def trainer_arguments(self) -> dict[str, Any]:
-        return {**trainer_arguments(self.config, has_eval=bool(self.eval_records)),
-                **self.trainer_options}
+        return trainer_arguments(self.config, has_eval=bool(self.eval_records))
 
 
 def sequence_format(config: TrainConfig) -> SequenceFormat:
@@ -282,13 +279,15 @@ def build_trainer(config: TrainConfig, *,
     ``train_records``: train on these instead of reading ``config.train_file``
     (which then only names them in messages). ``policy``: the ``(model,
     tokenizer)`` that :func:`load_policy` returned for ``config``, when the caller
-    needed them first. ``trainer_options``: keywords for the method family's TRL
-    config over those ``config`` maps to (:func:`pluralign.train.arguments.
-    trainer_arguments`), e.g. ``{"compact_logprobs": False}`` for GDPO.
+    needed them first. ``trainer_options``: more fields of the method family's TRL
+    config, e.g. ``{"compact_logprobs": False}`` for GDPO; they join
+    ``config.training_args`` and are checked as it is.
     """
+    if trainer_options:
+        config = dataclasses.replace(
+            config, training_args={**config.training_args, **trainer_options})
     _check_trainable(config, records_given=train_records is not None)
-    trainer, _ = _build(config, train_records, policy, dict(trainer_options or {}),
-                        console_logs)
+    trainer, _ = _build(config, train_records, policy, console_logs)
     return trainer
 
 
@@ -303,7 +302,7 @@ def _check_trainable(config: TrainConfig, *, records_given: bool) -> None:
 
 def _train_in_folder(config: TrainConfig, resume_from: Path | None,
                      console_logs: bool) -> TrainResult:
-    trainer, ctx = _build(config, None, None, {}, console_logs)
+    trainer, ctx = _build(config, None, None, console_logs)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if ctx.eval_records and _needs_final_evaluation(trainer):
         trainer.evaluate()
@@ -311,8 +310,7 @@ def _train_in_folder(config: TrainConfig, resume_from: Path | None,
 
 
 def _build(config: TrainConfig, given: Sequence[GroupPreferenceExample] | None,
-           policy: tuple[Any, Any] | None, trainer_options: dict[str, Any],
-           console_logs: bool) -> tuple[Any, _Context]:
+           policy: tuple[Any, Any] | None, console_logs: bool) -> tuple[Any, _Context]:
     """:func:`build_trainer`'s trainer and the context that writing ``final/`` needs."""
     from transformers import set_seed
 
@@ -341,7 +339,7 @@ def _build(config: TrainConfig, given: Sequence[GroupPreferenceExample] | None,
         train_records = frame_prompts(train_records, config.seed)
     # The trainer evaluates (loss, margins) on the validation split when there is one.
     ctx = _Context(config, method, model, tokenizer, sequence_format(config), train_records,
-                   validation_records or heldout_records, output_dir, trainer_options)
+                   validation_records or heldout_records, output_dir)
     trainer = TRAINER_FAMILIES[method.family](ctx)
     add_metrics_callback(trainer, output_dir)  # first: what it derives reaches report_to
     if not console_logs:
