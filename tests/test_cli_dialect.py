@@ -192,3 +192,15 @@ def test_build_trainers_options_are_checked_as_training_args(tmp_path):
     with pytest.raises(ValueError, match=r"training_args\.share_prefix: not an option of "
                                          "SFTConfig"):
         build_trainer(config, train_records=[], trainer_options={"share_prefix": False})
+
+
+def test_a_bare_flag_before_the_operand_leaves_the_operand_alone():
+    config = load_from_command_line(GenerateConfig, ["--trust_remote_code", "Tea?"],
+                                    operand="prompt")
+    assert (config.trust_remote_code, config.prompt) == (True, "Tea?")
+    config = load_from_command_line(GenerateConfig, ["--trust-remote-code", "off", "Tea?"],
+                                    operand="prompt")
+    assert (config.trust_remote_code, config.prompt) == (False, "Tea?")
+    config = load_from_command_line(GenerateConfig, ["--model", "tiny", "Tea?"],
+                                    operand="prompt")
+    assert (config.model, config.prompt) == ("tiny", "Tea?")

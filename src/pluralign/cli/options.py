@@ -41,6 +41,8 @@ CONFIG_COMMAND: dict[str, Any] = {
     "options_metavar": "[CONFIG.yaml] [--FIELD VALUE]..."}
 
 _YAML_SUFFIXES = (".yaml", ".yml")
+#: Words a boolean option takes as its value (config.core reads the same ones).
+_BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
 
 
 class CommandLineError(ValueError):
@@ -49,13 +51,14 @@ class CommandLineError(ValueError):
 
 def split_command_line(
     args: Sequence[str], *, short: Mapping[str, str] | None = None,
-    operand: str | None = None,
+    operand: str | None = None, flags: frozenset[str] = frozenset(),
 ) -> tuple[str | None, list[str]]:
     """(YAML path or None, ``--key value`` words) from a config command's words.
 
     ``short`` maps letters to field names (``{"-o": "output_dir"}``); ``operand``
     names the field that plain words fill (several make a list), a word right after an
-    option without ``=`` being that option's value.
+    option without ``=`` being that option's value, unless the option is one of the
+    boolean ``flags`` and the word no boolean (``--name_with_llm hh.jsonl``).
     """
     words = list(args)
     config: str | None = None
@@ -80,7 +83,7 @@ def split_command_line(
             leading = False
         elif leading and config is None and word.endswith(_YAML_SUFFIXES) and not overrides:
             config = word
-        elif operand is not None and not _after_option(overrides):
+        elif operand is not None and not _after_option(overrides, flags, word):
             overrides.append(f"--{operand}={word}")
         else:
             overrides.append(word)  # an option's value; a stray word fails in parsing
@@ -104,9 +107,14 @@ def _is_number(word: str) -> bool:
     return True
 
 
-def _after_option(overrides: list[str]) -> bool:
-    """Whether the last word was an option still waiting for its value (``--key``)."""
-    return bool(overrides) and overrides[-1].startswith("--") and "=" not in overrides[-1]
+def _after_option(overrides: list[str], flags: frozenset[str], word: str) -> bool:
+    """Whether the last word was an option still waiting for its value (``--key``): not a
+    boolean flag followed by a word that is no boolean value."""
+    last = overrides[-1] if overrides else ""
+    if not last.startswith("--") or "=" in last:
+        return False
+    is_flag = last[2:].replace("-", "_") in flags
+    return not is_flag or word.strip().lower() in _BOOLEAN_WORDS
 
 
 def load_from_command_line(
@@ -121,10 +129,20 @@ def load_from_command_line(
 
     from pluralign.config import load_config
 
-    config, words = split_command_line(args, short=short, operand=operand)
+    config, words = split_command_line(args, short=short, operand=operand,
+                                       flags=_boolean_fields(cls))
     if config is None and default_file is not None and Path(default_file).is_file():
         config = default_file
     return load_config(cls, config, words, preset=before)
+
+
+def _boolean_fields(cls: type) -> frozenset[str]:
+    """Names (and aliases) of ``cls``'s boolean fields, which a bare ``--flag`` sets."""
+    from pluralign.config import config_fields
+
+    names = {name for name, (_, tp) in config_fields(cls).items() if tp is bool}
+    aliases = getattr(cls, "config_aliases", {})
+    return frozenset(names | {old for old, new in aliases.items() if new in names})
 
 
 def print_fields(cls: type) -> None:
