@@ -69,12 +69,13 @@ def _work_dir(words: Sequence[str]) -> Path:
 
 def _load(args: Sequence[str], operand: str | None, quick: bool) -> Any:
     """Defaults < the YAML file (else WORK/gpa_config.yaml) < the quick preset < the words."""
-    from pluralign.cli.options import load_from_command_line, split_command_line
+    from pluralign.cli.options import boolean_fields, load_from_command_line, split_command_line
     from pluralign.config import load_config
     from pluralign.gpa import GPAConfig
     from pluralign.gpa.config import quick_overrides
 
-    yaml_file, words = split_command_line(args, short=GPA_SHORT, operand=operand)
+    yaml_file, words = split_command_line(args, short=GPA_SHORT, operand=operand,
+                                          flags=boolean_fields(GPAConfig))
     saved = _work_dir(words) / CONFIG_NAME
     if not quick:
         return load_from_command_line(GPAConfig, args, short=GPA_SHORT, operand=operand,

@@ -41,8 +41,6 @@ CONFIG_COMMAND: dict[str, Any] = {
     "options_metavar": "[CONFIG.yaml] [--FIELD VALUE]..."}
 
 _YAML_SUFFIXES = (".yaml", ".yml")
-#: Words a boolean option takes as its value (config.core reads the same ones).
-_BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
 
 
 class CommandLineError(ValueError):
@@ -110,11 +108,13 @@ def _is_number(word: str) -> bool:
 def _after_option(overrides: list[str], flags: frozenset[str], word: str) -> bool:
     """Whether the last word was an option still waiting for its value (``--key``): not a
     boolean flag followed by a word that is no boolean value."""
+    from pluralign.config.core import BOOLEAN_WORDS
+
     last = overrides[-1] if overrides else ""
     if not last.startswith("--") or "=" in last:
         return False
     is_flag = last[2:].replace("-", "_") in flags
-    return not is_flag or word.strip().lower() in _BOOLEAN_WORDS
+    return not is_flag or word.strip().lower() in BOOLEAN_WORDS
 
 
 def load_from_command_line(
@@ -130,13 +130,13 @@ def load_from_command_line(
     from pluralign.config import load_config
 
     config, words = split_command_line(args, short=short, operand=operand,
-                                       flags=_boolean_fields(cls))
+                                       flags=boolean_fields(cls))
     if config is None and default_file is not None and Path(default_file).is_file():
         config = default_file
     return load_config(cls, config, words, preset=before)
 
 
-def _boolean_fields(cls: type) -> frozenset[str]:
+def boolean_fields(cls: type) -> frozenset[str]:
     """Names (and aliases) of ``cls``'s boolean fields, which a bare ``--flag`` sets."""
     from pluralign.config import config_fields
 

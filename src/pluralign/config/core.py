@@ -27,6 +27,8 @@ C = TypeVar("C")
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
+#: The words a boolean field reads (case aside).
+BOOLEAN_WORDS = frozenset(_TRUE | _FALSE)
 
 
 class ConfigError(ValueError):

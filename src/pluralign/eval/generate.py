@@ -232,7 +232,8 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention_mask)`` of ``rows`` padded on the left to the longest."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -250,7 +251,7 @@ def last_position_logits(
     out = []
     device = _device(model)
     for start in range(0, len(prompt_ids), batch_size):
-        ids, mask = _left_pad(prompt_ids[start:start + batch_size], pad_token_id)
+        ids, mask = left_pad(prompt_ids[start:start + batch_size], pad_token_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(
             input_ids=ids.to(device), attention_mask=mask.to(device),
@@ -278,7 +279,7 @@ def _continue(
     Special tokens are kept in the text: skipping them would hide a belief
     marker or separator that a model repeats inside its response.
     """
-    ids, mask = _left_pad(rows, tokenizer.pad_token_id)
+    ids, mask = left_pad(rows, tokenizer.pad_token_id)
     kwargs: dict[str, Any] = {"max_new_tokens": options.max_new_tokens}
     if options.text_temperature > 0:
         kwargs.update(do_sample=True, temperature=options.text_temperature, top_p=options.top_p)
@@ -292,10 +293,15 @@ def _continue(
     return [decode_until_eos(tokenizer, row) for row in out[:, ids.shape[1]:].tolist()]
 
 
+def eos_position(tokenizer: Any, token_ids: Sequence[int]) -> int | None:
+    """Index of the first eos (or pad) in ``token_ids``; None where generation never ended."""
+    stops = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    return next((i for i, t in enumerate(token_ids) if t in stops), None)
+
+
 def decode_until_eos(tokenizer: Any, token_ids: Sequence[int]) -> str:
     """Text of ``token_ids`` before the first eos (or pad), special tokens kept."""
-    stops = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
-    end = next((i for i, t in enumerate(token_ids) if t in stops), len(token_ids))
+    end = eos_position(tokenizer, token_ids)
     return tokenizer.decode(list(token_ids[:end]), skip_special_tokens=False)
 
 

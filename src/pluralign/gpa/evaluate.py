@@ -29,7 +29,13 @@ from pluralign.gpa.finetune import strip_marker
 from pluralign.gpa.io import read_json, read_jsonl, stage_path, write_json, write_jsonl
 from pluralign.gpa.prompts import render
 from pluralign.gpa.rubrics import load_rubrics
-from pluralign.gpa.trust import judge_is_bundled, judge_problems, trust_lines, validation_lines
+from pluralign.gpa.trust import (
+    ONE_SIDED_SHARE,
+    judge_is_bundled,
+    judge_problems,
+    trust_lines,
+    validation_lines,
+)
 from pluralign.gpa.validation import measured_adherence
 from pluralign.llm import LLMBackend, LLMConfig, make_backend
 
@@ -185,7 +191,7 @@ def win_table(judgments: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def one_sided_note(counts: dict[str, int], what: str) -> str | None:
     """A caution when a judge gave (nearly) the same verdict every time it decided."""
     decided = sum(counts.values())
-    if decided < 4 or max(counts.values()) < 0.9 * decided:
+    if decided < 4 or max(counts.values()) < ONE_SIDED_SHARE * decided:
         return None
     verdict = max(counts, key=lambda k: counts[k])
     return (f"the judge answered {verdict} in {counts[verdict]} of {decided} decided {what}: "

@@ -27,7 +27,12 @@ from pluralign.beliefs.formats import BeliefMarkerError, SequenceFormat
 from pluralign.beliefs.shots import ShotPool, context_text
 from pluralign.beliefs.tokenize import belief_marker_ids, encode_prompt, marker_options_ids
 from pluralign.data.records import Belief
-from pluralign.eval.generate import last_position_logits, split_description
+from pluralign.eval.generate import (
+    eos_position,
+    last_position_logits,
+    left_pad,
+    split_description,
+)
 from pluralign.serve.streaming import DeltaTracker, RowStreamer
 
 
@@ -280,12 +285,8 @@ class Engine:
                   seed: int | None) -> list[list[int]]:
         """Left-padded batched ``generate``; each row stops at its own limit."""
         pad = self.tokenizer.pad_token_id
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row):] = 1
+        ids, mask = left_pad(rows, pad)
+        width = ids.shape[1]
         kwargs: dict[str, Any] = {"max_new_tokens": max(limits)}
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
@@ -310,10 +311,9 @@ class Engine:
                      listeners: Sequence[StreamListener | None],
                      trackers: dict[int, DeltaTracker]) -> list[AnswerSet]:
         answers: list[list[Answer]] = [[] for _ in specs]
-        stops = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
         for r, (row, ids) in enumerate(zip(rows, texts, strict=True)):
             belief = specs[row.job].beliefs[row.belief]
-            end = next((i for i, t in enumerate(ids) if t in stops), None)
+            end = eos_position(self.tokenizer, ids)
             text = self._decode(ids if end is None else ids[:end])
             parsed = split_description(text, belief.class_id,
                                        has_description=self.has_description)
