@@ -44,14 +44,16 @@ class DataSpec:
     cache_dir: Path = Path("runs/opinion_repro/llm-cache")
 
 
-def build_group(group: str, spec: DataSpec, out: Path) -> dict[str, Path]:
+def build_group(group: str | list[str], spec: DataSpec, out: Path) -> dict[str, Path]:
     """Build one group's data (seed 0, cached LLM answers); files train / paraphrase /
-    questions. Rebuilt only when missing."""
+    questions. Rebuilt only when missing. A list of groups builds them into one dataset
+    (every group of a question in the same split, with the same held-out framing)."""
     files = {name: out / f"{name}.jsonl" for name in ("train", "paraphrase", "questions")}
     if all(path.is_file() for path in files.values()):
         return files
     result = build_opinions(OpinionsConfig(
-        source=str(spec.source), groups=[group], max_questions=spec.questions,
+        source=str(spec.source), groups=[group] if isinstance(group, str) else list(group),
+        max_questions=spec.questions,
         n_styles=spec.styles, pairs_per_question=spec.pairs, split_by="question",
         fractions=[0.75, 0.0, 0.25], writer=spec.writer, seed=0,
         llm=LLMConfig(cache_dir=str(spec.cache_dir)),
@@ -100,15 +102,17 @@ class SeedRun:
 
 
 def train_methods(files: dict[str, Path], recipe: Recipe, seed: int, out: Path,
-                  methods: tuple[str, ...] = METHODS) -> SeedRun:
-    """SFT from the bundled model, then every other method from the SFT model."""
+                  methods: tuple[str, ...] = METHODS, **overrides: Any) -> SeedRun:
+    """SFT from the bundled model, then every other method from the SFT model; ``overrides``
+    are TrainConfig fields of every stage (e.g. ``group_in_prompt``)."""
     run = SeedRun({}, {}, {})
     for method in methods:
         start = "smollm2-135m" if method == "sft" else str(run.finals["sft"])
         started = time.perf_counter()
+        # overwrite: the benchmark owns its folders
         result = train(recipe.train_config(
             method, start=start, train_file=str(files["train"]), output_dir=str(out / method),
-            seed=seed, overwrite=True), console_logs=False)  # the benchmark owns its folders
+            seed=seed, overwrite=True, **overrides), console_logs=False)
         run.finals[method] = result.final_dir
         run.seconds[method] = time.perf_counter() - started
         run.selected_steps[method] = result.selected_step
@@ -129,12 +133,13 @@ def best_validation_jsd(run_dir: Path, step: int | None) -> float | None:
 
 
 def evaluate_models(finals: dict[str, Path], data: Path, out: Path, seed: int,
-                    n_samples: int) -> dict[str, Any]:
-    """eval.json of ``finals`` on ``data`` plus per-prompt rows (predictions.jsonl)."""
+                    n_samples: int, **options: Any) -> dict[str, Any]:
+    """eval.json of ``finals`` on ``data`` plus per-prompt rows (predictions.jsonl);
+    ``options`` are further EvalConfig fields (e.g. ``group_context_pool``)."""
     evaluate(EvalConfig(
         models=[str(finals[m]) for m in finals], data=str(data), output_dir=str(out),
         judge="embedding", n_samples=n_samples, max_new_tokens=40, seed=seed,
-        belief_samples=0, progress=False, bf16=bf16_is_fast(),
+        belief_samples=0, progress=False, bf16=bf16_is_fast(), **options,
     ))
     summary = json.loads((out / "eval.json").read_text())
     summary["rows"] = [json.loads(line) for line in (out / "predictions.jsonl").open()]

@@ -59,3 +59,22 @@ def captured(monkeypatch):
     monkeypatch.setattr(report, "_save", keep)
     yield figures
     report._pyplot().close("all")
+
+
+@pytest.fixture
+def benchmark_module(monkeypatch):
+    """Import a script of ``benchmarks/`` by name (its folder on ``sys.path``, where the
+    scripts import ``_opinions`` and ``_report`` from); forgotten again after the test."""
+    import importlib
+    import sys
+
+    names: list[str] = []
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+    def load(name: str) -> Any:
+        names.append(name)
+        return importlib.import_module(name)
+
+    yield load
+    for name in names:
+        sys.modules.pop(name, None)

@@ -148,6 +148,23 @@ def test_the_python_api_checks_training_args_too():
         TrainConfig(training_args={"learning_rate": 1e-4})
 
 
+def test_loss_type_takes_each_familys_type_from_the_command_line(tmp_path):
+    # SFTConfig's loss_type is a string, DPOConfig's a list: both read before the method is
+    # known, and the family's own type decides when the trainer's config is built.
+    rpo = load_from_command_line(TrainConfig, [
+        "--loss_type", "sigmoid", "--loss_type", "sft", "--loss_weights", "1",
+        "--loss_weights", "0.5", "--output_dir", str(tmp_path)])
+    assert rpo.training_args == {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}
+    arguments = trainer_arguments(rpo, has_eval=False)
+    from pluralign.train.preference import GDPOConfig
+
+    assert GDPOConfig(**arguments).chosen_nll_weight == 0.5
+    sft = load_from_command_line(TrainConfig, ["--method", "sft", "--loss_type", "dft"])
+    assert sft.training_args == {"loss_type": "dft"}
+    with pytest.raises(ValueError, match=r"training_args\.loss_type: expected a string"):
+        TrainConfig(method="sft", training_args={"loss_type": ["sigmoid", "sft"]})
+
+
 def test_a_passed_through_option_reaches_the_trainer(tmp_path):
     from pluralign.data.toy import conflicting_opinions
     from pluralign.train.api import build_trainer

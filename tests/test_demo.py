@@ -55,3 +55,13 @@ def test_demo_config_rejects_zero_steps():
 def test_demo_config_names_an_unknown_sequence_format():
     with pytest.raises(ValueError, match=r"sequence_format: .*separated-options"):
         DemoRunConfig(sequence_format="separated-option")
+
+
+def test_demo_passes_the_chosen_nll_weight_to_the_gdpo_stage():
+    recipe = DemoRunConfig(chosen_nll_weight=0.5).recipe()
+    gdpo = recipe.train_config("gdpo", start="s", train_file="t.jsonl", output_dir="o", seed=0)
+    assert gdpo.training_args["loss_weights"] == [1.0, 0.5]
+    assert DemoRunConfig(chosen_nll_weight=0.0).recipe().train_config(
+        "gdpo", start="s", train_file="t.jsonl", output_dir="o", seed=0).training_args == {}
+    with pytest.raises(ValueError, match="chosen_nll_weight: must be >= 0"):
+        DemoRunConfig(chosen_nll_weight=-1.0)

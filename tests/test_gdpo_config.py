@@ -104,15 +104,16 @@ def test_gdpo_pairs_give_the_same_loss_with_or_without_the_belief_span(
     {"ld_alpha": 0.5},
     {"use_weighting": True},
     {"loss_type": "ipo"},
-    {"loss_type": ["sigmoid", "sft"]},
+    {"loss_type": ["sft", "sigmoid"]},
     {"loss_weights": [0.5]},
+    {"loss_type": ["sigmoid", "sft"], "loss_weights": [2.0, 1.0]},
     {"discopop_tau": 0.1},
     {"router_aux_loss_coef": 0.01},
     {"truncation_mode": "keep_end"},
     {"pad_to_multiple_of": 8},
 ])
 def test_gdpo_config_refuses_trl_options_it_does_not_implement(option):
-    (name, _), = option.items()
+    name = "loss_weights" if "loss_weights" in option else next(iter(option))
     with pytest.raises(ValueError, match=rf"^GDPOConfig: {name}=.* is not implemented by "
                                          "GDPOTrainer: ") as caught:
         GDPOConfig(output_dir="unused", use_cpu=True, **option)
@@ -123,6 +124,17 @@ def test_gdpo_config_accepts_values_equal_to_trl_defaults():
     config = GDPOConfig(output_dir="unused", use_cpu=True, loss_type="sigmoid", loss_weights=[1.0],
                         label_smoothing=0.0, router_aux_loss_coef=0.0, pad_to_multiple_of=None)
     assert config.loss_type == ["sigmoid"]
+
+
+def test_gdpo_config_takes_trls_sft_loss_type_as_the_chosen_nll_weight():
+    def weight(**options):
+        return GDPOConfig(output_dir="unused", use_cpu=True, **options).chosen_nll_weight
+
+    assert weight() == 0.0
+    assert weight(loss_type=["sigmoid", "sft"]) == 1.0
+    assert weight(loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.25]) == 0.25
+    with pytest.raises(ValueError, match=r"one weight per loss_type \['sigmoid', 'sft'\]"):
+        weight(loss_type=["sigmoid", "sft"], loss_weights=[1.0])
 
 
 @pytest.mark.parametrize("option", [

@@ -13,6 +13,7 @@ from pluralign.train.losses import (
     belief_calibration_loss,
     belief_kl,
     belief_nll,
+    chosen_nll,
     dpo_loss,
     gather_belief_logps,
     gdpo_kto_loss,
@@ -193,6 +194,25 @@ def test_gdpo_options_change_the_loss_by_the_expected_amount():
         weighted.losses,
         t(*[2 * k + 0.5 * n + 3 * d for k, n, d in zip(kl, [1.5, 6.0], dpo, strict=True)]),
     )
+
+
+def test_sft_weight_adds_the_chosen_token_mean_nll_as_trl_computes_it():
+    # PC = (-10, -4) summed over 5 and 3 tokens: 14 / 8 = 1.75 per token, for both rows.
+    counts = torch.tensor([5, 3])
+    assert_close(chosen_nll(PC, counts), t(1.75, 1.75))
+    out = _gdpo(sft_weight=0.5, chosen_token_counts=counts)
+    assert_close(out.losses - _gdpo().losses, t(0.875, 0.875))
+    assert_close(out.metrics["loss/chosen_nll"], torch.tensor(1.75, dtype=torch.float64))
+    # Its gradient raises the chosen log-probs: d(mean loss)/d(PC_i) = -w / sum(counts).
+    chosen = PC.clone().requires_grad_(True)
+    gdpo_loss(chosen, PR, RC, RR, BELIEF_LOGPS, TARGET, TOKEN_LOGPS, BELIEF_SPAN,
+              calibration_weight=0.0, belief_nll_weight=0.0, preference_weight=0.0,
+              sft_weight=1.0, chosen_token_counts=counts).losses.mean().backward()
+    assert_close(chosen.grad, t(-1 / 8, -1 / 8))
+    with pytest.raises(ValueError, match="chosen_token_counts"):
+        _gdpo(sft_weight=1.0)
+    with pytest.raises(ValueError, match="token_counts has shape"):
+        chosen_nll(PC, torch.tensor([1, 2, 3]))
 
 
 def test_kto_loss_with_kl_baseline():

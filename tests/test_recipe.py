@@ -40,3 +40,19 @@ def test_every_sft_family_method_gets_the_sft_steps_and_rate():
     kto = recipe.train_config("kto", start="runs/sft/final", train_file="t.jsonl",
                               output_dir="runs/kto", seed=0)
     assert (kto.max_steps, kto.learning_rate) == (9, recipe.preference_learning_rate)
+
+
+def test_gdpo_stages_add_the_chosen_nll_and_dpo_stays_plain():
+    def args(method, recipe=RECIPE, **overrides):
+        return recipe.train_config(method, start="s", train_file="t.jsonl", output_dir="o",
+                                   seed=0, **overrides).training_args
+
+    rpo = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, RECIPE.chosen_nll_weight]}
+    assert RECIPE.chosen_nll_weight == 1.0
+    assert args("gdpo") == args("gdpo-calibration") == rpo
+    # The paper's baselines keep their own losses; KTO's trainer has no sft term.
+    assert args("dpo") == args("gdpo-conditioned") == args("kto") == args("gdpo-kto") == {}
+    assert args("sft") == {}
+    assert args("gdpo", RECIPE.replace(chosen_nll_weight=0.0)) == {}
+    # A caller's own TRL options join the recipe's rather than replace them.
+    assert args("gdpo", training_args={"weight_decay": 0.1}) == {**rpo, "weight_decay": 0.1}

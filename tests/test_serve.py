@@ -228,7 +228,8 @@ def test_api_key_is_checked_on_every_request_and_never_logged(engine, caplog, ca
                                  {"class_id": 1, "description": "y"}]}},
      "beliefs: belief marker '12' is 2 tokens"),
     ({"extra_body": {"beliefs": "1:Oppose"}}, "beliefs: a belief set needs at least two"),
-    ({"extra_body": {"group": "Japan"}}, "group: this model answers for the one group"),
+    ({"extra_body": {"group": "Japan"}}, "group: this model was not trained with "
+                                         "group_in_prompt"),
     ({"extra_body": {"belief_temprature": 0.5}}, "belief_temprature: unknown field."),
     ({"messages": [{"role": "assistant", "content": "Hi"}]},
      "messages: the last message must be the user's question"),

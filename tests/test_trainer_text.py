@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -15,7 +17,7 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 
-from pluralign.beliefs.formats import PAPER_FORMAT, SEPARATED_FORMAT
+from pluralign.beliefs.formats import GROUP_LINE, PAPER_FORMAT, SEPARATED_FORMAT, SequenceFormat
 from pluralign.beliefs.tokenize import add_format_tokens
 from pluralign.data.records import write_examples
 from pluralign.data.toy import conflicting_opinions
@@ -162,6 +164,34 @@ def test_config_checks_the_format_and_the_pairing_and_leaves_checkpointing_off()
     assert GDPOConfig(output_dir="unused", use_cpu=True).gradient_checkpointing is False
 
 
+def test_trls_sft_loss_type_adds_the_chosen_nll_to_the_trainers_loss(fresh_tiny_lm, tmp_path):
+    # TRL's loss_type=["sigmoid", "sft"] (RPO): the trainer adds what TRL would.
+    model, tokenizer = fresh_tiny_lm
+    tokenizer = copy.deepcopy(tokenizer)
+    records = conflicting_opinions(2, 2, seed=5)
+    trainer = GDPOTrainer(model=model, args=config(tmp_path, loss_type=["sigmoid", "sft"],
+                                                   loss_weights=[1.0, 0.5]),
+                          train_dataset=text_dataset(records), processing_class=tokenizer,
+                          peft_config=lora())
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()  # no dropout: two passes give the same log-probs
+    with torch.no_grad():
+        with_rpo = trainer.compute_loss(trainer.model, dict(batch))
+        nll = trainer._metrics["eval"]["loss/chosen_nll"][-1]
+        trainer.args.loss_type = ["sigmoid"]
+        without = trainer.compute_loss(trainer.model, dict(batch))
+        # The chosen rows' NLL per completion token (TRL: over the batch), from a plain pass.
+        chosen = batch["input_ids"].size(0) // 2
+        ids, mask = batch["input_ids"][:chosen], batch["completion_mask"][:chosen]
+        logits = trainer.model(input_ids=ids,
+                               attention_mask=batch["attention_mask"][:chosen]).logits
+        token_logps = torch.log_softmax(logits[:, :-1].float(), -1).gather(
+            -1, ids[:, 1:, None]).squeeze(-1)
+        expected = -(token_logps * mask[:, 1:]).sum() / mask[:, 1:].sum()
+    assert nll == pytest.approx(float(expected), rel=1e-4)
+    assert float(with_rpo - without) == pytest.approx(0.5 * nll, rel=1e-4)
+
+
 def test_a_record_file_loads_as_a_text_dataset(fresh_tiny_lm, tmp_path):
     from datasets import load_dataset
 
@@ -197,3 +227,67 @@ def test_the_readme_trl_sample_runs_as_written(tmp_path, monkeypatch):
     events = [p for p in output.rglob("events.out.tfevents.*") if os.path.getsize(p) > 0]
     assert events, f"no TensorBoard event file under {output}"
     shutil.rmtree(output)  # the adapter holds the resized embeddings: hundreds of MB
+
+
+def two_groups() -> list:
+    """Two groups asking the same questions (same prompts and ids) with other targets."""
+    return (conflicting_opinions(2, 2, seed=0, group="Northvale")
+            + conflicting_opinions(2, 2, seed=5, group="Southmere"))
+
+
+def test_group_in_prompt_tokenises_the_group_line_and_records_it(fresh_tiny_lm, tmp_path,
+                                                                 caplog):
+    # One model for several groups through the TRL-style path, as `--group_in_prompt` trains.
+    model, tokenizer = fresh_tiny_lm
+    tokenizer = copy.deepcopy(tokenizer)
+    records = two_groups()
+    with caplog.at_level("WARNING", logger="pluralign.train.groups"):
+        trainer = GDPOTrainer(model=model, args=config(tmp_path, group_in_prompt=True),
+                              train_dataset=text_dataset(records), processing_class=tokenizer,
+                              peft_config=lora())
+    assert not caplog.records  # the prompts name the group: nothing to warn about
+    grouped = dataclasses.replace(SEPARATED_FORMAT, group_template=GROUP_LINE)
+    expected = preference_dataset(records, tokenizer, grouped, pairing="gdpo")
+    assert trainer.train_dataset.select_columns(expected.column_names).to_list() == (
+        expected.to_list())
+    prompts = [tokenizer.decode(ids) for ids in trainer.train_dataset["prompt_ids"]]
+    assert prompts[0] == f"<Q>Group: Northvale\n{records[0].prompt}<A><|belief|>"
+    assert prompts[4] == f"<Q>Group: Southmere\n{records[4].prompt}<A><|belief|>"
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert all(math.isfinite(r["loss"]) for r in trainer.state.log_history if "loss" in r)
+    trainer.save_model()
+    info = json.loads((tmp_path / "run" / FORMAT_FILE).read_text())
+    assert info["group_template"] == GROUP_LINE
+    assert SequenceFormat.from_info(info) == grouped  # what eval and serve prompt with
+
+
+def test_without_group_in_prompt_conflicting_groups_are_warned_about(fresh_tiny_lm, tmp_path,
+                                                                      caplog):
+    model, tokenizer = fresh_tiny_lm
+    tokenizer = copy.deepcopy(tokenizer)
+    with caplog.at_level("WARNING", logger="pluralign.train.groups"):
+        trainer = GDPOTrainer(model=model, args=config(tmp_path),
+                              train_dataset=text_dataset(two_groups()),
+                              processing_class=tokenizer, peft_config=lora())
+    [warning] = [r.getMessage() for r in caplog.records]
+    # Row 4 is Southmere's first row of the question Northvale answered otherwise.
+    assert warning.startswith("the train dataset:4: field 'group': 'Southmere' and 'Northvale' "
+                              "give the question 'toy-0' different target distributions")
+    assert "set group_in_prompt" in warning
+    assert "group_template" not in trainer.format_info
+    prompts = [tokenizer.decode(ids) for ids in trainer.train_dataset["prompt_ids"]]
+    assert prompts[0] == prompts[4]  # the same prompt asked for two distributions
+
+
+def test_group_in_prompt_refuses_a_group_its_line_cannot_write(fresh_tiny_lm, tmp_path):
+    model, tokenizer = fresh_tiny_lm
+    data = rows_with(1, group="North<|belief|>vale")
+    with pytest.raises(ValueError, match=r"^train dataset row 1: field 'group': "
+                                         r"'North<\|belief\|>vale' holds '<\|belief\|>'"):
+        GDPOTrainer(model=model, args=config(tmp_path, group_in_prompt=True),
+                    train_dataset=data, processing_class=copy.deepcopy(tokenizer))
+    assert "group_in_prompt" in {f.name for f in dataclasses.fields(GDPOConfig)}
+    help_text = next(f for f in dataclasses.fields(GDPOConfig)
+                     if f.name == "group_in_prompt").metadata["help"]
+    assert "'Group: NAME' line" in help_text

@@ -60,6 +60,10 @@ class DemoRunConfig(YamlConfig):
     preference_learning_rate: float = field(
         default=RECIPE.preference_learning_rate, metadata={"help": "DPO/GDPO learning rate."})
     beta: float = field(default=RECIPE.beta, metadata={"help": "DPO/GDPO beta."})
+    chosen_nll_weight: float = field(
+        default=RECIPE.chosen_nll_weight,
+        metadata={"help": "Weight of the chosen sequence's NLL beside GDPO's preference term "
+                          "(TRL's 'sft' loss type, RPO); 0: off. DPO stays plain."})
     eval_every: int = field(
         default=DEMO_EVAL_EVERY,
         metadata={"help": "Evaluate on the validation split (carved from the training "
@@ -82,6 +86,8 @@ class DemoRunConfig(YamlConfig):
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.beta <= 0:
             raise ValueError(f"beta: must be > 0, got {self.beta}")
+        if self.chosen_nll_weight < 0:
+            raise ValueError(f"chosen_nll_weight: must be >= 0, got {self.chosen_nll_weight}")
         check_format_name(self.sequence_format)
 
     @classmethod
@@ -99,6 +105,7 @@ class DemoRunConfig(YamlConfig):
             batch_size=self.batch_size, lora_r=self.lora_r,
             sft_learning_rate=self.sft_learning_rate,
             preference_learning_rate=self.preference_learning_rate, beta=self.beta,
+            chosen_nll_weight=self.chosen_nll_weight,
             eval_every=self.eval_every, sequence_format=self.sequence_format)
 
 

@@ -30,6 +30,13 @@ Prompt formats (:class:`SequenceFormat`, registered by name in
   the tokenizer's chat template (``add_generation_prompt=True``), then the
   separator if any, marker, description and response.
 
+Group line (``group_template``, combines with every format; training's
+``group_in_prompt`` sets it to :data:`GROUP_LINE`): the record's group is
+written right before the question, ``<Q>Group: United States\n{prompt}<A>...``,
+so one model can answer for several groups. A group name may not hold the
+separator or a special belief marker: the token before the belief slot must
+stay the only one of its kind in the sequence.
+
 Belief markers: ``"digit"`` uses the class id as text (``"3"``; one token in
 GPT-2 and SmolLM2); ``"special"`` uses dedicated added tokens ``<|belief_3|>``
 (see :func:`pluralign.beliefs.tokenize.add_belief_tokens`). A marker that is
@@ -62,6 +69,15 @@ class BeliefMarkerError(ValueError):
     """A belief marker is not exactly one token in the tokenizer at hand."""
 
 
+class GroupLineError(ValueError):
+    """A group cannot be written in a format's group line (missing, or holding a token that
+    must stay unique); ``reason`` is the message without the field name."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"group: {reason}")
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class SequenceFormat:
     """How a record becomes text: prompt template or chat template, marker mode, description.
@@ -91,6 +107,9 @@ class SequenceFormat:
     #: description is copied from the options while everything before the belief slot, and
     #: so the belief distribution, stays as in a format without options.
     marker_options_template: str | None = None
+    #: Line written right before the question that names the record's group (holds
+    #: ``{group}``; None: none, one model per group as in the paper).
+    group_template: str | None = None
 
     def __post_init__(self) -> None:
         if self.marker not in ("digit", "special"):
@@ -113,6 +132,9 @@ class SequenceFormat:
                 "{options}" not in self.marker_options_template):
             raise ValueError(f"marker_options_template must contain {{options}} (or be None): "
                              f"{self.marker_options_template!r}")
+        if self.group_template is not None and "{group}" not in self.group_template:
+            raise ValueError(f"group_template must contain {{group}} (or be None): "
+                             f"{self.group_template!r}")
         if self.chat_template and "{options}" in self.prompt_template:
             # The chat template replaces prompt_template, and with it the options list.
             raise ValueError("a format that lists the answer options ({options} in its "
@@ -134,9 +156,30 @@ class SequenceFormat:
             self.option_template.format(class_id=b.class_id, description=b.description)
             for b in beliefs)
 
+    @property
+    def names_group(self) -> bool:
+        """Whether the prompt names the record's group (a group line): rows of two groups
+        that ask the same question are then two different prompts."""
+        return self.group_template is not None
+
+    def question_text(self, prompt: str, group: str | None) -> str:
+        """The question as the prompt template receives it: the group line first where
+        this format writes one (ValueError for a missing group or one that holds a token
+        that must stay unique)."""
+        if self.group_template is None:
+            return prompt
+        if group is None or not group.strip():
+            raise GroupLineError("this sequence format writes a group line before the question "
+                                 "(the model was trained with group_in_prompt); name the group")
+        reserved = [t for t in (self.separator, "<|belief_") if t and t in group]
+        if reserved:
+            raise GroupLineError(f"{group!r} holds {reserved[0]!r}, a token that must occur "
+                                 "only before the belief slot; rename the group")
+        return self.group_template.format(group=group) + prompt
+
     def to_info(self) -> dict[str, Any]:
         """What a run folder records (``pluralign_format.json``) to rebuild this format."""
-        return {
+        info = {
             "belief_format": self.marker, "use_chat_template": self.chat_template,
             "prompt_template": self.prompt_template,
             "description_template": self.description_template,
@@ -144,6 +187,10 @@ class SequenceFormat:
             "separator": self.separator, "option_template": self.option_template,
             "marker_options_template": self.marker_options_template,
         }
+        # Only a group-conditioned format names it: single-group runs keep their file as it was.
+        if self.group_template is not None:
+            info["group_template"] = self.group_template
+        return info
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> SequenceFormat:
@@ -163,8 +210,13 @@ class SequenceFormat:
             separator=info.get("separator", paper.separator),
             option_template=info.get("option_template", paper.option_template),
             marker_options_template=info.get("marker_options_template"),
+            group_template=info.get("group_template"),
         )
 
+
+#: The group line of training's ``group_in_prompt``: ``Group: United States`` on a line of
+#: its own right before the question.
+GROUP_LINE = "Group: {group}\n"
 
 #: What joins the answer options a ``{options}`` prompt lists.
 OPTION_SEPARATOR = "; "

@@ -93,15 +93,18 @@ class ShotPool:
             keys.add(target.question_id)
         return keys
 
-    def sample(self, k: int, rng: random.Random, target: ShotTarget
+    def sample(self, k: int, rng: random.Random, target: ShotTarget, *, repeat: bool = True
                ) -> list[GroupPreferenceExample]:
         """``k`` records of questions other than the target's, one per question where the
-        pool has enough questions (else questions repeat)."""
+        pool has enough questions (else questions repeat; with ``repeat=False`` fewer than
+        ``k`` come back instead)."""
         excluded = self.same_question(target)
         questions = [q for q in self._questions if q not in excluded]
         if not questions:
             raise ValueError(f"no in-context examples for {target.prompt[:60]!r}: the shot "
                              "pool holds only records of that question")
+        if not repeat:
+            k = min(k, len(questions))
         chosen = rng.sample(questions, k) if k <= len(questions) else rng.choices(questions, k=k)
         return [rng.choice(self._by_question[q]) for q in chosen]
 

@@ -162,8 +162,8 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 
 
 def encode_prompt(tokenizer: Any, prompt: str, fmt: SequenceFormat = OPINION_FORMAT, *,
-                  context: str | None = None, beliefs: Sequence[Any] | None = None
-                  ) -> list[int]:
+                  context: str | None = None, beliefs: Sequence[Any] | None = None,
+                  group: str | None = None) -> list[int]:
     """Token ids of the prompt part: through ``<A>`` or the chat generation prompt, then
     the separator when ``fmt`` has one (the belief marker comes next).
 
@@ -171,9 +171,12 @@ def encode_prompt(tokenizer: Any, prompt: str, fmt: SequenceFormat = OPINION_FOR
     reference code writes ``{context}<Q>{prompt}<A>``; with a chat template it
     opens the user turn. ``beliefs`` (objects with ``class_id`` and
     ``description``) are the question's answer options, which a format whose
-    template holds ``{options}`` lists; other formats ignore them.
+    template holds ``{options}`` lists; other formats ignore them. ``group`` is
+    written in the group line of a format that has one (required there) and
+    ignored by the others.
     """
     context = context or ""
+    prompt = fmt.question_text(prompt, group)
     if fmt.chat_template:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(
@@ -293,7 +296,7 @@ def tokenize_example(
     from pluralign.data.records import margin_group
 
     prompt_ids = encode_prompt(tokenizer, example.prompt, fmt, context=example.context,
-                               beliefs=example.beliefs)
+                               beliefs=example.beliefs, group=example.group)
     chosen_belief = example.belief(example.chosen_belief)
     rejected_belief = (
         chosen_belief if pairing == "gdpo" else example.belief(example.rejected_belief)

@@ -6,6 +6,7 @@ that ``pluralign --help`` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,11 @@ def eval_command(ctx: typer.Context, fields: Fields = False) -> None:
         shown = ", ".join(f"{k} {v.value:.3f}" for k, v in evaluation.metrics.items()
                           if v.n and math.isfinite(v.value))
         typer.echo(f"{evaluation.label}: {shown}")
+    by_group = result.by_group  # None for a file of one group: nothing more is printed
+    for label, per_group in (by_group.jsd.items() if by_group is not None else ()):
+        shown = ", ".join(f"{group} {r.value:.3f}" for group, r in per_group.items())
+        typer.echo(f"{label} JSD per group: {shown}; mean over groups "
+                   f"{by_group.mean_jsd(label):.3f}")
     for name, path in result.files.items():
         typer.echo(f"{name}: {path}")
 
@@ -124,15 +130,20 @@ def _question(prompt: str | None, beliefs: str | None, target: str | None,
             target_p)
 
 
-def _with_training_shots(question: Any, model: str, marker: Any, pool: Path | None,
-                         seed: int) -> Any:
-    """An in-context fine-tuned model's question with shots before it, drawn as evaluation
-    draws them (from ``pool``, else the training file the run recorded); others unchanged."""
-    from pluralign.eval.prompting import in_context_prompts
+def _with_training_contexts(question: Any, model: str, fmt: Any, config: Any) -> Any:
+    """The question as the model trained: the group its format's group line names checked,
+    and in-context shots (icf) or the group's example answers (group_context) before it,
+    drawn as evaluation draws them (from the config's pool, else the training file the run
+    recorded); unchanged for other models."""
+    from pluralign.eval.prompting import group_context_prompts, in_context_prompts
     from pluralign.runs import read_format_info
 
-    groups, _ = in_context_prompts([question], [], read_format_info(model), marker,
-                                   pool_file=str(pool) if pool else None, seed=seed)
+    fmt.question_text(question.prompt, question.group)  # a group-line model needs --group
+    info = read_format_info(model)
+    groups, _ = in_context_prompts([question], [], info, fmt.marker,
+                                   pool_file=config.kshot_pool, seed=config.seed)
+    groups, _ = group_context_prompts(groups, [], info, pool_file=config.group_context_pool,
+                                      seed=config.seed)
     return groups[0]
 
 
@@ -156,6 +167,25 @@ def _histogram(beliefs: list[Any], classes: list[int | None], reading: list[floa
     return lines
 
 
+def _print_histogram(lm: Any, tokenizer: Any, fmt: Any, asked: Any, markers: list[int],
+                     gens: list[Any], target: list[float] | None) -> None:
+    """The drawn beliefs' histogram beside the model's reading and the target, then a few
+    of the answers."""
+    from pluralign.beliefs.readout import belief_distributions
+    from pluralign.beliefs.tokenize import encode_prompt
+
+    beliefs = list(asked.beliefs)
+    prompt_ids = encode_prompt(tokenizer, asked.prompt, fmt, context=asked.context,
+                               beliefs=beliefs, group=asked.group)
+    reading = belief_distributions(lm, [prompt_ids], [markers],
+                                   pad_token_id=tokenizer.pad_token_id).probs[0]
+    typer.echo(f"question: {asked.prompt}")
+    for line in _histogram(beliefs, [g.class_id for g in gens], reading, target):
+        typer.echo(line)
+    for g in gens[:5]:
+        typer.echo(f"[{g.class_id}] <{g.description or ''}> {g.response}")
+
+
 #: What ``pluralign generate`` prints for a model pluralign did not train (no format file).
 UNTRAINED_WARNING = (
     "warning: {model} was not trained by pluralign with belief markers (no "
@@ -167,7 +197,10 @@ def generate_command(ctx: typer.Context, fields: Fields = False) -> None:
     """Answer a question belief first: print the belief and the response.
 
     An in-context fine-tuned model (method icf) gets shots of other questions
-    before the question, as it trained and as `pluralign eval` prompts it.
+    before the question, as it trained and as `pluralign eval` prompts it. A
+    group-conditioned model (trained with --group_in_prompt) answers for
+    --group (default with --data: the record's group), after a few of that
+    group's answers where it trained with --group_context.
 
     With --n > 1, prints the histogram of sampled beliefs beside the model's
     one-forward-pass distribution and the target (--target, or a record via
@@ -181,11 +214,12 @@ def generate_command(ctx: typer.Context, fields: Fields = False) -> None:
 
         pluralign generate --model runs/gdpo/final --n 20 --data data/us/test.jsonl --index 3
 
+        pluralign generate "Is the EU good?" --model runs/groups/final --group Japan --n 20
+
     The fields of GenerateConfig are the options (`--fields`); the question may
     come first as a plain word, or as `--prompt`.
     """
-    from pluralign.beliefs.readout import belief_distributions
-    from pluralign.beliefs.tokenize import belief_marker_ids, encode_prompt
+    from pluralign.beliefs.tokenize import belief_marker_ids
     from pluralign.cli.options import load_from_command_line, print_fields
     from pluralign.eval.config import GenerateConfig
     from pluralign.eval.generate import (
@@ -209,33 +243,25 @@ def generate_command(ctx: typer.Context, fields: Fields = False) -> None:
         lm, tokenizer = load_model(model, device=config.device,
                                    trust_remote_code=config.trust_remote_code)
         fmt = load_sequence_format(model)
-        asked = _with_training_shots(asked, model, fmt.marker,
-                                     Path(config.kshot_pool) if config.kshot_pool else None,
-                                     config.seed)
+        asked = _with_training_contexts(
+            dataclasses.replace(asked, group=config.group or asked.group), model, fmt,
+            config)
         markers = belief_marker_ids(tokenizer, [b.class_id for b in belief_list], fmt.marker)
     except (ModelLoadError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
     options = SamplingOptions(temperature=config.effective_temperature(), top_p=config.top_p,
                               max_new_tokens=config.max_new_tokens, seed=config.seed)
-    question, context = asked.prompt, asked.context
-    if context is not None:
+    if asked.context is not None:
         typer.echo("in-context shots go before the question, as the model trained with them")
-    gens = generate_beliefs_first(lm, tokenizer, [question], [belief_list], fmt=fmt, n=n,
-                                  options=options, contexts=[context])[0]
+    gens = generate_beliefs_first(lm, tokenizer, [asked.prompt], [belief_list], fmt=fmt, n=n,
+                                  options=options, contexts=[asked.context],
+                                  groups=[asked.group])[0]
     if n == 1:
         g = gens[0]
         typer.echo(f"belief: {g.class_id} <{g.description or ''}>")
         typer.echo(f"response: {g.response}")
     else:
-        prompt_ids = encode_prompt(tokenizer, question, fmt, context=context,
-                                   beliefs=belief_list)
-        reading = belief_distributions(lm, [prompt_ids], [markers],
-                                       pad_token_id=tokenizer.pad_token_id).probs[0]
-        typer.echo(f"question: {question}")
-        for line in _histogram(belief_list, [g.class_id for g in gens], reading, target_p):
-            typer.echo(line)
-        for g in gens[:5]:
-            typer.echo(f"[{g.class_id}] <{g.description or ''}> {g.response}")
+        _print_histogram(lm, tokenizer, fmt, asked, markers, gens, target_p)
     if not read_format_info(model):
         # A model without pluralign's format file never learnt the belief slot: its
         # "belief" is the marker it happens to rank first and its text is free-running, so

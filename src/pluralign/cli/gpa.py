@@ -13,7 +13,7 @@ spelling of ``--key value`` (dotted keys, e.g. ``--llm.max_tokens 64``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -100,17 +100,26 @@ def _config(args: Sequence[str], *, operand: str | None = None, quick: bool = Fa
     return config
 
 
-def _stage(name: str, config: Any, needs_llm: bool = True) -> dict[str, Any]:
-    from pluralign.gpa import STAGES, StageInputError
-    from pluralign.llm import LLMError, make_backend
+def _call(step: Callable[[], dict[str, Any]], echo: bool = True) -> dict[str, Any]:
+    """``step()``, its expected failures as one error line; its summary printed."""
+    from pluralign.gpa import StageInputError
+    from pluralign.llm import LLMError
 
     try:
-        backend = make_backend(config.llm) if needs_llm else None
-        summary = STAGES[name](config, backend, None)
+        summary = step()
     except (StageInputError, LLMError, ValueError, FileNotFoundError) as error:
         raise fail(str(error)) from error
-    typer.echo(json.dumps(summary, indent=2, default=str))
+    if echo:
+        typer.echo(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _stage(name: str, config: Any, needs_llm: bool = True) -> dict[str, Any]:
+    from pluralign.gpa import STAGES
+    from pluralign.llm import make_backend
+
+    return _call(lambda: STAGES[name](config, make_backend(config.llm) if needs_llm else None,
+                                      None))
 
 
 def _print_fields() -> None:
@@ -281,6 +290,37 @@ def evaluate_command(ctx: typer.Context, fields: Fields = False) -> None:
         pluralign gpa evaluate -o gpa/wc --judge_base_url http://127.0.0.1:8000/v1 --judge_model m
     """
     _run_stage("evaluate", ctx, fields)
+
+
+@gpa_app.command("data-size", **_STAGE)
+def data_size_command(ctx: typer.Context, fields: Fields = False) -> None:
+    """GPA-CT against GPA-FT by data size: one group's rubric from 25%, 50%, 100% of its logs.
+
+    Needs the ingest stage's files in WORK. For each share of `--data_sizes` (seeded and
+    nested; held-out conversations are never mined) the mining stages and GPA-FT run in
+    WORK/data_size/SHARE; the group's held-out prompts are answered zero-shot, with a
+    persona, with GPA-CT and with GPA-FT, and measured against the largest share's
+    measurable rubric items (length, format, examples, language). Blind win rates are
+    asked only of a capable judge (not the bundled model). Writes WORK/data_size.md and
+    WORK/data_size.json.
+
+    Examples:
+
+        pluralign gpa data-size -o gpa/wc
+
+        pluralign gpa data-size -o gpa/wc --data_size_group "United Kingdom" --data_sizes 0.5,1
+
+        pluralign gpa data-size -o gpa/wc --judge_base_url http://127.0.0.1:8000/v1 --judge_model m
+    """
+    from pluralign.gpa.data_size import run_data_size
+    from pluralign.gpa.io import stage_path
+
+    if fields:
+        _print_fields()
+        return
+    config = _config(ctx.args)
+    _call(lambda: run_data_size(config, log=typer.echo), echo=False)
+    typer.echo(stage_path(config.work_dir, "data_size_md").read_text(encoding="utf-8"))
 
 
 @gpa_app.command("run", **_STAGE)

@@ -23,7 +23,10 @@ def serve_command(ctx: typer.Context, fields: Fields = False) -> None:
     it; the response carries the belief, its description and the whole distribution.
     Also GET /v1/models and GET /health. Binds 127.0.0.1 unless --host says otherwise;
     an API key (--api_key, or the variable PLURALIGN_API_KEY) is then required on every
-    request. Concurrent requests are batched.
+    request. Concurrent requests are batched. A model trained with --group_in_prompt
+    answers for the `group` each request names (after a few of that group's answers
+    where it trained with --group_context, from --group_context_pool or the training
+    file its run recorded).
 
     Examples:
 
@@ -32,6 +35,8 @@ def serve_command(ctx: typer.Context, fields: Fields = False) -> None:
         PLURALIGN_API_KEY=secret pluralign serve runs/gdpo/final --port 8001
 
         pluralign serve smollm2-135m --beliefs "1:No,2:Yes" --max_batch_rows 32
+
+        pluralign serve runs/groups/final --group_context_pool data/unseen/train.jsonl
 
         pluralign serve --fields
     """

@@ -299,6 +299,18 @@ def question_key(record: Any) -> str:
     return record.question_id or record.prompt
 
 
+def group_question_key(record: Any, *, by_group: bool) -> tuple[str, str]:
+    """``(group, question)`` where the prompt names its group (``by_group``: one model for
+    several groups, whose rows of one question differ), else ``("", question)``."""
+    return (record.group if by_group else "", question_key(record))
+
+
+def group_prompt_key(record: Any, *, by_group: bool) -> tuple[str, str]:
+    """``(group, prompt text)`` where the prompt names its group, else ``("", prompt text)``:
+    the key of a distinct prompt (two groups' rows of one wording are two prompts then)."""
+    return (record.group if by_group else "", record.prompt)
+
+
 #: The GDPO paper's three subsets of pairs (Section 3, Figures 2 and 3), in this order; a
 #: margin group's index is its code in the trainers' ``margin_group`` column.
 MARGIN_GROUPS: tuple[str, ...] = ("majority", "lowest_minority", "others")

@@ -103,6 +103,11 @@ class EvalConfig(YamlConfig):
                 "evaluated file; a shot never asks its target's question): required with kshot; "
                 "for in-context fine-tuned (icf) models it replaces the training file their run "
                 "recorded."})
+    group_context_pool: str | None = field(default=None, metadata={
+        "help": "Models trained with group_context: JSONL of records the group context (a few "
+                "of a group's answers to other questions) comes from, instead of the training "
+                "file their run recorded; e.g. a few answers of groups the model never trained "
+                "on. Never the evaluated file; a context never shows the question asked."})
     plot_questions: int = field(default=4, metadata={
         "help": "Questions whose predicted vs target distribution the report draws."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
@@ -127,10 +132,11 @@ class EvalConfig(YamlConfig):
         if self.kshot and not self.kshot_pool:
             raise ValueError("kshot_pool: the k-shot baseline draws its shots from the training "
                              "split; name it (--kshot-pool data/train.jsonl)")
-        if self.kshot_pool and self.data and Path(self.kshot_pool).resolve() == Path(
-                self.data).resolve():
-            raise ValueError(f"kshot_pool: {self.kshot_pool} is the evaluated file itself; "
-                             "shots come from the training split")
+        for name in ("kshot_pool", "group_context_pool"):
+            pool = getattr(self, name)
+            if pool and self.data and Path(pool).resolve() == Path(self.data).resolve():
+                raise ValueError(f"{name}: {pool} is the evaluated file itself; in-context "
+                                 "examples come from the training split")
         if not -1.0 <= self.judge_min_similarity <= 1.0:
             raise ValueError(f"judge_min_similarity: a cosine similarity in [-1, 1], got "
                              f"{self.judge_min_similarity}")
@@ -181,6 +187,12 @@ class GenerateConfig(YamlConfig):
     kshot_pool: str | None = field(default=None, metadata={
         "help": "In-context fine-tuned (icf) models: draw the shots from this file instead "
                 "of the training file the run recorded."})
+    group: str | None = field(default=None, metadata={
+        "help": "The group to answer for, with models trained with group_in_prompt (the "
+                "prompt names it); default with --data: the record's group."})
+    group_context_pool: str | None = field(default=None, metadata={
+        "help": "Models trained with group_context: draw the group's example answers from "
+                "this file instead of the training file the run recorded."})
 
     def __post_init__(self) -> None:
         reject_non_finite(self)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pluralign.data.records import read_examples
+from pluralign.eval.by_group import GroupBreakdown, group_breakdown
 from pluralign.eval.config import EvalConfig
 from pluralign.eval.predict import (
     evaluate_model,
@@ -54,8 +55,8 @@ from pluralign.registry import JUDGES, load_plugins
 from pluralign.runs import FINAL_DIR
 
 __all__ = [
-    "EvalConfig", "EvalResult", "ModelEvaluation", "PromptGroup", "PromptPrediction",
-    "build_judge", "compare", "evaluate", "evaluate_model", "group_prompts",
+    "EvalConfig", "EvalResult", "GroupBreakdown", "ModelEvaluation", "PromptGroup",
+    "PromptPrediction", "build_judge", "compare", "evaluate", "evaluate_model", "group_prompts",
     "judge_predictions", "marker_mass_after_descriptions", "marker_start_share", "model_label",
     "predict_local", "read_curves", "run_dir_of", "score_predictions", "similarity_predictions",
     "write_outputs",
@@ -122,11 +123,13 @@ def evaluate(config: EvalConfig, *, judge: Any = None, embedder: Any = None) -> 
     if config.kshot:
         evaluations.append(kshot_evaluation(groups, records, config, judge, embedder))
     lines = reference_lines([g.target for g in groups], seed=config.seed)
+    by_group = group_breakdown(evaluations, groups, seed=config.seed)  # None for one group
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = write_outputs(out, config, evaluations, lines)
-    files.update(write_report(out, evaluations, lines, plot_questions=config.plot_questions))
-    return EvalResult(evaluations, lines, out, files)
+    files = write_outputs(out, config, evaluations, lines, by_group)
+    files.update(write_report(out, evaluations, lines, plot_questions=config.plot_questions,
+                              by_group=by_group))
+    return EvalResult(evaluations, lines, out, files, by_group)
 
 
 def compare(runs: Sequence[str], data: str, out: str = "eval", **options: Any) -> EvalResult:

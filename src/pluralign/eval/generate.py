@@ -305,6 +305,15 @@ def decode_until_eos(tokenizer: Any, token_ids: Sequence[int]) -> str:
     return tokenizer.decode(list(token_ids[:end]), skip_special_tokens=False)
 
 
+def _one_per_prompt(values: Sequence[Any] | None, count: int, name: str) -> list[Any]:
+    """``values`` as a list of ``count`` (all None when not given); ValueError otherwise."""
+    if values is None:
+        return [None] * count
+    if len(values) != count:
+        raise ValueError(f"{count} prompts but {len(values)} {name}")
+    return list(values)
+
+
 @torch.no_grad()
 def generate_beliefs_first(
     model: Any,
@@ -318,22 +327,22 @@ def generate_beliefs_first(
     batch_size: int = 16,
     progress: bool = False,
     contexts: Sequence[str | None] | None = None,
+    groups: Sequence[str | None] | None = None,
 ) -> list[list[Generation]]:
     """``n`` belief-first generations per prompt; the class is always from its belief set.
 
     ``contexts`` (one per prompt, None for none) go before each prompt's
-    template, as in-context fine-tuning trained them.
+    template, as in-context fine-tuning trained them. ``groups`` (one per
+    prompt) fill the group line of a format that has one (``group_in_prompt``).
     """
     options = options or SamplingOptions()
-    if len(prompts) != len(belief_sets):
-        raise ValueError(f"{len(prompts)} prompts but {len(belief_sets)} belief sets")
-    contexts = [None] * len(prompts) if contexts is None else contexts
-    if len(contexts) != len(prompts):
-        raise ValueError(f"{len(prompts)} prompts but {len(contexts)} contexts")
+    belief_sets = _one_per_prompt(belief_sets, len(prompts), "belief sets")
+    contexts = _one_per_prompt(contexts, len(prompts), "contexts")
+    groups = _one_per_prompt(groups, len(prompts), "groups")
     was_training = model.training
     model.eval()
-    prompt_ids = [encode_prompt(tokenizer, p, fmt, context=c, beliefs=s)
-                  for p, c, s in zip(prompts, contexts, belief_sets, strict=True)]
+    prompt_ids = [encode_prompt(tokenizer, p, fmt, context=c, beliefs=s, group=g)
+                  for p, c, s, g in zip(prompts, contexts, belief_sets, groups, strict=True)]
     marker_ids = [belief_marker_ids(tokenizer, [b.class_id for b in s], fmt.marker)
                   for s in belief_sets]
     # Options the format writes in after the marker: given, as in training, not generated.

@@ -13,11 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pluralign.data.records import GroupPreferenceExample, read_examples
+from pluralign.beliefs.group_context import check_group_lines
+from pluralign.data.records import (
+    GroupPreferenceExample,
+    iter_numbered_examples,
+    read_examples,
+)
 from pluralign.eval.config import EvalConfig
 from pluralign.eval.generate import Generation
 from pluralign.eval.predictions import ModelEvaluation, PromptGroup, PromptPrediction
-from pluralign.eval.prompting import in_context_prompts, kshot_baseline
+from pluralign.eval.prompting import group_context_prompts, in_context_prompts, kshot_baseline
 from pluralign.eval.scoring import judge_predictions, score_predictions, similarity_predictions
 from pluralign.runs import METRICS_FILE
 
@@ -47,8 +52,8 @@ def predict_local(model: Any, tokenizer: Any, groups: Sequence[PromptGroup], fmt
     from pluralign.beliefs.tokenize import belief_marker_ids, encode_prompt
     from pluralign.eval.generate import generate_beliefs_first, sampled_belief_distribution
 
-    prompt_ids = [encode_prompt(tokenizer, g.prompt, fmt, context=g.context, beliefs=g.beliefs)
-                  for g in groups]
+    prompt_ids = [encode_prompt(tokenizer, g.prompt, fmt, context=g.context, beliefs=g.beliefs,
+                                group=g.group) for g in groups]
     markers = [belief_marker_ids(tokenizer, list(g.class_ids), fmt.marker) for g in groups]
     reading = belief_distributions(model, prompt_ids, markers, pad_token_id=tokenizer.pad_token_id,
                                    batch_size=config.batch_size, progress=config.progress)
@@ -65,7 +70,7 @@ def predict_local(model: Any, tokenizer: Any, groups: Sequence[PromptGroup], fmt
             model, tokenizer, [g.prompt for g in groups], [g.beliefs for g in groups], fmt=fmt,
             n=config.n_samples, options=config.sampling(),
             batch_size=config.generation_batch_size, progress=config.progress,
-            contexts=[g.context for g in groups])
+            contexts=[g.context for g in groups], groups=[g.group for g in groups])
     after = (marker_mass_after_descriptions(model, tokenizer, groups, fmt,
                                             batch_size=config.batch_size)
              if fmt.description_template is not None else [None] * len(groups))
@@ -100,7 +105,7 @@ def marker_mass_after_descriptions(model: Any, tokenizer: Any, groups: Sequence[
     rows, markers, owners = [], [], []
     for i, g in enumerate(groups):
         prompt_ids = encode_prompt(tokenizer, g.prompt, fmt, context=g.context,
-                                   beliefs=g.beliefs)
+                                   beliefs=g.beliefs, group=g.group)
         ids = belief_marker_ids(tokenizer, list(g.class_ids), fmt.marker)
         separator = separator_id(tokenizer, fmt)
         watched = ids if separator is None else [*ids, separator]
@@ -159,11 +164,17 @@ def evaluate_model(ref: str, label: str, groups: Sequence[PromptGroup],
         model = model.merge_and_unload()
     # A model pluralign did not train is prompted in the format the records name (reviews).
     fmt = load_sequence_format(ref, default=untrained_format(records))
+    if fmt.names_group and config.data:  # a group the line cannot write: file, line, field
+        check_group_lines(iter_numbered_examples(config.data), config.data, fmt)
     info = read_format_info(ref)
     method = info.get("method")
     # An in-context fine-tuned model is prompted as it trained: shots before <Q>.
     groups, records = in_context_prompts(groups, records, info, fmt.marker,
                                          pool_file=config.kshot_pool, seed=config.seed)
+    # A group-context model sees a few of the group's answers to other questions first.
+    groups, records = group_context_prompts(groups, records, info,
+                                            pool_file=config.group_context_pool,
+                                            seed=config.seed, data=config.data)
     with _autocast(model, config.bf16):
         predictions = predict_local(model, tokenizer, groups, fmt, config)
         margins = (_margins(model, tokenizer, fmt, info, records, config)
@@ -179,7 +190,8 @@ def kshot_evaluation(groups: Sequence[PromptGroup], records: Sequence[GroupPrefe
                      config: EvalConfig, judge: Any, embedder: Any) -> ModelEvaluation:
     """The k-shot prompting baseline, scored as a trained model is."""
     assert config.kshot_pool is not None  # EvalConfig requires it with kshot
-    subset = [r for r in records if any(r.prompt == g.prompt for g in groups)]
+    asked = {(g.prompt, g.group) for g in groups}
+    subset = [r for r in records if (r.prompt, r.group) in asked]
     predictions = kshot_baseline(
         subset, model=config.kshot_model, base_url=config.kshot_base_url,
         api_key_env=config.kshot_api_key_env, k=config.kshot, n=config.n_samples,

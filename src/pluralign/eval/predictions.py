@@ -22,6 +22,7 @@ from pluralign.data.records import Belief, GroupPreferenceExample
 from pluralign.eval.metrics import MetricResult, jsd
 
 if TYPE_CHECKING:
+    from pluralign.eval.by_group import GroupBreakdown
     from pluralign.eval.generate import Generation
 
 
@@ -146,4 +147,6 @@ class EvalResult:
     reference_lines: dict[str, MetricResult]
     out_dir: Path
     files: dict[str, Path]
+    #: Per-group JSD and reference lines (:mod:`pluralign.eval.by_group`); None for one group.
+    by_group: GroupBreakdown | None = None
 

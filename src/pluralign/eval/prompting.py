@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pluralign.beliefs.formats import MarkerMode, SequenceFormat
+from pluralign.beliefs.group_context import GroupContextError, with_group_context
 from pluralign.beliefs.readout import belief_distributions
 from pluralign.beliefs.shots import (
     KSHOT_SYSTEM,
@@ -50,7 +51,12 @@ from pluralign.beliefs.shots import (
     shot_line,
 )
 from pluralign.beliefs.tokenize import belief_marker_ids
-from pluralign.data.records import GroupPreferenceExample, read_examples
+from pluralign.data.records import (
+    GroupPreferenceExample,
+    RecordFileError,
+    iter_numbered_examples,
+    read_examples,
+)
 from pluralign.eval.generate import (
     Generation,
     SamplingOptions,
@@ -62,8 +68,9 @@ from pluralign.eval.generate import (
 from pluralign.eval.predictions import PromptGroup, PromptPrediction, group_prompts
 
 __all__ = [
-    "KSHOT_SYSTEM", "in_context_prompts", "in_context_records", "kshot_api", "kshot_baseline",
-    "kshot_local", "kshot_prompt", "kshot_user_text", "sample_shots", "shot_answer", "shot_line",
+    "KSHOT_SYSTEM", "group_context_prompts", "in_context_prompts", "in_context_records",
+    "kshot_api", "kshot_baseline", "kshot_local", "kshot_prompt", "kshot_user_text",
+    "sample_shots", "shot_answer", "shot_line",
 ]
 
 
@@ -102,20 +109,71 @@ def in_context_prompts(
     spec = info.get("in_context")
     if not spec:
         return list(groups), list(records)
-    path = pool_file or spec.get("pool")
-    if pool_file and not Path(pool_file).is_file():
-        raise FileNotFoundError(f"kshot_pool: {pool_file} is not a file")
-    if not path or not Path(path).is_file():
-        raise FileNotFoundError(
-            f"this in-context fine-tuned model draws its shots from its training file "
-            f"{path!r}, which is not there; name the training split with --kshot-pool FILE")
+    path = _recorded_pool(spec, pool_file, "in-context fine-tuned", "its shots", "kshot_pool")
     shots = int(spec.get("shots", 3))
     groups = in_context(groups, read_examples(path), shots, seed=seed, marker=marker)
+    return groups, _with_contexts_of(groups, records)
+
+
+def group_context_prompts(
+    groups: Sequence[PromptGroup], records: Sequence[GroupPreferenceExample],
+    info: dict[str, Any], *, pool_file: str | None = None, seed: int = 0,
+    data: str | None = None,
+) -> tuple[list[PromptGroup], list[GroupPreferenceExample]]:
+    """A group-context model's prompts and records with examples of their group's answers to
+    other questions as context (:mod:`pluralign.beliefs.group_context`).
+
+    ``info`` is the model's ``pluralign_format.json``; a model without a
+    ``group_context`` entry gets ``groups`` and ``records`` back unchanged. The
+    examples come from ``pool_file`` when given (e.g. a few answers of groups the
+    model never trained on), else from the training file the run recorded, never
+    from the evaluated records. A group without examples there is an error
+    naming ``data``'s line and the field ``group``.
+    """
+    spec = info.get("group_context")
+    if not spec:
+        return list(groups), list(records)
+    path = _recorded_pool(spec, pool_file, "group-context", "its group context",
+                          "group_context_pool")
+    try:
+        groups = with_group_context(groups, read_examples(path), int(spec.get("shots", 3)),
+                                    seed=seed, pool_name=path)
+    except GroupContextError as error:
+        asked = groups[error.index]
+        line = _first_line(data, asked.prompt, asked.group) if data else None
+        if line is None:
+            raise
+        raise RecordFileError(data or "", line, "group", error.reason) from None
+    return groups, _with_contexts_of(groups, records)
+
+
+def _recorded_pool(spec: dict[str, Any], pool_file: str | None, model_kind: str, what: str,
+                   option: str) -> str:
+    """The pool a model's contexts come from: ``pool_file``, else the recorded training file
+    (FileNotFoundError naming ``option`` when neither is there)."""
+    path = pool_file or spec.get("pool")
+    if pool_file and not Path(pool_file).is_file():
+        raise FileNotFoundError(f"{option}: {pool_file} is not a file")
+    if not path or not Path(path).is_file():
+        raise FileNotFoundError(
+            f"this {model_kind} model draws {what} from its training file {path!r}, which is "
+            f"not there; name the training split with --{option.replace('_', '-')} FILE")
+    return str(path)
+
+
+def _with_contexts_of(groups: Sequence[PromptGroup], records: Sequence[GroupPreferenceExample]
+                      ) -> list[GroupPreferenceExample]:
+    """``records``, each without a context given its prompt's (for reward margins)."""
     context_of = {(g.prompt, g.group): g.context for g in groups}
-    records = [r if r.context is not None
-               else dataclasses.replace(r, context=context_of.get((r.prompt, r.group)))
-               for r in records]
-    return groups, records
+    return [r if r.context is not None
+            else dataclasses.replace(r, context=context_of.get((r.prompt, r.group)))
+            for r in records]
+
+
+def _first_line(path: str, prompt: str, group: str) -> int | None:
+    """The line of ``path``'s first record of ``prompt`` asked for ``group``."""
+    return next((line for line, r in iter_numbered_examples(path)
+                 if r.prompt == prompt and r.group == group), None)
 
 
 # ----------------------------------------------------------------------- baselines

@@ -20,7 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pluralign.eval.report_render import Block, render_html, render_markdown
+from pluralign.eval.report_groups import group_blocks
+from pluralign.eval.report_render import DPI, FONT, Block, render_html, render_markdown
+from pluralign.eval.report_render import pyplot as _pyplot
+from pluralign.eval.report_render import save_figure as _save
 from pluralign.eval.report_table import (
     COLUMNS,
     MARGIN_PARTS,
@@ -33,6 +36,7 @@ from pluralign.eval.report_table import (
 from pluralign.eval.report_table import fmt as _fmt
 
 if TYPE_CHECKING:
+    from pluralign.eval.by_group import GroupBreakdown
     from pluralign.eval.metrics import MetricResult
     from pluralign.eval.predictions import ModelEvaluation, PromptPrediction
 
@@ -41,10 +45,6 @@ __all__ = ["COLUMNS", "CURVE_NAMES", "CURVE_PANELS", "DPI", "Column", "beliefs_f
            "metric_columns", "plot_beliefs", "plot_curves", "plot_jsd_per_question",
            "plot_margins", "render_html", "render_markdown", "spread_labels", "write_report"]
 
-#: Resolution of the saved plots: at 90 dpi the page showed them blurred.
-DPI = 150
-#: Font size (pt) of the plots' tick labels, legends and annotations: 6 pt was illegible.
-FONT = 8
 #: Colours of the belief bars: the target stays grey in every panel, the model's readings coloured.
 BAR_COLOURS = {"target p*": "0.55", "model (read)": "C0", "model (sampled)": "C1"}
 #: Width (in) of a panel: two side by side fill the page's 1200 px at :data:`DPI`, so the
@@ -112,28 +112,11 @@ def curve_name(key: str) -> str:
     return f"{words} ({prefix.replace('_', ' ')})" if prefix else words
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _integer_ticks(axis: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
     # Questions and steps are counted: a tick at question 1.5 names nothing.
     axis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _save(fig: Any, path: Path) -> Path:
-    # The figures lay themselves out (constrained layout) and keep their size, so the
-    # PNG is exactly figsize x DPI pixels.
-    fig.savefig(path, dpi=DPI)
-    _pyplot().close(fig)
-    return path
 
 
 def _shorten(text: str, width: int) -> str:
@@ -394,8 +377,10 @@ def _methods_blocks(evaluations: Sequence[ModelEvaluation]) -> list[Block]:
 
 
 def build_blocks(evaluations: Sequence[ModelEvaluation], lines: dict[str, MetricResult],
-                 plots_dir: Path, plot_questions: int) -> list[Block]:
-    """The report as (kind, content) blocks: heading, text, table, image."""
+                 plots_dir: Path, plot_questions: int, by_group: GroupBreakdown | None = None
+                 ) -> list[Block]:
+    """The report as (kind, content) blocks: heading, text, table, image; a file of several
+    groups gets a section per group after the JSD per question."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     blocks: list[Block] = [("h1", "pluralign evaluation")]
     prompts = len(evaluations[0].predictions) if evaluations else 0
@@ -410,6 +395,8 @@ def build_blocks(evaluations: Sequence[ModelEvaluation], lines: dict[str, Metric
     if evaluations:
         blocks += [("h2", "JSD per question"),
                    ("img", plot_jsd_per_question(evaluations, lines, plots_dir / "jsd.png"))]
+    if by_group is not None:
+        blocks += group_blocks(by_group, plots_dir / "jsd_per_group.png")
     margins = plot_margins(evaluations, plots_dir / "margins.png")
     if margins is not None:
         blocks += [("h2", "Reward margins (majority, lowest-minority and other pairs)"),
@@ -430,10 +417,11 @@ def build_blocks(evaluations: Sequence[ModelEvaluation], lines: dict[str, Metric
 
 
 def write_report(out: Path, evaluations: Sequence[ModelEvaluation],
-                 lines: dict[str, MetricResult], *, plot_questions: int = 4) -> dict[str, Path]:
+                 lines: dict[str, MetricResult], *, plot_questions: int = 4,
+                 by_group: GroupBreakdown | None = None) -> dict[str, Path]:
     """Write ``report.md`` (+ ``plots/*.png``) and the self-contained ``report.html``."""
     out = Path(out)
-    blocks = build_blocks(evaluations, lines, out / "plots", plot_questions)
+    blocks = build_blocks(evaluations, lines, out / "plots", plot_questions, by_group)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(render_markdown(blocks, out), encoding="utf-8")
     html_path.write_text(render_html(blocks, out), encoding="utf-8")

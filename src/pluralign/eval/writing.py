@@ -11,21 +11,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pluralign.eval.by_group import GroupBreakdown
 from pluralign.eval.config import EvalConfig
 from pluralign.eval.metrics import MetricResult
 from pluralign.eval.predictions import ModelEvaluation
 
 
 def write_outputs(out: Path, config: EvalConfig, evaluations: Sequence[ModelEvaluation],
-                  lines: dict[str, MetricResult]) -> dict[str, Path]:
-    """``eval.json`` (summaries) and ``predictions.jsonl`` (one line per model and prompt)."""
-    summary = {
+                  lines: dict[str, MetricResult], by_group: GroupBreakdown | None = None
+                  ) -> dict[str, Path]:
+    """``eval.json`` (summaries; per group under ``groups`` for a file of several groups)
+    and ``predictions.jsonl`` (one line per model and prompt)."""
+    summary: dict[str, Any] = {
         "data": config.data, "judge": config.judge,
         "prompts": len(evaluations[0].predictions) if evaluations else 0,
         "reference_lines": {k: v.as_dict() for k, v in lines.items()},
         "models": {e.label: e.to_dict() for e in evaluations},
         "config": config.to_dict(),
     }
+    if by_group is not None:  # a one-group file's eval.json keeps its layout
+        summary["groups"] = by_group.to_dict()
     eval_path = out / "eval.json"
     eval_path.write_text(json.dumps(_finite(summary), indent=2, ensure_ascii=False))
     pred_path = out / "predictions.jsonl"

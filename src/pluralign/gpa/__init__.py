@@ -5,6 +5,9 @@ Stages (each writes its own file into ``GPAConfig.work_dir``)::
     ingest -> classify -> attributes -> rules -> rubrics -> context (GPA-CT)
            -> finetune (GPA-FT) -> evaluate
 
+``run_data_size`` (``pluralign gpa data-size``) rebuilds one group's rubric, GPA-CT and
+GPA-FT from shares of its mined conversations and measures them against each other.
+
 >>> from pluralign.gpa import GPAConfig, run_pipeline  # doctest: +SKIP
 >>> run_pipeline(GPAConfig(inputs=["logs.json"], work_dir="gpa/run"))  # doctest: +SKIP
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 from pluralign.gpa.attributes import extract_attributes, measure, run_attributes
 from pluralign.gpa.config import GPAConfig
 from pluralign.gpa.context import answer_with_rubric, run_context, select_items
+from pluralign.gpa.data_size import run_data_size
 from pluralign.gpa.evaluate import run_evaluate
 from pluralign.gpa.finetune import pair_record, run_finetune, synthesize_pairs
 from pluralign.gpa.ingest import IngestProblem, IngestResult, ingest, run_ingest
@@ -42,6 +46,7 @@ __all__ = [
     "run_attributes",
     "run_classify",
     "run_context",
+    "run_data_size",
     "run_evaluate",
     "run_finetune",
     "run_ingest",

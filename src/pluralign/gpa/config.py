@@ -155,6 +155,18 @@ class GPAConfig(YamlConfig):
         metadata={"help": "Examples of retention_data scored (a seeded sample); each costs "
                           "two forwards per model."},
     )
+    data_sizes: list[float] = field(
+        default_factory=lambda: [0.25, 0.5, 1.0],
+        metadata={"help": "`gpa data-size`: shares of the group's mined conversations that "
+                          "GPA-CT and GPA-FT are built from (seeded, nested; held-out "
+                          "conversations are never mined). The largest share's rubric is the "
+                          "reference the answers of every share are measured against."},
+    )
+    data_size_group: str | None = field(
+        default=None,
+        metadata={"help": "`gpa data-size`: the group whose mined conversations are "
+                          "subsampled (default: the largest eligible group)."},
+    )
     judge_model: str | None = field(
         default=None,
         metadata={"help": "Judge model (default: the llm's). With judge_base_url: an "
@@ -200,6 +212,10 @@ class GPAConfig(YamlConfig):
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.ft_learning_rate <= 0:
             raise ValueError(f"ft_learning_rate: must be > 0, got {self.ft_learning_rate}")
+        if not self.data_sizes or any(not 0 < share <= 1 for share in self.data_sizes) \
+                or len(set(self.data_sizes)) != len(self.data_sizes):
+            raise ValueError(f"data_sizes: distinct shares in (0, 1] needed, got "
+                             f"{self.data_sizes}")
         if not self.group_field.strip() and not self.group_map:
             raise ValueError("group_field: name a field (e.g. metadata.country) or a group_map")
 

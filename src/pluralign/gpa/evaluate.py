@@ -70,17 +70,24 @@ def parse_yes_no(text: str | None) -> bool | None:
     return None
 
 
-def collect_responses(group: str, prompts: list[dict[str, Any]], rubric: dict[str, Any],
-                      backend: LLMBackend, config: GPAConfig, stats: StepStats,
-                      ct_rows: list[dict[str, Any]], ft_backend: LLMBackend | None,
-                      embedder: Any = None) -> dict[str, list[str | None]]:
-    """Answers per method, aligned with ``prompts`` (None: failed or not available)."""
+def baseline_responses(group: str, prompts: list[dict[str, Any]], backend: LLMBackend,
+                       config: GPAConfig, stats: StepStats) -> dict[str, list[str | None]]:
+    """Zero-shot and persona answers, aligned with ``prompts`` (they use no rubric)."""
     texts = [clip(p["prompt"], config.max_chars) for p in prompts]
-    out: dict[str, list[str | None]] = {
+    return {
         "zero_shot": ask(backend, texts, stats, max_tokens=config.answer_max_tokens),
         "persona": ask(backend, texts, stats, system=render("persona_system", group=group),
                        max_tokens=config.answer_max_tokens),
     }
+
+
+def method_responses(group: str, prompts: list[dict[str, Any]], rubric: dict[str, Any],
+                     backend: LLMBackend, config: GPAConfig, stats: StepStats,
+                     ct_rows: list[dict[str, Any]], ft_backend: LLMBackend | None,
+                     embedder: Any = None) -> dict[str, list[str | None]]:
+    """GPA-CT answers (saved ``ct_rows`` where they cover ``prompts``) and GPA-FT answers
+    (where a group model is given), aligned with ``prompts``."""
+    out: dict[str, list[str | None]] = {}
     saved = {r["prompt"]: r["answer"] for r in ct_rows if r["group"] == group}
     if all(p["prompt"] in saved for p in prompts):
         out["gpa_ct"] = [saved[p["prompt"]] for p in prompts]
@@ -88,9 +95,20 @@ def collect_responses(group: str, prompts: list[dict[str, Any]], rubric: dict[st
         rows = answer_with_rubric(group, prompts, rubric, backend, config, stats, embedder)
         out["gpa_ct"] = [r["answer"] for r in rows]
     if ft_backend is not None:
+        texts = [clip(p["prompt"], config.max_chars) for p in prompts]
         answers = ask(ft_backend, texts, stats, max_tokens=config.answer_max_tokens)
         out["gpa_ft"] = [strip_marker(a) if a is not None else None for a in answers]
     return out
+
+
+def collect_responses(group: str, prompts: list[dict[str, Any]], rubric: dict[str, Any],
+                      backend: LLMBackend, config: GPAConfig, stats: StepStats,
+                      ct_rows: list[dict[str, Any]], ft_backend: LLMBackend | None,
+                      embedder: Any = None) -> dict[str, list[str | None]]:
+    """Answers per method, aligned with ``prompts`` (None: failed or not available)."""
+    return {**baseline_responses(group, prompts, backend, config, stats),
+            **method_responses(group, prompts, rubric, backend, config, stats, ct_rows,
+                               ft_backend, embedder)}
 
 
 def judge_pairs(group: str, prompts: list[dict[str, Any]],
@@ -243,7 +261,8 @@ def _ft_models(config: GPAConfig) -> dict[str, str]:
     return {g: e["final_dir"] for g, e in groups.items() if e.get("status") == "trained"}
 
 
-def _ft_backend(final_dir: str, config: GPAConfig) -> tuple[LLMBackend, Any]:
+def load_group_model(final_dir: str, config: GPAConfig) -> tuple[LLMBackend, Any]:
+    """(a backend answering with the GPA-FT model in ``final_dir``, the loaded model)."""
     from pluralign.llm import HFBackend
     from pluralign.models import load_model
 
@@ -254,7 +273,8 @@ def _ft_backend(final_dir: str, config: GPAConfig) -> tuple[LLMBackend, Any]:
     return backend, loaded
 
 
-def _retention(config: GPAConfig, loaded: Any) -> dict[str, Any]:
+def retention_for(config: GPAConfig, loaded: Any) -> dict[str, Any]:
+    """Retention of the loaded GPA-FT model against ``config.ft_model`` (retention_data)."""
     from pluralign.gpa.retention import GENERAL_INSTRUCTIONS, load_retention_pairs, retention_check
     from pluralign.models import load_model
 
@@ -271,6 +291,11 @@ def _pct(v: Any) -> str:
     return "n/a" if v is None or v != v else f"{100 * v:.0f}%"
 
 
+def percent_interval(share: Any, low: Any, high: Any) -> str:
+    """``75% [41%, 93%]``: a share with its interval (n/a where there is none)."""
+    return f"{_pct(share)} [{_pct(low)}, {_pct(high)}]"
+
+
 def win_rate_lines(result: dict[str, Any]) -> list[str]:
     """The blind win-rate table; an unusable judge's rates are not shown as numbers."""
     judge = result.get("judge") or {}
@@ -282,8 +307,7 @@ def win_rate_lines(result: dict[str, Any]) -> list[str]:
     lines += ["| group | method | vs | wins | losses | ties (order decided) | undecided | "
               "win rate [95% CI] |", "|---|---|---|---|---|---|---|---|"]
     for r in result["win_rates"]:
-        rate = (f"{_pct(r['win_rate'])} [{_pct(r['low'])}, {_pct(r['high'])}]" if usable
-                else "unusable")
+        rate = percent_interval(r["win_rate"], r["low"], r["high"]) if usable else "unusable"
         lines.append(f"| {r['group']} | {r['method']} | {r['baseline']} | {r['wins']} | "
                      f"{r['losses']} | {r.get('ties', 0)} | {r['undecided']} | {rate} |")
     if judge:
@@ -305,8 +329,9 @@ def evaluation_markdown(result: dict[str, Any],
               "|---|---|---|---|---|---|"]
     for group, methods in result["adherence"].items():
         for method, a in methods.items():
-            lines.append(f"| {group} | {method} | {_pct(a['adherence'])} [{_pct(a['low'])}, "
-                         f"{_pct(a['high'])}] | {a['checks']} | {a.get('measured', 'n/a')} | "
+            lines.append(f"| {group} | {method} | "
+                         f"{percent_interval(a['adherence'], a['low'], a['high'])} | "
+                         f"{a['checks']} | {a.get('measured', 'n/a')} | "
                          f"{a['undecided']} |")
     verdicts = result.get("judged_adherence")
     if verdicts and verdicts["yes"] + verdicts["no"] + verdicts["undecided"]:
@@ -348,7 +373,7 @@ def run_evaluate(config: GPAConfig, backend: LLMBackend, embedder: Any = None
             continue
         ft_backend = loaded = None
         if group in ft_models:
-            ft_backend, loaded = _ft_backend(ft_models[group], config)
+            ft_backend, loaded = load_group_model(ft_models[group], config)
         answers = collect_responses(group, prompts[group], rubrics[group], backend, config,
                                     stats, ct_rows, ft_backend, embedder)
         for method, texts in answers.items():
@@ -361,7 +386,7 @@ def run_evaluate(config: GPAConfig, backend: LLMBackend, embedder: Any = None
                                                              judge, stats)
         checks += group_checks
         if loaded is not None:
-            result["retention"][group] = _retention(config, loaded)
+            result["retention"][group] = retention_for(config, loaded)
     for group in (g for g, r in rubrics.items() if not r["items"]):
         result["skipped"][group] = rubrics[group]["status"]
     result["win_rates"] = win_table(judgments)

@@ -116,28 +116,36 @@ def ft_groups(rubrics: dict[str, dict[str, Any]], config: GPAConfig) -> list[str
     return ranked[: config.ft_groups]
 
 
+def finetune_group(group: str, rubric: dict[str, Any], conversations: list[dict[str, Any]],
+                   backend: LLMBackend, config: GPAConfig, stats: StepStats
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(pairs, summary entry) of one group: pairs from its mined prompts, then its model
+    in WORK/ft/GROUP (``status`` says "trained", with ``final_dir``, or why not)."""
+    prompts = pair_prompts(conversations, group, config.ft_pairs_per_group)
+    pairs, dropped = synthesize_pairs(group, rubric, prompts, backend, config, stats)
+    entry: dict[str, Any] = {"prompts": len(prompts), "pairs": len(pairs), "dropped": dropped}
+    if not pairs:
+        entry["status"] = "no usable pairs: nothing to train on"
+        return pairs, entry
+    folder = Path(config.work_dir) / "ft" / slug(group)
+    records_file = folder / "records.jsonl"
+    write_examples(records_file, [pair_record(p) for p in pairs])
+    result = train_group_model(records_file, folder / "run", config)
+    entry.update(status="trained", records=str(records_file), final_dir=str(result.final_dir),
+                 global_step=result.global_step, method=config.ft_method,
+                 base_model=config.ft_model)
+    return pairs, entry
+
+
 def run_finetune(config: GPAConfig, backend: LLMBackend) -> dict[str, Any]:
     """Stage 7: pairs -> ``ft_pairs.jsonl``, records -> ``ft_records.jsonl``, models -> ft/."""
     rubrics = load_rubrics(config)
     conversations = list(read_jsonl(stage_path(config.work_dir, "ingest")))
     stats, all_pairs, summary = StepStats(), [], {}
     for group in ft_groups(rubrics, config):
-        prompts = pair_prompts(conversations, group, config.ft_pairs_per_group)
-        pairs, dropped = synthesize_pairs(group, rubrics[group], prompts, backend, config, stats)
+        pairs, summary[group] = finetune_group(group, rubrics[group], conversations, backend,
+                                               config, stats)
         all_pairs += pairs
-        entry: dict[str, Any] = {"prompts": len(prompts), "pairs": len(pairs),
-                                 "dropped": dropped}
-        if not pairs:
-            entry["status"] = "no usable pairs: nothing to train on"
-        else:
-            folder = Path(config.work_dir) / "ft" / slug(group)
-            records_file = folder / "records.jsonl"
-            write_examples(records_file, [pair_record(p) for p in pairs])
-            result = train_group_model(records_file, folder / "run", config)
-            entry.update(status="trained", records=str(records_file),
-                         final_dir=str(result.final_dir), global_step=result.global_step,
-                         method=config.ft_method, base_model=config.ft_model)
-        summary[group] = entry
     write_jsonl(stage_path(config.work_dir, "pairs"), all_pairs)
     write_jsonl(stage_path(config.work_dir, "records"),
                 [pair_record(p).to_dict() for p in all_pairs])

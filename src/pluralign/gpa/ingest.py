@@ -206,14 +206,20 @@ def _one(item: Any, file: Path, index: int, config: GPAConfig,
             "source_index": index, "messages": turns, "metadata": dict(metadata)}
 
 
+def seeded_order(conversations: Iterable[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """``conversations`` in a seeded pseudo-random order that depends on their ids only
+    (not on file order), so a conversation keeps its place when others are added."""
+    return sorted(conversations, key=lambda c: hashlib.sha256(
+        f"{seed}:{c['conversation_id']}".encode()).hexdigest())
+
+
 def _assign_splits(conversations: list[dict[str, Any]], fraction: float, seed: int) -> None:
     """Hold out a seeded share of each group (at least one conversation of groups of 2+)."""
     by_group: dict[str, list[dict[str, Any]]] = {}
     for conv in conversations:
         by_group.setdefault(conv["group"], []).append(conv)
     for members in by_group.values():
-        order = sorted(members, key=lambda c: hashlib.sha256(
-            f"{seed}:{c['conversation_id']}".encode()).hexdigest())
+        order = seeded_order(members, seed)
         n_out = round(len(order) * fraction)
         if fraction > 0 and len(order) >= 2:
             n_out = min(max(n_out, 1), len(order) - 1)
@@ -225,13 +231,15 @@ def group_table(conversations: Iterable[dict[str, Any]], config: GPAConfig,
                 expected: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
     """Per group: sizes, and whether it gets a rubric (with the reason when not)."""
     counts = Counter(c["group"] for c in conversations)
-    mined = Counter()
+    mined, heldout = Counter(), Counter()
     for c in conversations:
+        # Counted apart: a data-size share leaves some conversations neither (unused).
         mined[c["group"]] += c.get("split") == "mine"
+        heldout[c["group"]] += c.get("split") == "heldout"
     table = {}
     for name in sorted(set(counts) | set(expected), key=lambda g: (-counts[g], g)):
         row = {"conversations": counts[name], "mine": mined[name],
-               "heldout": counts[name] - mined[name], "eligible": True, "reason": None}
+               "heldout": heldout[name], "eligible": True, "reason": None}
         if counts[name] == 0:
             row.update(eligible=False, reason="empty: no conversation belongs to this group")
         elif counts[name] < config.min_conversations:

@@ -26,6 +26,9 @@ STAGE_FILES = {
     "judgments": "eval_judgments.jsonl",
     "adherence": "eval_adherence.jsonl",
     "pipeline": "pipeline_report.json",
+    "data_size": "data_size.json",
+    "data_size_md": "data_size.md",
+    "data_size_responses": "data_size_responses.jsonl",
 }
 
 

@@ -25,6 +25,11 @@ def judge_is_bundled(config: GPAConfig) -> bool:
     return kind == "hf" and (config.judge_model or config.llm.model) == DEFAULT_MODEL
 
 
+def bundled_judge_problem() -> str:
+    """Why the bundled model's verdicts are no result, whatever they are."""
+    return f"the judge is the bundled {DEFAULT_MODEL} model, too small to compare answers"
+
+
 def judge_problems(verdicts: dict[str, int], bundled: bool) -> list[str]:
     """Why the judge's win rates are unusable (an empty list: they are usable).
 
@@ -33,8 +38,7 @@ def judge_problems(verdicts: dict[str, int], bundled: bool) -> list[str]:
     """
     problems = []
     if bundled:
-        problems.append(f"the judge is the bundled {DEFAULT_MODEL} model, too small to "
-                        "compare answers")
+        problems.append(bundled_judge_problem())
     decided = sum(verdicts.values())
     if decided == 0:
         problems.append("the judge decided no comparison")

@@ -116,7 +116,9 @@ def _model_card(name: str, engine: Engine) -> dict[str, Any]:
     beliefs = engine.default_beliefs
     return {"id": name, "object": "model", "created": 0, "owned_by": "pluralign",
             "beliefs": None if beliefs is None else [
-                {"class_id": b.class_id, "description": b.description} for b in beliefs]}
+                {"class_id": b.class_id, "description": b.description} for b in beliefs],
+            # Tells a client whether its requests must name a group (group_in_prompt).
+            "group_in_prompt": engine.fmt.names_group}
 
 
 def answer_spec(body: ChatCompletionRequest, engine: Engine, config: ServeConfig

@@ -36,6 +36,10 @@ class ServeConfig(YamlConfig):
     beliefs: str | None = field(default=None, metadata={
         "help": 'Belief set of requests that send none, "1:Oppose,2:Support" (None: the one '
                 "the model's run recorded; without one, every request must send `beliefs`)."})
+    group_context_pool: str | None = field(default=None, metadata={
+        "help": "Models trained with group_context: JSONL of records the group's example "
+                "answers come from, instead of the training file the run recorded (e.g. a few "
+                "answers of groups the model never trained on)."})
     api_key: str | None = field(default=None, repr=False, metadata={
         "help": "Key every request must send (Authorization: Bearer KEY). Prefer the "
                 "environment variable named by api_key_env: a command line is visible to "

@@ -9,10 +9,16 @@ the description and response after the drawn marker, as
 
 Only the batch worker's thread calls :meth:`Engine.run`; :meth:`Engine.spec` (tokenising
 and checking a request) runs in the server's thread.
+
+A model trained with ``group_in_prompt`` (its format writes a group line) answers for
+the group each request names; one trained with ``group_context`` also gets examples of
+that group's answers before the question, drawn as ``pluralign generate --group`` draws
+them (:func:`group_context`).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 from collections.abc import Callable, Sequence
@@ -23,7 +29,8 @@ from typing import Any, Protocol
 import torch
 from transformers.generation import StoppingCriteria, StoppingCriteriaList
 
-from pluralign.beliefs.formats import BeliefMarkerError, SequenceFormat
+from pluralign.beliefs.formats import BeliefMarkerError, GroupLineError, SequenceFormat
+from pluralign.beliefs.group_context import GroupContextError
 from pluralign.beliefs.shots import ShotPool, context_text
 from pluralign.beliefs.tokenize import belief_marker_ids, encode_prompt, marker_options_ids
 from pluralign.data.records import Belief
@@ -33,7 +40,11 @@ from pluralign.eval.generate import (
     left_pad,
     split_description,
 )
+from pluralign.eval.predictions import PromptGroup
 from pluralign.serve.streaming import DeltaTracker, RowStreamer
+
+#: What comes before a served question: ``(question, group) -> context`` (None: nothing).
+ContextFor = Callable[[str, str | None], str | None]
 
 
 class RequestError(ValueError):
@@ -137,7 +148,7 @@ class Engine:
     def __init__(self, model: Any, tokenizer: Any, fmt: SequenceFormat, *,
                  default_beliefs: Sequence[Belief] | None = None,
                  max_prompt_tokens: int = 2048, seed: int = 0,
-                 context_for: Callable[[str], str | None] | None = None) -> None:
+                 context_for: ContextFor | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.fmt = fmt
@@ -159,13 +170,7 @@ class Engine:
              ) -> AnswerSpec:
         """Check and tokenise one request (``params``: the other AnswerSpec fields);
         :class:`RequestError` says what is wrong with it."""
-        if group is not None:
-            # Group-conditioned models (one model, several groups) do not exist yet; a
-            # model answers for the group it was trained on, so a named group is refused
-            # rather than silently ignored.
-            raise RequestError("group: this model answers for the one group it was trained "
-                               "on; leave 'group' out (naming a group needs a multi-group "
-                               "model)", "group")
+        self._check_group(group)
         chosen = tuple(beliefs) if beliefs else self.default_beliefs
         if chosen is None:
             raise RequestError("beliefs: this server has no default belief set (the model's "
@@ -179,16 +184,37 @@ class Engine:
             if belief not in ids:
                 raise RequestError(f"belief: {belief} is not in the belief set {ids}", "belief")
             fixed = ids.index(belief)
-        context = self.context_for(question) if self.context_for else None
+        context = self.context_for(question, group) if self.context_for else None
         with self._tokenizer_lock:
             prompt = encode_prompt(self.tokenizer, question, self.fmt, context=context,
-                                   beliefs=chosen)
+                                   beliefs=chosen, group=group)
             given = marker_options_ids(self.tokenizer, self.fmt, chosen)
         if len(prompt) > self.max_prompt_tokens:
             raise RequestError(f"messages: the prompt is {len(prompt)} tokens, above this "
                                f"server's limit of {self.max_prompt_tokens}", "messages")
         return AnswerSpec(tuple(prompt), chosen, tuple(markers), tuple(given),
                           fixed_belief=fixed, **params)
+
+    def _check_group(self, group: str | None) -> None:
+        """RequestError unless ``group`` is what the model's format needs: a group its group
+        line can write where it has one (``group_in_prompt``), none otherwise."""
+        if not self.fmt.names_group:
+            if group is not None:
+                # Ignoring it would answer for the training group while the client believes
+                # it asked for another one.
+                raise RequestError("group: this model was not trained with group_in_prompt "
+                                   "(its prompts name no group): it answers for the one group "
+                                   "it was trained on; leave 'group' out", "group")
+            return
+        if group is None:
+            raise RequestError("group: this model was trained with group_in_prompt and answers "
+                               "for the group a request names; send 'group' (e.g. "
+                               "extra_body={\"group\": \"Japan\"} with the openai client)",
+                               "group")
+        try:
+            self.fmt.question_text("", group)
+        except GroupLineError as exc:  # a blank group, or one holding the separator
+            raise RequestError(str(exc), "group") from None
 
     def _markers(self, beliefs: Sequence[Belief], where: str) -> list[int]:
         try:
@@ -338,15 +364,42 @@ class _Question:
     question_id: str | None = None
 
 
-def shots_context(pool: ShotPool, shots: int, marker: Any, seed: int
-                  ) -> Callable[[str], str | None]:
+def shots_context(pool: ShotPool, shots: int, marker: Any, seed: int) -> ContextFor:
     """An in-context fine-tuned model's context for a question: ``shots`` records of other
-    questions from its training pool, drawn as evaluation draws them."""
+    questions from its training pool, drawn as evaluation draws them (whatever the group)."""
     rng = random.Random(seed)
 
-    def context_for(question: str) -> str | None:
+    def context_for(question: str, group: str | None = None) -> str | None:
         try:
             return context_text(pool.sample(shots, rng, _Question(question)), marker=marker)
         except ValueError as exc:
             raise RequestError(f"messages: {exc}", "messages") from None
+    return context_for
+
+
+def group_context(info: dict[str, Any], *, pool_file: str | None = None, seed: int = 0,
+                  cache_size: int = 1024) -> ContextFor:
+    """A ``group_context`` model's context for a question and group: examples of the group's
+    answers to other questions, from ``pool_file`` or else the training file its format
+    file ``info`` records, drawn by :func:`pluralign.eval.prompting.group_context_prompts`
+    with ``seed`` for each question on its own, so a question and group get the context
+    ``pluralign generate --group`` gives them with that seed. A missing pool fails here, at
+    start; a group the pool has no (other) answers of is a :class:`RequestError` naming it."""
+    from pluralign.eval.prompting import group_context_prompts
+
+    group_context_prompts([], [], info, pool_file=pool_file, seed=seed)  # the pool is there
+    pool = str(pool_file or info["group_context"].get("pool"))
+
+    # The helper reads the pool on every call; with a fixed seed a question and group always
+    # get the same context, so repeated requests are answered from the cache.
+    @functools.lru_cache(maxsize=cache_size)
+    def context_for(question: str, group: str | None) -> str | None:
+        asked = PromptGroup(question, group or "", None, (), [])
+        try:
+            [drawn], _ = group_context_prompts([asked], [], info, pool_file=pool_file, seed=seed)
+        except GroupContextError as exc:
+            # The server's file paths are no business of its clients.
+            reason = exc.reason.replace(pool, "this model's group-context pool")
+            raise RequestError(f"group: {reason}", "group") from None
+        return drawn.context
     return context_for

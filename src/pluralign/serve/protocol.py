@@ -5,7 +5,8 @@ pluralign's additions travel as extra fields (the openai client's ``extra_body``
 
 - request: ``beliefs`` (the question's belief set), ``belief`` (a class id every
   answer takes), ``belief_temperature`` and ``belief_top_k`` (how beliefs are drawn),
-  ``group`` (for multi-group models);
+  ``group`` (the group to answer for: required by a model trained with
+  ``group_in_prompt``, refused by any other);
 - response: each choice's ``belief`` (class id, the belief set's description, the
   description the model wrote, its probability) and the top-level
   ``belief_distribution`` (the model's distribution over the whole belief set) and

@@ -33,16 +33,16 @@ def recorded_beliefs(info: dict[str, Any]) -> tuple[Belief, ...] | None:
 
 def load_engine(config: ServeConfig) -> Any:
     """The model of ``config`` loaded and wrapped for serving (an Engine)."""
-    from pluralign.beliefs.shots import ShotPool
-    from pluralign.data.records import read_examples
     from pluralign.eval.generate import load_sequence_format
     from pluralign.models import load_model
     from pluralign.runs import read_format_info
-    from pluralign.serve.engine import Engine, shots_context
+    from pluralign.serve.engine import Engine
 
     info = read_format_info(config.model)
     beliefs = (parse_belief_set(config.beliefs, "beliefs") if config.beliefs
                else recorded_beliefs(info))
+    fmt = load_sequence_format(config.model)
+    context_for = training_context(info, fmt, config)  # a missing pool fails before the model
     model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype,
                                   trust_remote_code=config.trust_remote_code)
     if hasattr(model, "merge_and_unload"):
@@ -50,15 +50,29 @@ def load_engine(config: ServeConfig) -> Any:
         model = model.merge_and_unload()
     if not info:
         logger.warning(UNTRAINED_WARNING, config.model)
-    fmt = load_sequence_format(config.model)
-    context_for = None
-    spec = info.get("in_context")
-    if spec:  # an in-context fine-tuned model is prompted with shots, as it trained
-        pool = ShotPool(read_examples(spec["pool"]))
-        context_for = shots_context(pool, int(spec.get("shots", 3)), fmt.marker, config.seed)
     return Engine(model, tokenizer, fmt, default_beliefs=beliefs,
                   max_prompt_tokens=config.max_prompt_tokens, seed=config.seed,
                   context_for=context_for)
+
+
+def training_context(info: dict[str, Any], fmt: Any, config: ServeConfig) -> Any:
+    """What goes before a served question, as the model trained (a ContextFor, or None):
+    an in-context fine-tuned model's shots, or a group-context model's examples of the
+    requested group's answers (from ``config.group_context_pool`` when set)."""
+    from pluralign.beliefs.shots import ShotPool
+    from pluralign.data.records import read_examples
+    from pluralign.serve.engine import group_context, shots_context
+
+    if config.group_context_pool and not info.get("group_context"):
+        logger.warning("group_context_pool: %s was not trained with group_context; the pool "
+                       "is not read", config.model)
+    spec = info.get("in_context")
+    if spec:  # an in-context fine-tuned model is prompted with shots, as it trained
+        pool = ShotPool(read_examples(spec["pool"]))
+        return shots_context(pool, int(spec.get("shots", 3)), fmt.marker, config.seed)
+    if info.get("group_context"):
+        return group_context(info, pool_file=config.group_context_pool, seed=config.seed)
+    return None
 
 
 def serve(config: ServeConfig) -> None:

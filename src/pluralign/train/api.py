@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pluralign.beliefs.formats import (
+    GROUP_LINE,
     SequenceFormat,
     named_format,
     resolve_format_name,
@@ -32,6 +33,7 @@ from pluralign.train.common import check_finite_tensors, process_state
 from pluralign.train.config import TrainConfig
 from pluralign.train.dataset import belief_eval_inputs, preference_dataset, sft_dataset
 from pluralign.train.framing import PROMPT_FRAMES, frame_prompts
+from pluralign.train.groups import prepare_groups
 from pluralign.train.lengths import fitting_records, record_length_reports
 from pluralign.train.methods import Method
 from pluralign.train.metrics import BeliefEvalCallback, add_metrics_callback
@@ -70,12 +72,14 @@ class _Context:
 
 
 def sequence_format(config: TrainConfig) -> SequenceFormat:
-    """The named format of ``config`` with its marker and chat-template choices (``auto``
-    not yet resolved against records, see :func:`_with_records_format`: ``separated``)."""
+    """The named format of ``config`` with its marker, chat-template and group-line choices
+    (``auto`` not yet resolved against records, see :func:`_with_records_format`:
+    ``separated``)."""
     name = resolve_format_name(config.sequence_format, ())
     return dataclasses.replace(named_format(name),
                                marker=config.belief_format,
-                               chat_template=config.use_chat_template)
+                               chat_template=config.use_chat_template,
+                               group_template=GROUP_LINE if config.group_in_prompt else None)
 
 
 def _load_records(path: str | None, limit: int | None,
@@ -322,6 +326,10 @@ def _build(config: TrainConfig, given: Sequence[GroupPreferenceExample] | None,
     numbered_train = _load_records(config.train_file, config.max_train_examples, given)
     numbered_heldout = _load_records(config.eval_file, config.max_eval_examples)
     config = _with_records_format(config, [r for _, r in numbered_train])
+    numbered_train, numbered_heldout = prepare_groups(
+        numbered_train, numbered_heldout, train_file=config.train_file or "train_records",
+        eval_file=config.eval_file, fmt=sequence_format(config),
+        group_context=config.group_context, seed=config.seed)
     if method.in_context:
         # Before the lengths are measured: the shots count toward max_length.
         numbered_train, numbered_heldout = _with_shots(config, numbered_train, numbered_heldout)
@@ -331,7 +339,8 @@ def _build(config: TrainConfig, given: Sequence[GroupPreferenceExample] | None,
     _pick_attention(model, config, longest)
     validation_records: list[GroupPreferenceExample] = []
     if config.validation_fraction:
-        carve = carve_validation(train_records, config.validation_fraction, config.seed)
+        carve = carve_validation(train_records, config.validation_fraction, config.seed,
+                                 by_group=config.group_in_prompt)
         train_records, validation_records = carve.train, carve.validation
         logger.info("validation split: %d of the training records (held out by %s)",
                     len(validation_records), carve.by)
@@ -441,6 +450,9 @@ def _format_info(ctx: _Context) -> dict[str, Any]:
     if ctx.method.in_context:
         info["in_context"] = {"shots": ctx.config.icf_shots,
                               "pool": str(Path(ctx.config.train_file).resolve())}
+    if ctx.config.group_context:
+        info["group_context"] = {"shots": ctx.config.group_context,
+                                 "pool": str(Path(ctx.config.train_file).resolve())}
     return info
 
 

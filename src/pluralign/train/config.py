@@ -75,6 +75,23 @@ class TrainConfig(YamlConfig):
         default=False,
         metadata={"help": "Render the prompt with the tokenizer's chat template."},
     )
+    group_in_prompt: bool = field(
+        default=False,
+        metadata={"help": "Name each record's group in its prompt (a 'Group: NAME' line right "
+                          "before the question), so one model learns a belief distribution per "
+                          "group from a file of several groups; evaluation and generation read "
+                          "it from the model's format file. Off: the paper's one model per "
+                          "group (a file whose groups give one question different targets is "
+                          "warned about)."},
+    )
+    group_context: int = field(
+        default=0,
+        metadata={"help": "With group_in_prompt: this many other questions of the same group, "
+                          "with the group's answer distribution, before each prompt (GPO-style "
+                          "group context, so a group never trained on can be described by a few "
+                          "of its answers at evaluation). Drawn (seeded) from train_file only, "
+                          "never the question asked; 0: none."},
+    )
     beta: float = field(default=0.1, metadata={"help": "DPO/KTO beta (paper: 0.1)."})
     # The belief-loss options: BeliefLossArgs' fields, in this config's place; the weights
     # are optional (unset: the method's) and the method sets exclude_belief_from_preference.
@@ -226,6 +243,7 @@ class TrainConfig(YamlConfig):
         if self.icf_shots < 1:
             raise ValueError(f"icf_shots: must be >= 1 (the paper used 3 or 5), got "
                              f"{self.icf_shots}")
+        self._check_groups()
         if self.too_long not in ("error", "drop"):
             raise ValueError(f"too_long: must be error or drop, got {self.too_long!r}")
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -248,6 +266,16 @@ class TrainConfig(YamlConfig):
         self.training_args = check_training_args(
             self.training_args, family=self.method_spec.family,
             own_fields=self.__dataclass_fields__)
+
+    def _check_groups(self) -> None:
+        if self.group_context < 0:
+            raise ValueError(f"group_context: must be >= 0 (0: none), got {self.group_context}")
+        if self.group_context and not self.group_in_prompt:
+            raise ValueError("group_context: the examples describe the group that the prompt "
+                             "names; set group_in_prompt too")
+        if self.group_context and self.method_spec.in_context:
+            raise ValueError(f"group_context: method {self.method} puts its own in-context "
+                             "shots where the group context goes; use one of the two")
 
     def _check_report_to(self) -> None:
         """Fail now, in one line, on a backend that is unknown or not installed; transformers

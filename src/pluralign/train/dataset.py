@@ -15,7 +15,7 @@ from datasets import Dataset
 
 from pluralign.beliefs.formats import SequenceFormat
 from pluralign.beliefs.tokenize import build_sequence, encode_prompt, tokenize_example
-from pluralign.data.records import MARGIN_GROUPS, GroupPreferenceExample
+from pluralign.data.records import MARGIN_GROUPS, GroupPreferenceExample, group_prompt_key
 
 
 def _span_length(span: tuple[int, int]) -> int:
@@ -56,22 +56,24 @@ def preference_dataset(
 
 
 def uniform_belief_records(
-    records: Sequence[GroupPreferenceExample], seed: int
+    records: Sequence[GroupPreferenceExample], seed: int, *, by_group: bool = False
 ) -> list[tuple[GroupPreferenceExample, int, str]]:
     """For each record, an accepted belief drawn uniformly among those with a response.
 
     The candidates of a prompt are every (belief, response) that appears as a
-    chosen or rejected side of any record with that prompt; this is the
-    paper's Uniform SFT data built from the same responses.
+    chosen or rejected side of any record with that prompt (of its group, with
+    ``by_group``: a prompt that names its group); this is the paper's Uniform
+    SFT data built from the same responses.
     """
-    candidates: dict[str, dict[int, str]] = defaultdict(dict)
+    candidates: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
     for record in records:
-        candidates[record.prompt].setdefault(record.chosen_belief, record.chosen_response)
-        candidates[record.prompt].setdefault(record.rejected_belief, record.rejected_response)
+        key = group_prompt_key(record, by_group=by_group)
+        candidates[key].setdefault(record.chosen_belief, record.chosen_response)
+        candidates[key].setdefault(record.rejected_belief, record.rejected_response)
     rng = random.Random(seed)
     drawn = []
     for record in records:
-        options = sorted(candidates[record.prompt].items())
+        options = sorted(candidates[group_prompt_key(record, by_group=by_group)].items())
         class_id, response = options[rng.randrange(len(options))]
         drawn.append((record, class_id, response))
     return drawn
@@ -83,13 +85,13 @@ def sft_dataset(
 ) -> Dataset:
     """``input_ids``/``labels`` of belief + response after the prompt (prompt masked)."""
     if uniform_beliefs:
-        items = uniform_belief_records(records, seed)
+        items = uniform_belief_records(records, seed, by_group=fmt.names_group)
     else:
         items = [(r, r.chosen_belief, r.chosen_response) for r in records]
     rows = []
     for record, class_id, response in items:
         prompt_ids = encode_prompt(tokenizer, record.prompt, fmt, context=record.context,
-                                   beliefs=record.beliefs)
+                                   beliefs=record.beliefs, group=record.group)
         belief = record.belief(class_id)
         sequence = build_sequence(tokenizer, prompt_ids, class_id, belief.description, response,
                                   fmt, beliefs=record.beliefs)
@@ -100,14 +102,17 @@ def sft_dataset(
 def belief_eval_inputs(
     records: Sequence[GroupPreferenceExample], tokenizer: Any, fmt: SequenceFormat
 ) -> dict[str, list[Any]]:
-    """One entry per distinct prompt: prompt ids, belief token ids, target p*, majority flag."""
-    seen: set[str] = set()
+    """One entry per distinct prompt (per group and prompt where the format names the group,
+    so two groups' targets for one wording are both read): prompt ids, belief token ids,
+    target p*."""
+    seen: set[tuple[str, str]] = set()
     out: dict[str, list[Any]] = {"prompt": [], "prompt_ids": [], "belief_token_ids": [],
                                  "target_probs": []}
     for record in records:
-        if record.prompt in seen:
+        key = group_prompt_key(record, by_group=fmt.names_group)
+        if key in seen:
             continue
-        seen.add(record.prompt)
+        seen.add(key)
         pair = tokenize_example(record, tokenizer, fmt, pairing="gdpo")
         out["prompt"].append(record.prompt)
         out["prompt_ids"].append(pair["prompt_input_ids"])

@@ -16,8 +16,6 @@ from pluralign.train.reference_cache import LAZY_REF_HELP
 #: TRL ``DPOConfig`` options that :class:`GDPOTrainer` does not implement: the reason, and the
 #: values besides TRL's default that mean the same. Any other value is refused.
 UNIMPLEMENTED_DPO_OPTIONS: dict[str, tuple[str, tuple[Any, ...]]] = {
-    "loss_type": ("the preference term is the sigmoid DPO loss", ("sigmoid",)),
-    "loss_weights": ("there is one DPO loss, weighted by preference_weight", ([1.0],)),
     "label_smoothing": ("the sigmoid term has no label smoothing, as cDPO or robust DPO have", ()),
     "f_divergence_type": ("the DPO term is the reverse-KL one", ()),
     "f_alpha_divergence_coef": ("it only applies to an f_divergence_type of alpha_divergence",
@@ -31,6 +29,32 @@ UNIMPLEMENTED_DPO_OPTIONS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "pad_to_multiple_of": ("the belief collator pads to the longest row of the batch",
                            (None, "none", "null")),
 }
+
+
+#: The ``loss_type`` lists :class:`GDPOTrainer` implements: sigmoid DPO, alone or with TRL's
+#: ``"sft"`` term (the chosen sequence's NLL: RPO).
+IMPLEMENTED_LOSS_TYPES = (("sigmoid",), ("sigmoid", "sft"))
+
+
+def check_loss_types(config: Any) -> None:
+    """``loss_type`` is one of :data:`IMPLEMENTED_LOSS_TYPES` and ``loss_weights``, when set,
+    has one weight per type, the sigmoid term's at 1 (``preference_weight`` sets that)."""
+    name = type(config).__name__
+    types = [config.loss_type] if isinstance(config.loss_type, str) else list(config.loss_type)
+    if tuple(types) not in IMPLEMENTED_LOSS_TYPES:
+        raise ValueError(f"{name}: loss_type={config.loss_type!r} is not implemented by "
+                         "GDPOTrainer: the preference term is the sigmoid DPO loss, alone or "
+                         "with TRL's 'sft' term (loss_type=['sigmoid', 'sft']: RPO)")
+    weights = config.loss_weights
+    if weights is None:
+        return
+    if len(weights) != len(types):
+        raise ValueError(f"{name}: loss_weights={weights!r} needs one weight per loss_type "
+                         f"{types}")
+    if weights[0] != 1.0:
+        raise ValueError(f"{name}: loss_weights={weights!r} is not implemented by GDPOTrainer: "
+                         "the sigmoid term's weight is preference_weight; leave loss_weights[0] "
+                         "at 1.0")
 
 
 def _trl_default(config_class: type, name: str) -> Any:
@@ -76,15 +100,17 @@ class GDPOConfig(BeliefLossArgs, DPOConfig):
     on data built with ``pairing="dpo"``: sigmoid DPO on each whole answer,
     its belief included, as TRL's ``DPOTrainer`` computes it.
 
-    TRL options the trainer does not implement (other loss types, label
-    smoothing, f-divergences, LD-DPO, WPO weighting, ...; see
+    TRL's ``loss_type=["sigmoid", "sft"]`` (with ``loss_weights=[1, w]``) adds the
+    chosen sequence's NLL as TRL computes it (RPO). TRL options the trainer does
+    not implement (other loss types, label smoothing, f-divergences, LD-DPO, WPO
+    weighting, ...; see
     :data:`UNIMPLEMENTED_DPO_OPTIONS`) are refused with a ``ValueError`` naming
     the option when set away from TRL's default, instead of being ignored. The
     belief options and their checks are
     :class:`~pluralign.train.belief_loss.BeliefLossArgs`'.
 
-    ``sequence_format`` and ``pairing`` say how the trainer tokenises a text
-    dataset (they are not read for a pre-tokenised one). Unlike TRL's
+    ``sequence_format``, ``pairing`` and ``group_in_prompt`` say how the trainer
+    tokenises a text dataset (they are not read for a pre-tokenised one). Unlike TRL's
     ``DPOConfig``, gradient checkpointing is off by default (it turns
     ``share_prefix`` off), and ``bf16`` left unset is off on a machine without a
     bf16 accelerator unless ``use_cpu=True`` (where TRL's default fails).
@@ -105,6 +131,16 @@ class GDPOConfig(BeliefLossArgs, DPOConfig):
                           "own rejected belief: plain DPO on whole answers, with "
                           "calibration_weight=0 and belief_nll_weight=0). Not read for "
                           "pre-tokenised datasets."},
+    )
+    group_in_prompt: bool = field(
+        default=False,
+        metadata={"help": "Name each row's group in its prompt (a 'Group: NAME' line right "
+                          "before the question), so one model learns a belief distribution per "
+                          "group from a dataset of several groups; save_model records it in "
+                          "pluralign_format.json, and evaluation, generation and serving then "
+                          "ask for a group. Off: one model per group, as in the paper (a "
+                          "dataset whose groups give one question different targets is warned "
+                          "about). Not read for pre-tokenised datasets."},
     )
     # None (off, resolved by transformers): TRL's True would turn share_prefix off, and an
     # explicit False would be transformers' deprecated alias, warned about on every config.
@@ -130,9 +166,18 @@ class GDPOConfig(BeliefLossArgs, DPOConfig):
                           "float tolerance."},
     )
 
+    @property
+    def chosen_nll_weight(self) -> float:
+        """The weight of TRL's ``"sft"`` loss type (RPO's chosen NLL); 0 without it."""
+        types = [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+        if "sft" not in types:
+            return 0.0
+        return float(self.loss_weights[types.index("sft")]) if self.loss_weights else 1.0
+
     def __post_init__(self) -> None:
         # Before TRL's own checks, which would warn about (or resolve) some refused values.
         refuse_unimplemented_options(self, DPOConfig, "GDPOTrainer", UNIMPLEMENTED_DPO_OPTIONS)
+        check_loss_types(self)
         bf16_off_where_unsupported(self)
         super().__post_init__()  # TRL's checks, then BeliefLossArgs' (one place)
         check_format_name(self.sequence_format, allow_auto=False)

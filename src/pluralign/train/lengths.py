@@ -54,7 +54,8 @@ def record_length(record: GroupPreferenceExample, tokenizer: Any, fmt: SequenceF
     """Tokens of the longer of the record's two sequences (chosen, rejected), each with
     its own belief, as :func:`pluralign.beliefs.tokenize.build_sequence` lays them out."""
     prompt_ids = encode_prompt(tokenizer, frame.format(prompt=record.prompt), fmt,
-                               context=record.context, beliefs=record.beliefs)
+                               context=record.context, beliefs=record.beliefs,
+                               group=record.group)
     unbounded = dataclasses.replace(fmt, max_length=None)
     lengths = []
     for belief_id, response in ((record.chosen_belief, record.chosen_response),

@@ -16,6 +16,7 @@ full-vocabulary log-probs of the K belief markers at the last prompt position
 GDPO (paper eq. 5-7)::
 
     loss = w_cal * KL(p* || q) + w_nll * (-log p(b_c | x)) + w_pref * l_pref
+           [+ w_sft * batch token mean of -log pi(b_c, y_c | x)]   (RPO; TRL's "sft" loss)
     l_pref = -log sigmoid(beta * [(log pi(y_c|x,b_c) - log ref(y_c|x,b_c))
                                   - (log pi(y_r|x,b_c) - log ref(y_r|x,b_c))])
 
@@ -265,6 +266,8 @@ def gdpo_loss(
     normalize: BeliefNormalization = "full_vocab",
     belief_nll_reduction: NLLReduction = "mean",
     belief_mask: Tensor | None = None,
+    sft_weight: float = 0.0,
+    chosen_token_counts: Tensor | None = None,
 ) -> GDPOOutput:
     """GDPO (paper eq. 5): calibration + belief NLL + belief-conditioned DPO.
 
@@ -273,6 +276,10 @@ def gdpo_loss(
     responses with *both* sequences conditioned on the chosen belief. The other
     inputs are those of :func:`belief_calibration_loss`. Weights ``(0, 0, 1)``
     give belief-conditioned DPO; ``(1, 1, 0)`` the calibration-only ablation.
+
+    ``sft_weight > 0`` adds RPO's NLL term (TRL's ``loss_type=["sigmoid", "sft"]`` with
+    ``loss_weights=[1, sft_weight]``): :func:`chosen_nll` of ``policy_chosen_logps`` over
+    ``chosen_token_counts`` ``(B,)``, the tokens those log-probs sum.
     """
     preference = dpo_loss(
         policy_chosen_logps,
@@ -293,6 +300,13 @@ def gdpo_loss(
         belief_mask=belief_mask,
     )
     losses = calibration.losses + preference_weight * preference.losses
+    metrics = {**preference.metrics, **calibration.metrics}
+    if sft_weight:
+        if chosen_token_counts is None:
+            raise ValueError("sft_weight > 0 needs chosen_token_counts")
+        nll = chosen_nll(policy_chosen_logps, chosen_token_counts)
+        losses = losses + sft_weight * nll
+        metrics["loss/chosen_nll"] = nll.detach().mean()
     return GDPOOutput(
         losses=losses,
         preference_losses=preference.losses.detach(),
@@ -301,8 +315,22 @@ def gdpo_loss(
         chosen_rewards=preference.chosen_rewards,
         rejected_rewards=preference.rejected_rewards,
         belief_probs=calibration.belief_probs,
-        metrics={**preference.metrics, **calibration.metrics, "loss/total": losses.detach().mean()},
+        metrics={**metrics, "loss/total": losses.detach().mean()},
     )
+
+
+def chosen_nll(chosen_logps: Tensor, token_counts: Tensor) -> Tensor:
+    """The chosen sequences' NLL per token over the whole batch, ``-sum(chosen_logps) /
+    sum(token_counts)``, repeated for each example: ``(B,), (B,) -> (B,)``.
+
+    RPO's term (Pang et al. 2024, eq. 2), as TRL's ``"sft"`` loss type computes it (a token
+    mean over the batch, so its per-example mean is that value). It keeps DPO from lowering
+    the chosen likelihood along with the rejected one, which on a small model shows as
+    looping text.
+    """
+    _check_shape("token_counts", token_counts, tuple(chosen_logps.shape))
+    total = token_counts.to(chosen_logps.dtype).sum().clamp(min=1)
+    return (-chosen_logps.sum() / total).expand(chosen_logps.shape)
 
 
 # ---------------------------------------------------------------------- KTO

@@ -70,6 +70,8 @@ class ModelCardInfo:
     example_prompt: str
     example_beliefs: tuple[Belief, ...]
     in_context: bool = False
+    #: The example's group, which a group-conditioned model's prompt names.
+    example_group: str = ""
     version: str = __version__
 
 
@@ -103,7 +105,7 @@ def card_info(config: TrainConfig, method: Method, fmt: SequenceFormat,
         train_records=len(records), steps=steps, selected_step=selected_step,
         lora_r=config.model.lora_r, model_path=str(final_dir),
         example_prompt=example.prompt, example_beliefs=tuple(example.beliefs),
-        in_context=method.in_context)
+        in_context=method.in_context, example_group=example.group)
 
 
 # ----------------------------------------------------------------------- front matter
@@ -137,6 +139,8 @@ def sequence_layout(fmt: SequenceFormat) -> str:
     <{description}>{response}<eos>`` in the default format."""
     prompt = ("{chat template: user turn = prompt, then the generation prompt}"
               if fmt.chat_template else fmt.prompt_template)
+    if fmt.group_template is not None:  # the group line comes right before the question
+        prompt = prompt.replace("{prompt}", fmt.group_template + "{prompt}")
     marker = "{class}" if fmt.marker == "digit" else "<|belief_{class}|>"
     parts = ["<bos>" if fmt.add_bos else "", prompt, fmt.separator or "", marker,
              fmt.marker_options_template or "", fmt.description_template or "",
@@ -161,6 +165,9 @@ def _format_notes(fmt: SequenceFormat, beliefs: Sequence[Belief]) -> list[str]:
         options = fmt.options_text(beliefs) if beliefs else "1 = ...; 2 = ..."
         notes.append(f"- `{{options}}`: the question's answer options, e.g. `{options}`; "
                      "given text, never generated (generation writes them in).")
+    if fmt.group_template is not None:
+        notes.append("- `{group}`: the group whose beliefs the model answers with (one model "
+                     "for several groups); `--group` on the command line, `groups=` in Python.")
     if fmt.chat_template and fmt.system_prompt:
         notes.append(f"- system prompt: {fmt.system_prompt!r}")
     return notes
@@ -205,10 +212,14 @@ def usage_snippets(info: ModelCardInfo) -> tuple[str, str]:
     beliefs_arg = ",".join(f"{b.class_id}:{b.description.replace(',', ';')}"
                            for b in info.example_beliefs)
     model, prompt = shlex.quote(info.model_path), shlex.quote(info.example_prompt)
+    # A group-conditioned model's prompt names a group: the snippets name the example's.
+    grouped = info.fmt.group_template is not None
+    group_arg = f" --group {shlex.quote(info.example_group)}" if grouped else ""
     shell = "\n".join([
-        f"pluralign generate --model {model} \\\n    --beliefs {shlex.quote(beliefs_arg)} {prompt}",
+        f"pluralign generate --model {model}{group_arg} \\\n"
+        f"    --beliefs {shlex.quote(beliefs_arg)} {prompt}",
         "# 20 samples: the histogram of drawn beliefs beside the model's distribution",
-        f"pluralign generate --model {model} --n 20 \\\n"
+        f"pluralign generate --model {model} --n 20{group_arg} \\\n"
         f"    --beliefs {shlex.quote(beliefs_arg)} {prompt}",
     ])
     beliefs = "".join(f"    Belief({b.class_id}, {b.description!r}),\n"
@@ -223,8 +234,10 @@ def usage_snippets(info: ModelCardInfo) -> tuple[str, str]:
         "fmt = load_sequence_format(model_dir)  # the format it trained with",
         f"beliefs = [\n{beliefs}]",
         f"question = {info.example_prompt!r}",
+        *([f"group = {info.example_group!r}"] if grouped else []),
         "[[generation]] = generate_beliefs_first(",
-        "    model, tokenizer, [question], [beliefs], fmt=fmt,",
+        "    model, tokenizer, [question], [beliefs], fmt=fmt,"
+        + (" groups=[group]," if grouped else ""),
         "    options=SamplingOptions(temperature=0))  # 0: greedy belief and text",
         'print("belief:", generation.class_id, generation.description)',
         'print("response:", generation.response)',

@@ -38,7 +38,6 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import use_adapter
 
-from pluralign.beliefs.formats import named_format
 from pluralign.beliefs.margin_groups import split_by_margin_group
 from pluralign.runs import write_format_info
 from pluralign.train.common import GuardedCheckpointsMixin, HiddenStateCapture, check_finite
@@ -60,6 +59,7 @@ from pluralign.train.reference_cache import (
 from pluralign.train.text_dataset import (
     add_missing_format_tokens,
     is_text_dataset,
+    text_format,
     tokenize_text_dataset,
 )
 
@@ -200,8 +200,8 @@ class GDPOTrainer(GuardedCheckpointsMixin, LazyReferenceMixin, DPOTrainer):
     """DPO/GDPO trainer: a drop-in ``DPOTrainer`` for belief-conditioned data.
 
     ``train_dataset``/``eval_dataset`` are text records (tokenised here with
-    ``args.sequence_format`` and ``args.pairing``) or rows tokenised by
-    :func:`pluralign.train.dataset.preference_dataset`.
+    ``args.sequence_format``, ``args.pairing`` and ``args.group_in_prompt``) or rows
+    tokenised by :func:`pluralign.train.dataset.preference_dataset`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -243,8 +243,10 @@ class GDPOTrainer(GuardedCheckpointsMixin, LazyReferenceMixin, DPOTrainer):
         if kwargs.get("processing_class") is None:
             raise ValueError("processing_class: GDPOTrainer needs the tokenizer to tokenise a "
                              "text dataset")
-        fmt = named_format(config.sequence_format)
+        fmt = text_format(config.sequence_format, config.group_in_prompt)
         add_missing_format_tokens(kwargs.get("model"), kwargs["processing_class"], fmt)
+        # With group_in_prompt the format's group_template goes in too: evaluation,
+        # generation and serving then write the group line as training did.
         return {"pairing": config.pairing, "sequence_format": config.sequence_format,
                 **fmt.to_info()}
 
@@ -285,7 +287,8 @@ class GDPOTrainer(GuardedCheckpointsMixin, LazyReferenceMixin, DPOTrainer):
         if is_text_dataset(dataset):
             return tokenize_text_dataset(dataset, processing_class, args.sequence_format,
                                          pairing=args.pairing, name=name,
-                                         max_length=args.max_length)
+                                         max_length=args.max_length,
+                                         group_in_prompt=args.group_in_prompt)
         missing = sorted({*TOKENIZED_COLUMNS, *BELIEF_COLUMNS} - set(dataset.column_names))
         if missing:
             raise ValueError(
@@ -352,6 +355,8 @@ class GDPOTrainer(GuardedCheckpointsMixin, LazyReferenceMixin, DPOTrainer):
             normalize=self.args.calibration_normalize,
             belief_nll_reduction=self.args.belief_nll_reduction,
             belief_mask=belief_mask,
+            sft_weight=self.args.chosen_nll_weight,
+            chosen_token_counts=completion_mask[:, 1:].sum(dim=1).chunk(2, dim=0)[0],
         )
         loss = result.losses.mean()
         check_finite(loss, self.state.global_step, {

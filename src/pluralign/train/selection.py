@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import TrainerCallback
 
-from pluralign.data.records import question_key
+from pluralign.data.records import group_prompt_key, group_question_key
 from pluralign.train.metrics import append_metrics_record
 
 if TYPE_CHECKING:
@@ -54,23 +54,27 @@ class ValidationCarve:
 
 
 def carve_validation(
-    records: Sequence[GroupPreferenceExample], fraction: float, seed: int
+    records: Sequence[GroupPreferenceExample], fraction: float, seed: int, *,
+    by_group: bool = False,
 ) -> ValidationCarve:
     """Hold out about ``fraction`` of the training prompts (or records) for validation.
 
     Prompts are held out whole where their question keeps another wording in
     training (at most one wording per question); otherwise records are held
     out and their prompts stay in training. At least one item is held out and
-    at least one training record stays.
+    at least one training record stays. ``by_group`` (prompts that name their
+    group): a question and a wording are a group's own, so each group holds out
+    its own wording of a question and keeps the others.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
     rng = random.Random(seed)
-    wordings: dict[str, list[str]] = {}
+    wordings: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for record in records:
-        prompts = wordings.setdefault(question_key(record), [])
-        if record.prompt not in prompts:
-            prompts.append(record.prompt)
+        prompts = wordings.setdefault(group_question_key(record, by_group=by_group), [])
+        prompt = group_prompt_key(record, by_group=by_group)
+        if prompt not in prompts:
+            prompts.append(prompt)
     all_prompts = sum(len(p) for p in wordings.values())
     # Only wordings after the first: the question's first (often original) wording trains.
     candidates = [prompts[rng.randrange(1, len(prompts))]
@@ -78,8 +82,12 @@ def carve_validation(
     if candidates:
         rng.shuffle(candidates)
         held = set(candidates[: max(1, round(fraction * all_prompts))])
-        return ValidationCarve([r for r in records if r.prompt not in held],
-                               [r for r in records if r.prompt in held], "wording")
+
+        def is_held(record: GroupPreferenceExample) -> bool:
+            return group_prompt_key(record, by_group=by_group) in held
+
+        return ValidationCarve([r for r in records if not is_held(r)],
+                               [r for r in records if is_held(r)], "wording")
     if len(records) < 2:
         raise ValueError("validation needs at least 2 training records")
     indices = list(range(len(records)))

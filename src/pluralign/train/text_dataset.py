@@ -8,7 +8,10 @@ so a record file loads as one unchanged:
 validated by the record itself; a bad row fails with one line naming the
 dataset, the row index and the field. The records are then tokenised by
 :func:`pluralign.train.dataset.preference_dataset`, as the ``pluralign train``
-path tokenises them.
+path tokenises them. With ``group_in_prompt`` (:func:`text_format`) each prompt
+names its row's group, as ``pluralign train --group_in_prompt`` writes it;
+without, a dataset whose groups give one question different targets is warned
+about (:func:`pluralign.train.groups.warn_conflicting_groups`).
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ from datasets import Dataset
 
 from pluralign.beliefs.formats import (
     FORMAT_METADATA_KEY,
+    GROUP_LINE,
     BeliefMarkerError,
+    GroupLineError,
     SequenceFormat,
     named_format,
 )
 from pluralign.beliefs.tokenize import add_format_tokens, belief_marker_id, separator_id
 from pluralign.data.records import GroupPreferenceExample, RecordError
 from pluralign.train.dataset import preference_dataset
+from pluralign.train.groups import warn_conflicting_groups
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +99,13 @@ def records_from_dataset(dataset: Any, name: str) -> list[GroupPreferenceExample
     return records
 
 
+def text_format(format_name: str, group_in_prompt: bool = False) -> SequenceFormat:
+    """The format a text dataset is tokenised in: the named one, with the group line of
+    ``pluralign train --group_in_prompt`` (:data:`GROUP_LINE`) when ``group_in_prompt``."""
+    return dataclasses.replace(named_format(format_name),
+                               group_template=GROUP_LINE if group_in_prompt else None)
+
+
 def format_tokens_missing(tokenizer: Any, fmt: SequenceFormat) -> bool:
     """Whether ``fmt``'s separator or special belief markers are not single tokens yet."""
     try:
@@ -134,6 +147,22 @@ def _check_markers(records: list[GroupPreferenceExample], tokenizer: Any, fmt: S
             checked.add(class_id)
 
 
+def _check_groups(records: list[GroupPreferenceExample], fmt: SequenceFormat, name: str
+                  ) -> None:
+    """TextRowError at the first row whose group ``fmt``'s group line cannot write (blank, or
+    holding the separator); a dataset is warned about where the prompts name no group but
+    two groups give one question different targets."""
+    if not fmt.names_group:
+        warn_conflicting_groups(list(enumerate(records)), f"the {name} dataset", fmt)
+        return
+    for index, record in enumerate(records):
+        try:
+            fmt.question_text("", record.group)
+        except GroupLineError as error:
+            raise TextRowError(f"{name} dataset row {index}: field 'group': "
+                               f"{error.reason}") from None
+
+
 def _check_lengths(data: Dataset, max_length: int | None, name: str) -> None:
     """TextRowError at the first row longer than ``max_length``: the collator would cut it,
     and a cut record loses its response (or, with a long prompt, its belief)."""
@@ -149,9 +178,11 @@ def _check_lengths(data: Dataset, max_length: int | None, name: str) -> None:
 
 
 def tokenize_text_dataset(dataset: Any, tokenizer: Any, format_name: str, *, pairing: str,
-                          name: str, max_length: int | None) -> Dataset:
+                          name: str, max_length: int | None, group_in_prompt: bool = False
+                          ) -> Dataset:
     """A text dataset tokenised for :class:`~pluralign.train.preference.GDPOTrainer`:
-    the rows of :func:`~pluralign.train.dataset.preference_dataset` for its records."""
+    the rows of :func:`~pluralign.train.dataset.preference_dataset` for its records, in
+    :func:`text_format`'s format."""
     records = records_from_dataset(dataset, name)
     named = {str(r.metadata[FORMAT_METADATA_KEY]) for r in records
              if r.metadata.get(FORMAT_METADATA_KEY) is not None}
@@ -159,8 +190,9 @@ def tokenize_text_dataset(dataset: Any, tokenizer: Any, format_name: str, *, pai
         logger.warning("the %s records name sequence_format %s in their metadata; the trainer "
                        "tokenises them as %r (GDPOConfig.sequence_format)", name,
                        " and ".join(sorted(named)), format_name)
-    fmt = named_format(format_name)
+    fmt = text_format(format_name, group_in_prompt)
     _check_markers(records, tokenizer, fmt, name)
+    _check_groups(records, fmt, name)
     data = preference_dataset(records, tokenizer, fmt, pairing=pairing)
     _check_lengths(data, max_length, name)
     return data

@@ -64,7 +64,10 @@ def field_types(family: str | None = None) -> Mapping[str, Any]:
     families = (family,) if family else ("sft", "preference", "kto")
     types: dict[str, Any] = {}
     for name in families:
-        types.update(typing.get_type_hints(family_config_class(name)))
+        for key, tp in typing.get_type_hints(family_config_class(name)).items():
+            # A name whose type differs between families (loss_type: SFT's str, DPO's
+            # list[str]) takes either until the method says which family checks it.
+            types[key] = tp if types.get(key, tp) == tp else types[key] | tp
     return types  # RESERVED ones included: check_training_args names what to use instead
 
 

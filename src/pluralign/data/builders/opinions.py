@@ -250,7 +250,10 @@ class OpinionsConfig(YamlConfig):
     )
     groups: list[str] = field(
         default_factory=list,
-        metadata={"help": "Groups (countries) to build; empty: every group in the source."},
+        metadata={"help": "Groups (countries) to build, into one dataset (repeat -g for several; "
+                          "every group of a question shares its wordings and responses unless "
+                          "the writer names the group, and its split); empty: every group in "
+                          "the source. Train one model on several with --group_in_prompt."},
     )
     option_map: str | None = field(
         default=None,
@@ -414,7 +417,8 @@ def build_opinions(
                     f"{report.skipped['row has unmapped options']} rows skipped (see the card)")
     backend = backend or make_backend(config.llm)
     writer = RESPONSE_WRITERS.get(config.writer)
-    styles_per_job = writer.write(backend, [(j[0], j[1]) for j in jobs], config, report)
+    styles_per_job = writer.write_once_per_question(backend, [(j[0], j[1]) for j in jobs],
+                                                    config, report)
     rng = random.Random(config.seed)
     examples: list[GroupPreferenceExample] = []
     for (row, beliefs, probs, options), styles in zip(jobs, styles_per_job, strict=True):

@@ -66,6 +66,24 @@ class ResponseWriter:
     max_tokens: int
     max_styles: int | None = None
     help: str = ""
+    #: Whether its requests name the row's group. A writer whose requests do not is asked
+    #: once per question: every group of it then gets the same wordings and responses
+    #: (one question, several targets), and a build of six groups costs what one does.
+    names_group: bool = False
+
+    def write_once_per_question(self, backend: LLMBackend, jobs: list[Job],
+                                config: OpinionsConfig, report: BuildReport
+                                ) -> list[list[ParsedStyle]]:
+        """:attr:`write` for ``jobs``; unless the requests name the group, each distinct
+        (question, belief set) is written once and its styles shared by all its groups."""
+        if self.names_group:
+            return self.write(backend, jobs, config, report)
+        first: dict[tuple[str, tuple[Belief, ...]], int] = {}
+        for index, (row, beliefs) in enumerate(jobs):
+            first.setdefault((row.question, tuple(beliefs)), index)
+        written = self.write(backend, [jobs[i] for i in first.values()], config, report)
+        styles = dict(zip(first, written, strict=True))
+        return [styles[(row.question, tuple(beliefs))] for row, beliefs in jobs]
 
     def settings(self, config: OpinionsConfig) -> tuple[float, int]:
         """(temperature, max_tokens): the config's values, or this writer's defaults."""
@@ -276,7 +294,7 @@ def write_framed(
 
 
 RESPONSE_WRITERS.register("paper", ResponseWriter(
-    "paper", write_paper, temperature=1.0, max_tokens=1024,
+    "paper", write_paper, temperature=1.0, max_tokens=1024, names_group=True,
     help="GDPO appendix-A prompt: all styles and answers of a question in one request "
          "(needs a capable model)."))
 RESPONSE_WRITERS.register("per-belief", ResponseWriter(
