@@ -288,9 +288,11 @@ AUTO_FORMAT = "auto"
 FORMAT_METADATA_KEY = "sequence_format"
 
 
-def named_format(name: str) -> SequenceFormat:
-    """The format registered as ``name`` (``separated``, ``paper``, ``reviews``, ...)."""
-    return SEQUENCE_FORMATS.get(name)
+def named_format(name: str, *, group_in_prompt: bool = False) -> SequenceFormat:
+    """The format registered as ``name`` (``separated``, ``paper``, ``reviews``, ...), with
+    the group line (:data:`GROUP_LINE`) where ``group_in_prompt``."""
+    fmt = SEQUENCE_FORMATS.get(name)
+    return dataclasses.replace(fmt, group_template=GROUP_LINE) if group_in_prompt else fmt
 
 
 def check_format_name(name: str, *, allow_auto: bool = True, chat_template: bool = False

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from pluralign.beliefs.formats import (
-    GROUP_LINE,
     SequenceFormat,
     named_format,
     resolve_format_name,
@@ -76,10 +75,9 @@ def sequence_format(config: TrainConfig) -> SequenceFormat:
     (``auto`` not yet resolved against records, see :func:`_with_records_format`:
     ``separated``)."""
     name = resolve_format_name(config.sequence_format, ())
-    return dataclasses.replace(named_format(name),
+    return dataclasses.replace(named_format(name, group_in_prompt=config.group_in_prompt),
                                marker=config.belief_format,
-                               chat_template=config.use_chat_template,
-                               group_template=GROUP_LINE if config.group_in_prompt else None)
+                               chat_template=config.use_chat_template)
 
 
 def _load_records(path: str | None, limit: int | None,

@@ -36,11 +36,17 @@ UNIMPLEMENTED_DPO_OPTIONS: dict[str, tuple[str, tuple[Any, ...]]] = {
 IMPLEMENTED_LOSS_TYPES = (("sigmoid",), ("sigmoid", "sft"))
 
 
+def loss_types(config: Any) -> list[str]:
+    """``config.loss_type`` as a list: TRL takes one name or a list (and makes a list of it in
+    its own ``__post_init__``, which the checks run before)."""
+    return [config.loss_type] if isinstance(config.loss_type, str) else list(config.loss_type)
+
+
 def check_loss_types(config: Any) -> None:
     """``loss_type`` is one of :data:`IMPLEMENTED_LOSS_TYPES` and ``loss_weights``, when set,
     has one weight per type, the sigmoid term's at 1 (``preference_weight`` sets that)."""
     name = type(config).__name__
-    types = [config.loss_type] if isinstance(config.loss_type, str) else list(config.loss_type)
+    types = loss_types(config)
     if tuple(types) not in IMPLEMENTED_LOSS_TYPES:
         raise ValueError(f"{name}: loss_type={config.loss_type!r} is not implemented by "
                          "GDPOTrainer: the preference term is the sigmoid DPO loss, alone or "
@@ -169,7 +175,7 @@ class GDPOConfig(BeliefLossArgs, DPOConfig):
     @property
     def chosen_nll_weight(self) -> float:
         """The weight of TRL's ``"sft"`` loss type (RPO's chosen NLL); 0 without it."""
-        types = [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+        types = loss_types(self)
         if "sft" not in types:
             return 0.0
         return float(self.loss_weights[types.index("sft")]) if self.loss_weights else 1.0

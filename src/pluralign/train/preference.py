@@ -38,6 +38,7 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import use_adapter
 
+from pluralign.beliefs.formats import named_format
 from pluralign.beliefs.margin_groups import split_by_margin_group
 from pluralign.runs import write_format_info
 from pluralign.train.common import GuardedCheckpointsMixin, HiddenStateCapture, check_finite
@@ -59,7 +60,6 @@ from pluralign.train.reference_cache import (
 from pluralign.train.text_dataset import (
     add_missing_format_tokens,
     is_text_dataset,
-    text_format,
     tokenize_text_dataset,
 )
 
@@ -243,7 +243,7 @@ class GDPOTrainer(GuardedCheckpointsMixin, LazyReferenceMixin, DPOTrainer):
         if kwargs.get("processing_class") is None:
             raise ValueError("processing_class: GDPOTrainer needs the tokenizer to tokenise a "
                              "text dataset")
-        fmt = text_format(config.sequence_format, config.group_in_prompt)
+        fmt = named_format(config.sequence_format, group_in_prompt=config.group_in_prompt)
         add_missing_format_tokens(kwargs.get("model"), kwargs["processing_class"], fmt)
         # With group_in_prompt the format's group_template goes in too: evaluation,
         # generation and serving then write the group line as training did.

@@ -8,7 +8,7 @@ so a record file loads as one unchanged:
 validated by the record itself; a bad row fails with one line naming the
 dataset, the row index and the field. The records are then tokenised by
 :func:`pluralign.train.dataset.preference_dataset`, as the ``pluralign train``
-path tokenises them. With ``group_in_prompt`` (:func:`text_format`) each prompt
+path tokenises them. With ``group_in_prompt`` each prompt
 names its row's group, as ``pluralign train --group_in_prompt`` writes it;
 without, a dataset whose groups give one question different targets is warned
 about (:func:`pluralign.train.groups.warn_conflicting_groups`).
@@ -25,7 +25,6 @@ from datasets import Dataset
 
 from pluralign.beliefs.formats import (
     FORMAT_METADATA_KEY,
-    GROUP_LINE,
     BeliefMarkerError,
     GroupLineError,
     SequenceFormat,
@@ -97,13 +96,6 @@ def records_from_dataset(dataset: Any, name: str) -> list[GroupPreferenceExample
     if not records:
         raise ValueError(f"the {name} dataset holds no rows")
     return records
-
-
-def text_format(format_name: str, group_in_prompt: bool = False) -> SequenceFormat:
-    """The format a text dataset is tokenised in: the named one, with the group line of
-    ``pluralign train --group_in_prompt`` (:data:`GROUP_LINE`) when ``group_in_prompt``."""
-    return dataclasses.replace(named_format(format_name),
-                               group_template=GROUP_LINE if group_in_prompt else None)
 
 
 def format_tokens_missing(tokenizer: Any, fmt: SequenceFormat) -> bool:
@@ -182,7 +174,7 @@ def tokenize_text_dataset(dataset: Any, tokenizer: Any, format_name: str, *, pai
                           ) -> Dataset:
     """A text dataset tokenised for :class:`~pluralign.train.preference.GDPOTrainer`:
     the rows of :func:`~pluralign.train.dataset.preference_dataset` for its records, in
-    :func:`text_format`'s format."""
+    ``format_name``'s format (with the group line where ``group_in_prompt``)."""
     records = records_from_dataset(dataset, name)
     named = {str(r.metadata[FORMAT_METADATA_KEY]) for r in records
              if r.metadata.get(FORMAT_METADATA_KEY) is not None}
@@ -190,7 +182,7 @@ def tokenize_text_dataset(dataset: Any, tokenizer: Any, format_name: str, *, pai
         logger.warning("the %s records name sequence_format %s in their metadata; the trainer "
                        "tokenises them as %r (GDPOConfig.sequence_format)", name,
                        " and ".join(sorted(named)), format_name)
-    fmt = text_format(format_name, group_in_prompt)
+    fmt = named_format(format_name, group_in_prompt=group_in_prompt)
     _check_markers(records, tokenizer, fmt, name)
     _check_groups(records, fmt, name)
     data = preference_dataset(records, tokenizer, fmt, pairing=pairing)
