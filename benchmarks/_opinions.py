@@ -100,6 +100,12 @@ class SeedRun:
     selected_steps: dict[str, int | None]
     validation_jsd: dict[str, float | None] = field(default_factory=dict)
 
+    def add(self, method: str, stage: StageResult) -> None:
+        self.finals[method] = stage.final
+        self.seconds[method] = stage.seconds
+        self.selected_steps[method] = stage.selected_step
+        self.validation_jsd[method] = stage.validation_jsd
+
 
 def train_methods(files: dict[str, Path], recipe: Recipe, seed: int, out: Path,
                   methods: tuple[str, ...] = METHODS, **overrides: Any) -> SeedRun:
@@ -108,16 +114,30 @@ def train_methods(files: dict[str, Path], recipe: Recipe, seed: int, out: Path,
     run = SeedRun({}, {}, {})
     for method in methods:
         start = "smollm2-135m" if method == "sft" else str(run.finals["sft"])
-        started = time.perf_counter()
-        # overwrite: the benchmark owns its folders
-        result = train(recipe.train_config(
-            method, start=start, train_file=str(files["train"]), output_dir=str(out / method),
-            seed=seed, overwrite=True, **overrides), console_logs=False)
-        run.finals[method] = result.final_dir
-        run.seconds[method] = time.perf_counter() - started
-        run.selected_steps[method] = result.selected_step
-        run.validation_jsd[method] = best_validation_jsd(out / method, result.selected_step)
+        run.add(method, train_stage(files, recipe, seed, out, method, start, **overrides))
     return run
+
+
+@dataclass
+class StageResult:
+    """One trained stage: its final weights, wall seconds and what selection chose."""
+
+    final: Path
+    seconds: float
+    selected_step: int | None
+    validation_jsd: float | None
+
+
+def train_stage(files: dict[str, Path], recipe: Recipe, seed: int, out: Path, method: str,
+                start: str, **overrides: Any) -> StageResult:
+    """One stage of ``method`` from ``start`` into ``out / method``."""
+    started = time.perf_counter()
+    # overwrite: the benchmark owns its folders
+    result = train(recipe.train_config(
+        method, start=start, train_file=str(files["train"]), output_dir=str(out / method),
+        seed=seed, overwrite=True, **overrides), console_logs=False)
+    return StageResult(result.final_dir, time.perf_counter() - started, result.selected_step,
+                       best_validation_jsd(out / method, result.selected_step))
 
 
 def best_validation_jsd(run_dir: Path, step: int | None) -> float | None:

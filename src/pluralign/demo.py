@@ -18,6 +18,7 @@ from typing import Any
 
 from pluralign.beliefs.formats import check_format_name
 from pluralign.config import YamlConfig, reject_non_finite
+from pluralign.eval.group_comparison import GroupComparison, compare_groups
 from pluralign.runs import CONFIG_NAME
 from pluralign.train.recipe import RECIPE, Recipe, bf16_is_fast
 
@@ -43,6 +44,13 @@ class DemoRunConfig(YamlConfig):
     output_dir: str = field(default="runs/demo", metadata={"help": "Where runs and report go."})
     model: str = field(default="smollm2-135m", metadata={"help": "Base model reference."})
     group: str = field(default="Northvale", metadata={"help": "Demo group whose beliefs to learn."})
+    groups: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Two or more demo groups (repeat the option: --groups Northvale "
+                          "--groups Southmere) instead of `group`: each stage trains one "
+                          "group-conditioned model on all of them (every prompt names its "
+                          "group), evaluation is reported per group, and the same questions' "
+                          "GDPO distributions are printed for each group. Empty: `group` only."})
     questions: int = field(default=24, metadata={"help": "Demo questions used (of 48)."})
     pairs_per_question: int = field(default=8, metadata={"help": "Training pairs per question."})
     # Steps are what the demo sizes to its 15-minute budget (2 CPU cores with bf16; 10.0
@@ -89,6 +97,25 @@ class DemoRunConfig(YamlConfig):
         if self.chosen_nll_weight < 0:
             raise ValueError(f"chosen_nll_weight: must be >= 0, got {self.chosen_nll_weight}")
         check_format_name(self.sequence_format)
+        self._check_groups()
+
+    def _check_groups(self) -> None:
+        from pluralign.data.demo import DEMO_GROUPS
+
+        if not self.groups:
+            return
+        unknown = [g for g in self.groups if g not in DEMO_GROUPS]
+        if unknown:
+            raise ValueError(f"groups: unknown demo group {unknown[0]!r}; known: "
+                             f"{', '.join(DEMO_GROUPS)}")
+        if len(set(self.groups)) != len(self.groups) or len(self.groups) < 2:
+            raise ValueError(f"groups: needs two or more different groups, got {self.groups}; "
+                             "for one group set `group`")
+
+    @property
+    def trained_groups(self) -> list[str]:
+        """The groups whose pairs are trained and evaluated."""
+        return list(self.groups) if self.groups else [self.group]
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoRunConfig:
@@ -119,6 +146,8 @@ class DemoResult:
     reference_lines: dict[str, float]
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)  #: measured, per stage
+    #: With ``groups``: per-group JSD and the same questions answered for each group.
+    by_group: GroupComparison | None = None
 
 
 class StageClock:
@@ -157,9 +186,9 @@ def write_demo_data(config: DemoRunConfig, out: Path) -> tuple[Path, Path]:
     from pluralign.data.records import write_examples
 
     questions = demo_questions()[: config.questions]
-    train = demo_pairs([config.group], pairs_per_question=config.pairs_per_question,
+    train = demo_pairs(config.trained_groups, pairs_per_question=config.pairs_per_question,
                        seed=config.seed, styles=["direct"], questions=questions)
-    held_out = demo_pairs([config.group], pairs_per_question=2, seed=config.seed + 1,
+    held_out = demo_pairs(config.trained_groups, pairs_per_question=2, seed=config.seed + 1,
                           styles=["casual"], questions=questions)
     write_examples(out / "data" / "train.jsonl", train)
     write_examples(out / "data" / "eval.jsonl", held_out)
@@ -175,8 +204,8 @@ def _train(config: DemoRunConfig, method: str, start: str, files: tuple[Path, Pa
     # chosen on the validation split carved from the training records.
     result = train(config.recipe().train_config(
         method, start=start, train_file=str(files[0]), eval_file=str(files[1]),
-        output_dir=str(run_dir), seed=config.seed, overwrite=True),  # the demo starts fresh
-        console_logs=False)
+        output_dir=str(run_dir), seed=config.seed, overwrite=True,  # the demo starts fresh
+        group_in_prompt=bool(config.groups)), console_logs=False)
     return result.final_dir
 
 
@@ -242,9 +271,11 @@ def run_demo(config: DemoRunConfig, echo: Callable[[str], None] = print) -> Demo
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / CONFIG_NAME)
     pref = config.preference_steps * 2.2  # a preference step costs about 2 SFT steps
+    groups = config.trained_groups
     clock = StageClock({"data": 0.5, "sft": config.sft_steps, "dpo": pref, "gdpo": pref,
-                        "evaluate": 3.0 * config.samples * config.questions / 4}, echo)
-    clock.start(0, "data", f"demo data: {config.questions} questions of {config.group}")
+                        "evaluate": 3.0 * config.samples * config.questions * len(groups) / 4},
+                       echo)
+    clock.start(0, "data", f"demo data: {config.questions} questions of {' and '.join(groups)}")
     files = write_demo_data(config, out)
     clock.finish()
     finals: dict[str, Path] = {}
@@ -260,5 +291,6 @@ def run_demo(config: DemoRunConfig, echo: Callable[[str], None] = print) -> Demo
     clock.finish()
     rows, lines = summary_rows(out)
     report = Path(result.files.get("report_html", out / "eval" / "report.html"))
+    by_group = compare_groups(out / "eval", model="gdpo") if config.groups else None
     return DemoResult(out, report, rows, lines, time.perf_counter() - clock.started,
-                      dict(clock.seconds))
+                      dict(clock.seconds), by_group)

@@ -6,12 +6,17 @@ Heavy libraries (torch, transformers) are imported inside commands, so
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pluralign import __version__
 from pluralign.cli.options import CONFIG_COMMAND, Fields, fail
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pluralign.eval.group_comparison import GroupComparison
 
 app = typer.Typer(
     name="pluralign",
@@ -122,8 +127,11 @@ def demo_command(
     paraphrases (JSD, CBC, BPC with the offline embedding judge, RS), the
     reference lines and a report with plots, then the measured time of each
     stage. 10.0 minutes on 2 idle CPU cores with native bf16 (2026-12-03);
-    --quick is a smoke run, too short for its numbers to mean much. Any DemoRunConfig
-    field can be set as `--field value`, or in a YAML file given first.
+    --quick is a smoke run, too short for its numbers to mean much. With
+    `--groups A --groups B` every stage trains one model for both regions (each
+    prompt names its group) and the demo prints each group's JSD and the same
+    questions' distributions for each group. Any DemoRunConfig field can be set
+    as `--field value`, or in a YAML file given first.
 
     Examples:
 
@@ -132,6 +140,8 @@ def demo_command(
         pluralign demo --quick
 
         pluralign demo --output_dir /tmp/demo --preference_steps 60
+
+        pluralign demo --groups Northvale --groups Southmere -o runs/demo-groups
     """
     from pluralign.cli.options import load_from_command_line, print_fields
     from pluralign.demo import DemoRunConfig, run_demo
@@ -176,10 +186,32 @@ def _print_demo(result: object) -> None:
     console.print(table)
     console.print("reference lines (JSD): " + ", ".join(
         f"{name} {value:.3f}" for name, value in lines.items()))
+    if result.by_group is not None:  # type: ignore[attr-defined]
+        _print_demo_groups(console, result.by_group)  # type: ignore[attr-defined]
     stages = result.stage_seconds  # type: ignore[attr-defined]
     console.print("stage times: " + ", ".join(f"{name} {seconds:.0f} s"
                                               for name, seconds in stages.items()))
     console.print(f"report: {result.report}  ({result.seconds / 60:.1f} min)")  # type: ignore[attr-defined]
+
+
+def _print_demo_groups(console: Console, c: GroupComparison) -> None:
+    """`demo --groups`: JSD per group, then one model's distributions for each group."""
+    from rich.table import Table
+
+    table = Table("method", *c.groups, title="JSD per group (one model for every group)")
+    for label, per_group in c.jsd.items():
+        table.add_row(label, *(f"{per_group[g]:.3f}" for g in c.groups))
+    table.add_row("uniform line", *(f"{c.reference_lines[g]['uniform']:.3f}" for g in c.groups))
+    console.print(table)
+    for q in c.examples:
+        columns = [f"{g} {kind}" for g in c.groups for kind in ("target", c.model)]
+        table = Table("belief", *columns, title=f"{q.prompt} ({q.question_id})")
+        for i, belief in enumerate(q.beliefs):
+            table.add_row(belief, *(f"{dist[g][i]:.2f}" for g in c.groups
+                                    for dist in (q.targets, q.predicted)))
+        console.print(table)
+    console.print(f"{c.model}: mean JSD between the groups' predicted distributions "
+                  f"{c.predicted_spread:.3f}, between their targets {c.target_spread:.3f}")
 
 
 # -------------------------------------------------------------------------- train

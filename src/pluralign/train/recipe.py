@@ -7,8 +7,10 @@ made GDPO learn p* in 60 steps);
 ``benchmarks/recipe_sweep.py`` is the sweep that chooses them on the
 development groups only (GlobalOpinionQA United States, Pakistan, S. Africa),
 by belief JSD on a validation split carved from the training questions.
-Nothing is tuned per group. Steps are the one setting a caller sizes to its
-time budget.
+Nothing is tuned per group. Steps, and how many of the model's layers get a
+LoRA adapter (``lora_top_layers``), are what a caller sizes to its time
+budget: the demo trains every layer, the three-group reproduction the last 10
+(``benchmarks/opinion_repro.py``).
 """
 
 from __future__ import annotations
