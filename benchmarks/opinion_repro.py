@@ -110,7 +110,8 @@ def parse_args() -> argparse.Namespace:
 
         cores = os.cpu_count() or 1
         args.workers = 1 if torch.cuda.is_available() or cores < 2 else 2
-    args.workers = max(1, args.workers)
+    if args.workers < 1:
+        parser.error(f"--workers: must be >= 1, got {args.workers}")
     return args
 
 
@@ -165,6 +166,11 @@ def build_data(group: str, args: argparse.Namespace) -> tuple[dict[str, Path], f
     return files, time.perf_counter() - started
 
 
+def seed_folder(args: argparse.Namespace, group: str, seed: int) -> Path:
+    """Where one seed of one group trains and evaluates."""
+    return args.out / SHORT.get(group, group) / f"seed{seed}"
+
+
 def worker_threads(workers: int) -> int:
     """Threads of each of ``workers`` parallel jobs: an equal share of the cores."""
     return max(1, (os.cpu_count() or 1) // workers)
@@ -186,12 +192,9 @@ class StageGraph:
     def _submit(self, kind: str, group: str, seed: int, fn: Any, *fn_args: Any) -> None:
         self.pending[self.pool.submit(fn, *fn_args)] = (kind, group, seed)
 
-    def _seed_dir(self, group: str, seed: int) -> Path:
-        return self.args.out / SHORT.get(group, group) / f"seed{seed}"
-
     def _train(self, method: str, group: str, seed: int, start: str) -> None:
         self._submit(method, group, seed, train_stage, self.built[group][0], self.recipe, seed,
-                     self._seed_dir(group, seed), method, start)
+                     seed_folder(self.args, group, seed), method, start)
 
     def _finished(self, kind: str, group: str, seed: int, result: Any) -> None:
         if kind == "data":
@@ -211,7 +214,7 @@ class StageGraph:
         elif len(stages) == len(METHODS):
             finals = {m: stages[m].final for m in METHODS}
             self._submit("evaluate", group, seed, evaluate_seed, self.built[group][0], finals,
-                         seed, self._seed_dir(group, seed), self.args.samples)
+                         seed, seed_folder(self.args, group, seed), self.args.samples)
 
     def run(self) -> None:
         for group in self.args.groups:
@@ -228,13 +231,13 @@ def run_groups(args: argparse.Namespace) -> list[dict[str, Any]]:
     than one two-thread training (a one-thread quick run took 20.3 min, the two-thread one
     21.1). Per group: the per-prompt values of each seed in seed order."""
     if args.workers == 1:
+        recipe = run_recipe(args)
         built, done = {}, {}
         for group in args.groups:
             built[group] = build_data(group, args)
             for seed in args.seeds:
-                seed_dir = args.out / SHORT.get(group, group) / f"seed{seed}"
-                done[(group, seed)] = run_seed(built[group][0], run_recipe(args), seed,
-                                               seed_dir, args.samples)
+                done[(group, seed)] = run_seed(built[group][0], recipe, seed,
+                                               seed_folder(args, group, seed), args.samples)
     else:
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_set_threads,

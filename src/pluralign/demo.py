@@ -14,13 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pluralign.beliefs.formats import check_format_name
 from pluralign.config import YamlConfig, reject_non_finite
-from pluralign.eval.group_comparison import GroupComparison, compare_groups
 from pluralign.runs import CONFIG_NAME
 from pluralign.train.recipe import RECIPE, Recipe, bf16_is_fast
+
+if TYPE_CHECKING:
+    from pluralign.eval.group_comparison import GroupComparison
 
 STAGES = ("data", "sft", "dpo", "gdpo", "evaluate")
 DEMO_SFT_STEPS, DEMO_PREFERENCE_STEPS, DEMO_EVAL_EVERY = 50, RECIPE.preference_steps, 20
@@ -291,6 +293,10 @@ def run_demo(config: DemoRunConfig, echo: Callable[[str], None] = print) -> Demo
     clock.finish()
     rows, lines = summary_rows(out)
     report = Path(result.files.get("report_html", out / "eval" / "report.html"))
-    by_group = compare_groups(out / "eval", model="gdpo") if config.groups else None
+    by_group = None
+    if config.groups:
+        from pluralign.eval.group_comparison import compare_groups
+
+        by_group = compare_groups(out / "eval", model="gdpo")
     return DemoResult(out, report, rows, lines, time.perf_counter() - clock.started,
                       dict(clock.seconds), by_group)
