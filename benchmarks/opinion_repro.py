@@ -41,6 +41,8 @@ from typing import Any
 
 from _opinions import (
     METHODS,
+    REPRO_LORA_TOP_LAYERS,
+    REPRO_SEQUENCE_FORMAT,
     SHORT,
     DataSpec,
     StageResult,
@@ -71,12 +73,6 @@ PAPER = {
                            "gdpo": (0.087, 0.990, 0.588, 0.536)}},
 }
 FRAMING_METRICS = ("jsd", "cbc", "bpc", "rs", "marker_start")
-#: LoRA on the last 10 of the model's 30 layers: what fits three groups x three seeds in an
-#: hour on 2 cores. Like the step counts it sizes the run to its time budget, and it is the
-#: same for every group. On US seed 0 (one thread): 12.5 min per (group, seed) against 20.3
-#: with LoRA on every layer, GDPO held-out-framing JSD 0.086 against 0.061, both below the
-#: 0.10 stretch line (BENCHMARKS.md, "GlobalOpinionQA reproduction: reading the tables").
-REPRO_LORA_TOP_LAYERS = 10
 #: The issue's targets on held-out framings (GDPO), checked and printed, never tuned against.
 JSD_TARGET, JSD_STRETCH, CBC_TARGET = 0.12, 0.10, 0.9
 
@@ -90,8 +86,10 @@ def parse_args() -> argparse.Namespace:
                         help="belief-first generations per held-out framing prompt")
     parser.add_argument("--sft-steps", type=int, default=RECIPE.sft_steps)
     parser.add_argument("--pref-steps", type=int, default=RECIPE.preference_steps)
-    parser.add_argument("--sequence-format", default=RECIPE.sequence_format,
-                        help="sequence format of every stage (default: the recipe's)")
+    parser.add_argument("--sequence-format", default=REPRO_SEQUENCE_FORMAT,
+                        help="sequence format of every stage (default "
+                             f"{REPRO_SEQUENCE_FORMAT}, kept by recipe_sweep.py; auto: the "
+                             "records' own)")
     parser.add_argument("--lora-top-layers", type=int, default=REPRO_LORA_TOP_LAYERS,
                         help="LoRA on the last N layers only (default: "
                              f"{REPRO_LORA_TOP_LAYERS}; 0: all, as the demo trains)")
@@ -351,7 +349,10 @@ def main() -> None:
         "that did best on a validation split carved from the training questions (belief JSD "
         "for GDPO, the validation loss for SFT and DPO). Seeds "
         f"{', '.join(map(str, args.seeds))}: mean over seeds and prompts with a 95% two-level "
-        "bootstrap interval. BPC (offline embedding judge) and RS count every generation. "
+        "bootstrap interval. Generations draw the belief at temperature 1 and write the text "
+        "after it greedily (`pluralign eval`'s default, chosen on validation splits: "
+        "\"Temperature after the drawn belief\"). BPC (offline embedding judge) and RS count "
+        "every generation. "
         f"Held-out questions: JSD only. Machine: {machine_line()}; {args.workers} stages at a "
         f"time, {worker_threads(args.workers)} thread(s) each. Run on "
         f"{time.strftime('%Y-%m-%d')}; total {(time.perf_counter() - started) / 60:.1f} min.\n\n"

@@ -5,26 +5,39 @@ United States, Pakistan, S. Africa; seed 0): SFT, then GDPO from it, with
 the weights each stage keeps chosen on a validation split carved from the
 training questions. The candidates are scored on that validation split
 only (belief JSD read in one forward pass; CBC, BPC, RS and marker starts
-from two belief-first generations per validation prompt), never on the
-held-out framings or questions that `opinion_repro.py` reports.
-The setting kept is the one with the lowest mean validation JSD among those
-whose GDPO keeps BPC and RS at least at its SFT's; it becomes
-`pluralign.train.recipe.RECIPE`.
+from belief-first generations), never on the held-out framings or questions
+that `opinion_repro.py` reports. Every candidate is today's recipe at the
+reproduction's size (LoRA on the last 10 layers) with one thing changed, and
+candidates that differ only after SFT share one SFT run. Stages run two at a
+time on a CPU, one thread each (``--workers``), as in `opinion_repro.py`.
+
+Rule, fixed before the run: among the candidates whose GDPO keeps BPC and RS
+within 0.02 of its SFT's, those whose GDPO CBC is at least 0.9 if any, the
+lowest mean validation JSD is kept. Nothing is chosen per group.
 
 Usage:
-    .venv/bin/python benchmarks/recipe_sweep.py                    # every candidate
-    .venv/bin/python benchmarks/recipe_sweep.py --only lora-b0.5   # one of them
+    .venv/bin/python benchmarks/recipe_sweep.py                  # every candidate
+    .venv/bin/python benchmarks/recipe_sweep.py --only base beta-0.1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _opinions import SHORT, DataSpec, build_group, evaluate_models, per_prompt_values
+from _opinions import (
+    REPRO_LORA_TOP_LAYERS,
+    SHORT,
+    DataSpec,
+    build_group,
+    evaluate_models,
+    per_prompt_values,
+)
 from _report import machine_line, write_section
 
 from pluralign.data.records import read_examples, write_examples
@@ -32,30 +45,22 @@ from pluralign.runs import FINAL_DIR
 from pluralign.train.recipe import RECIPE, Recipe
 from pluralign.train.selection import carve_validation
 
+#: Today's recipe at the reproduction's size: what every candidate changes one thing of.
+BASE = RECIPE.replace(lora_top_layers=REPRO_LORA_TOP_LAYERS)
 #: name -> (what it changes, the recipe). Every candidate uses the same data and seed.
 CANDIDATES: dict[str, tuple[str, Recipe]] = {
-    "lora-b0.1": ("LoRA r16 (all linear layers), beta 0.1 (the paper's)",
-                  RECIPE.replace(beta=0.1, frame_prompts=False)),
-    "lora-b0.5": ("LoRA r16, beta 0.5", RECIPE.replace(beta=0.5, frame_prompts=False)),
-    "lora-b0.5-framed": ("LoRA r16, beta 0.5, framed training prompts",
-                         RECIPE.replace(beta=0.5, frame_prompts=True)),
-    "full-b0.5-framed": ("full fine-tuning (lr 1e-4 / 5e-5), beta 0.5, framed",
-                         RECIPE.replace(lora_r=0, sft_learning_rate=1e-4,
-                                        preference_learning_rate=5e-5, beta=0.5,
-                                        frame_prompts=True)),
-    "lora-b0.5-framed-cal2": ("LoRA r16, beta 0.5, framed, calibration and belief-NLL "
-                              "weights 2", RECIPE.replace(beta=0.5, frame_prompts=True,
-                                                          calibration_weight=2.0,
-                                                          belief_nll_weight=2.0)),
-    "lora-b0.5-framed-options": ("LoRA r16, beta 0.5, framed, answer options listed before "
-                                 "the question (separated-options format)",
-                                 RECIPE.replace(beta=0.5, frame_prompts=True,
-                                                sequence_format="separated-options")),
-    "lora-b0.5-framed-marker-options": ("LoRA r16, beta 0.5, framed, answer options given "
-                                        "after the belief marker (marker-options format)",
-                                        RECIPE.replace(beta=0.5, frame_prompts=True,
-                                                       sequence_format="marker-options")),
+    "base": (f"today's recipe: lr {BASE.preference_learning_rate}, beta {BASE.beta}, "
+             f"calibration / belief-NLL weights {BASE.calibration_weight:g}, LoRA "
+             f"r{BASE.lora_r} on the last {BASE.lora_top_layers} layers", BASE),
+    "beta-0.1": ("beta 0.1 (the paper's)", BASE.replace(beta=0.1)),
+    "weights-2": ("calibration and belief-NLL weights 2",
+                  BASE.replace(calibration_weight=2.0, belief_nll_weight=2.0)),
+    "lr-1e-3": ("DPO / GDPO learning rate 1e-3", BASE.replace(preference_learning_rate=1e-3)),
+    "lora-r4": ("LoRA rank 4 (SFT too)", BASE.replace(lora_r=4)),
+    "options": ("answer options listed before the question (`separated-options`, SFT too)",
+                BASE.replace(sequence_format="separated-options")),
 }
+CBC_BAR = 0.9
 METRICS = ("jsd", "cbc", "bpc", "rs", "marker_start")
 
 
@@ -66,6 +71,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/recipe_sweep"))
     parser.add_argument("--data", type=Path, default=Path("runs/opinion_repro"),
                         help="where the groups' data is built (shared with opinion_repro.py)")
+    parser.add_argument("--samples", type=int, default=4, help="generations per prompt")
+    parser.add_argument("--workers", type=int, default=2, help="stages run at once")
+    parser.add_argument("--no-write", action="store_true", help="print, leave BENCHMARKS.md")
+    parser.add_argument("--table-only", action="store_true",
+                        help="rebuild the table from a finished run's folders (--out)")
     parser.add_argument("--sft-steps", type=int, default=RECIPE.sft_steps)
     parser.add_argument("--pref-steps", type=int, default=RECIPE.preference_steps)
     return parser.parse_args()
@@ -73,8 +83,8 @@ def parse_args() -> argparse.Namespace:
 
 def sft_key(recipe: Recipe) -> str:
     """Candidates that differ only after SFT share one SFT run."""
-    return (f"sft-r{recipe.lora_r}-lr{recipe.sft_learning_rate}-s{recipe.sft_steps}"
-            f"{'-framed' if recipe.frame_prompts else ''}"
+    return (f"sft-r{recipe.lora_r}-top{recipe.lora_top_layers}-lr{recipe.sft_learning_rate}"
+            f"-s{recipe.sft_steps}{'-framed' if recipe.frame_prompts else ''}"
             f"{'' if recipe.sequence_format == 'auto' else '-' + recipe.sequence_format}")
 
 
@@ -82,81 +92,179 @@ def validation_file(files: dict[str, Path], recipe: Recipe, seed: int, out: Path
     """The validation split training carves (same records, same seed), as a file."""
     carve = carve_validation(read_examples(files["train"]), recipe.validation_fraction, seed)
     path = out / "validation.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
     write_examples(path, carve.validation)
     return path
 
 
-def run_candidate(name: str, recipe: Recipe, group: str, args: argparse.Namespace
-                  ) -> dict[str, Any]:
+def group_files(group: str, args: argparse.Namespace) -> dict[str, Path]:
+    """The group's data, built as `opinion_repro.py` builds it (reused when there)."""
+    short = SHORT[group]
+    return build_group(group, DataSpec(cache_dir=args.data / "llm-cache" / short),
+                       args.data / short / "data")
+
+
+def candidate_recipe(name: str, args: argparse.Namespace) -> Recipe:
+    return CANDIDATES[name][1].replace(sft_steps=args.sft_steps,
+                                       preference_steps=args.pref_steps)
+
+
+def sft_folder(recipe: Recipe, group: str, args: argparse.Namespace) -> Path:
+    return args.out / sft_key(recipe) / SHORT[group]
+
+
+def train_sft(job: tuple[Recipe, str, argparse.Namespace]) -> float:
+    """One shared SFT run; its wall seconds."""
     from pluralign.train.api import train
 
-    short = SHORT[group]
-    files = build_group(group, DataSpec(cache_dir=args.data / "llm-cache"),
-                        args.data / short / "data")
-    recipe = recipe.replace(sft_steps=args.sft_steps, preference_steps=args.pref_steps)
-    out = args.out / name / short
-    started, finals = time.perf_counter(), {}
-    for method in ("sft", "gdpo"):
-        start = "smollm2-135m" if method == "sft" else str(finals["sft"])
-        run_dir = args.out / sft_key(recipe) / short if method == "sft" else out / method
-        if method == "sft" and (run_dir / FINAL_DIR).is_dir():
-            finals[method] = run_dir / FINAL_DIR  # shared with an earlier candidate
-            continue
-        finals[method] = train(recipe.train_config(
-            method, start=start, train_file=str(files["train"]), output_dir=str(run_dir),
-            seed=0, overwrite=True), console_logs=False).final_dir
+    recipe, group, args = job
+    started = time.perf_counter()
+    train(recipe.train_config("sft", start="smollm2-135m", train_file=str(
+        group_files(group, args)["train"]), output_dir=str(sft_folder(recipe, group, args)),
+        seed=0, overwrite=True), console_logs=False)
+    return time.perf_counter() - started
+
+
+def run_candidate(job: tuple[str, str, argparse.Namespace]) -> dict[str, Any]:
+    """GDPO of one candidate for one group from its SFT, then both scored on validation."""
+    from pluralign.train.api import train
+
+    name, group, args = job
+    recipe, files = candidate_recipe(name, args), group_files(group, args)
+    out = args.out / name / SHORT[group]
+    finals = {"sft": sft_folder(recipe, group, args) / FINAL_DIR}
+    started = time.perf_counter()
+    finals["gdpo"] = train(recipe.train_config(
+        "gdpo", start=str(finals["sft"]), train_file=str(files["train"]),
+        output_dir=str(out / "gdpo"), seed=0, overwrite=True), console_logs=False).final_dir
     seconds = time.perf_counter() - started
     summary = evaluate_models(finals, validation_file(files, recipe, 0, out), out / "eval",
-                              seed=0, n_samples=2)
-    scores = {method: {m: _mean(per_prompt_values(summary["rows"], method, m))
-                       for m in METRICS} for method in finals}
-    return {"scores": scores, "train_minutes": seconds / 60}
+                              seed=0, n_samples=args.samples)
+    return {"scores": scores_of(summary, list(finals)), "gdpo_minutes": seconds / 60}
+
+
+def scores_of(summary: dict[str, Any], methods: list[str]) -> dict[str, dict[str, float]]:
+    """Mean validation metrics per method; the evaluation labels its models in the order
+    given (a label is the run folder's name, which is not the method's for a shared SFT)."""
+    labels = dict(zip(methods, summary["models"], strict=True))
+    return {method: {m: _mean(per_prompt_values(summary["rows"], label, m)) for m in METRICS}
+            for method, label in labels.items()}
+
+
+def rescore(name: str, group: str, args: argparse.Namespace) -> dict[str, Any]:
+    """A finished (candidate, group) read back from its folders (``--table-only``)."""
+    out = args.out / name / SHORT[group]
+    summary = json.loads((out / "eval" / "eval.json").read_text())
+    summary["rows"] = [json.loads(line) for line in (out / "eval" / "predictions.jsonl").open()]
+    return {"scores": scores_of(summary, ["sft", "gdpo"]),
+            "gdpo_minutes": runtime_minutes(out / "gdpo")}
+
+
+def runtime_minutes(run_dir: Path) -> float:
+    """The trainer's own train_runtime of a finished run, in minutes."""
+    from pluralign.train.metrics import read_metrics
+
+    runtime = [r["train_runtime"] for r in read_metrics(run_dir) if "train_runtime" in r]
+    return runtime[-1] / 60 if runtime else float("nan")
 
 
 def _mean(values: dict[str, float]) -> float:
     return sum(values.values()) / len(values) if values else float("nan")
 
 
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_all(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Shared SFT runs first, then every (candidate, group) GDPO and its scoring, on
+    ``args.workers`` one-thread processes. Returns the results and SFT minutes per key."""
+    for group in args.groups:  # built once, before the workers read it
+        group_files(group, args)
+    sft_jobs: dict[tuple[str, str], tuple[Recipe, str, argparse.Namespace]] = {}
+    for name in args.only:
+        recipe = candidate_recipe(name, args)
+        for group in args.groups:
+            if not (sft_folder(recipe, group, args) / FINAL_DIR).is_dir():
+                sft_jobs.setdefault((sft_key(recipe), group), (recipe, group, args))
+    jobs = [(name, group, args) for name in args.only for group in args.groups]
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_thread) as pool:
+        sft_seconds = dict(zip(sft_jobs, pool.map(train_sft, sft_jobs.values()), strict=True))
+        outcomes = list(pool.map(run_candidate, jobs))
+    results: dict[str, dict[str, Any]] = {}
+    for (name, group, _), outcome in zip(jobs, outcomes, strict=True):
+        results.setdefault(name, {})[group] = outcome
+    sft_minutes = {f"{key[0]}/{SHORT[key[1]]}": s / 60 for key, s in sft_seconds.items()}
+    return results, sft_minutes
+
+
+def kept_candidate(results: dict[str, dict[str, Any]]) -> str | None:
+    """The rule of the module docstring."""
+    def mean(per_group: dict[str, Any], method: str, metric: str) -> float:
+        return sum(r["scores"][method][metric] for r in per_group.values()) / len(per_group)
+
+    clean = {name: per_group for name, per_group in results.items()
+             if mean(per_group, "gdpo", "bpc") >= mean(per_group, "sft", "bpc") - 0.02
+             and mean(per_group, "gdpo", "rs") >= mean(per_group, "sft", "rs") - 0.02}
+    calibrated = {n: g for n, g in clean.items() if mean(g, "gdpo", "cbc") >= CBC_BAR}
+    pool = calibrated or clean
+    return min(pool, key=lambda n: mean(pool[n], "gdpo", "jsd")) if pool else None
+
+
 def main() -> None:
     args = parse_args()
-    results: dict[str, dict[str, Any]] = {}
-    for name in args.only:
-        results[name] = {group: run_candidate(name, CANDIDATES[name][1], group, args)
-                         for group in args.groups}
-        (args.out / "results.json").write_text(json.dumps(results, indent=1))
-        print(json.dumps({name: results[name]}, indent=1), flush=True)
+    started = time.perf_counter()
+    if args.table_only:
+        results = {name: {group: rescore(name, group, args) for group in args.groups}
+                   for name in args.only}
+        sft_minutes = {f"{sft_key(recipe)}/{SHORT[group]}": runtime_minutes(
+            sft_folder(recipe, group, args)) for name in args.only
+            for recipe in [candidate_recipe(name, args)] for group in args.groups}
+    else:
+        results, sft_minutes = run_all(args)
+    (args.out / "results.json").write_text(json.dumps(
+        {"results": results, "sft_minutes": sft_minutes}, indent=1))
     header = ("| candidate | what changes | GDPO validation JSD (" + " / ".join(
-        SHORT[g] for g in args.groups) + ") | mean | SFT JSD (mean) | GDPO CBC | GDPO BPC / "
-              "SFT BPC | GDPO RS / SFT RS | marker starts | train min per group |")
+        SHORT[g] for g in args.groups) + ") | mean | SFT JSD (mean) | GDPO CBC / SFT CBC | "
+              "GDPO BPC / SFT BPC | GDPO RS / SFT RS | marker starts | GDPO min per group |")
     table = [header, "|" + "---|" * 10]
-    kept, kept_jsd = None, float("inf")
     for name, per_group in results.items():
         def mean(method: str, metric: str, per_group: dict = per_group) -> float:
             return sum(r["scores"][method][metric] for r in per_group.values()) / len(per_group)
 
+        def pair(metric: str) -> str:
+            return f"{mean('gdpo', metric):.3f} / {mean('sft', metric):.3f}"
+
         jsds = " / ".join(f"{r['scores']['gdpo']['jsd']:.3f}" for r in per_group.values())
-        minutes = sum(r["train_minutes"] for r in per_group.values()) / len(per_group)
+        minutes = sum(r["gdpo_minutes"] for r in per_group.values()) / len(per_group)
         table.append(
             f"| `{name}` | {CANDIDATES[name][0]} | {jsds} | {mean('gdpo', 'jsd'):.3f} | "
-            f"{mean('sft', 'jsd'):.3f} | {mean('gdpo', 'cbc'):.3f} | {mean('gdpo', 'bpc'):.3f} / "
-            f"{mean('sft', 'bpc'):.3f} | {mean('gdpo', 'rs'):.3f} / {mean('sft', 'rs'):.3f} | "
+            f"{mean('sft', 'jsd'):.3f} | {pair('cbc')} | {pair('bpc')} | {pair('rs')} | "
             f"{mean('gdpo', 'marker_start'):.3f} | {minutes:.1f} |")
-        clean = (mean("gdpo", "bpc") >= mean("sft", "bpc") - 0.02
-                 and mean("gdpo", "rs") >= mean("sft", "rs") - 0.02)
-        if clean and mean("gdpo", "jsd") < kept_jsd:
-            kept, kept_jsd = name, mean("gdpo", "jsd")
+    sft = ", ".join(f"{key} {minutes:.1f}" for key, minutes in sft_minutes.items())
+    done = ("table rebuilt from the run's folders (--table-only)" if args.table_only
+            else f"total {(time.perf_counter() - started) / 60:.1f} min")
     body = (
         "## Recipe sweep on the development groups (`benchmarks/recipe_sweep.py`)\n\n"
-        "Every candidate trains SFT then GDPO (seed 0) on each development group's training "
-        "questions and is scored on the validation split carved from them (one held-out "
-        "framing of some training questions), never on the held-out framings or questions "
-        "that the reproduction reports. Rule: the lowest mean validation JSD among the "
-        "candidates whose GDPO keeps BPC and RS within 0.02 of its SFT's. "
-        f"Kept: `{kept}`. Machine: {machine_line()}. Run on {time.strftime('%Y-%m-%d')}.\n\n"
-        + "\n".join(table)
+        "Every candidate is today's recipe at the reproduction's size with one thing changed; "
+        "it trains SFT (shared by candidates that differ only after it) then GDPO, seed 0, on "
+        "each development group's training questions, and is scored on the validation split "
+        "carved from them (held-out wordings of some training questions), never on the "
+        "held-out framings or questions that the reproduction reports. "
+        f"{args.samples} generations per validation prompt; text after the drawn belief "
+        "decoded as `pluralign eval` does by default. Rule, fixed before the run: among the "
+        "candidates whose GDPO keeps BPC and RS within 0.02 of its SFT's, those with GDPO CBC "
+        f"at least {CBC_BAR} if any, the lowest mean validation JSD. "
+        f"**Kept: `{kept_candidate(results)}`.** SFT minutes: {sft or 'not timed'}. "
+        f"Machine: {machine_line()}; {args.workers} stages at a time, one thread each. Run on "
+        f"{time.strftime('%Y-%m-%d')}; {done}.\n\n" + "\n".join(table)
     )
     print(body)
-    write_section("recipe-sweep", body)
+    if not args.no_write:
+        write_section("recipe-sweep", body)
 
 
 if __name__ == "__main__":

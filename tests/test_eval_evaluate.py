@@ -156,7 +156,17 @@ def test_config_errors_name_the_field(tmp_path):
         EvalConfig(models=["tiny"], data="x", n_samples=-1)
     with pytest.raises(ValueError, match="response_temperature: must be >= 0"):
         EvalConfig(models=["tiny"], data="x", response_temperature=-1.0)
-    assert EvalConfig(models=["tiny"], data="x", temperature=0.7).sampling().text_temperature == 0.7
+
+
+def test_text_after_the_drawn_belief_is_greedy_by_default():
+    """The default decodes the description and response greedily while the belief is
+    still drawn at temperature 1 (chosen on validation splits: benchmarks/decode_sweep.py);
+    none gives the text the belief's temperature, as before."""
+    default = EvalConfig(models=["tiny"], data="x").sampling()
+    assert (default.temperature, default.text_temperature) == (1.0, 0.0)
+    same = EvalConfig(models=["tiny"], data="x", temperature=0.8,
+                      response_temperature=None).sampling()
+    assert (same.temperature, same.text_temperature) == (0.8, 0.8)
 
 
 def test_prompts_without_any_belief_sample_are_counted_not_filled_in():

@@ -52,3 +52,29 @@ def test_stage_graph_runs_each_stage_from_its_inputs(benchmark_module, tmp_path,
             assert done["values"][("framings", "gdpo", "jsd")] == {"p": 0.1 * seed}
     assert graph.recipe.lora_top_layers == 10 and graph.recipe.preference_steps == 4
     assert graph.built["Pakistan"] == ({"train": tmp_path / "Pakistan.jsonl"}, 1.5)
+
+
+def _scores(gdpo: dict[str, float], sft: dict[str, float]) -> dict:
+    return {"scores": {"gdpo": gdpo, "sft": sft}, "gdpo_minutes": 1.0}
+
+
+def test_recipe_sweep_keeps_by_its_stated_rule(benchmark_module):
+    """Clean (BPC and RS within 0.02 of SFT's) first, then CBC >= 0.9 where any candidate
+    reaches it, then the lowest mean validation JSD; scores of a shared SFT are read by the
+    evaluation's labels (the SFT folder's name), not by the method name."""
+    sweep = benchmark_module("recipe_sweep")
+    sft = {"jsd": 0.25, "cbc": 0.5, "bpc": 0.40, "rs": 0.50}
+    results = {
+        "lowest-but-unclean": {"US": _scores({"jsd": 0.05, "cbc": 0.95, "bpc": 0.30, "rs": 0.6},
+                                             sft)},
+        "clean-low-cbc": {"US": _scores({"jsd": 0.08, "cbc": 0.80, "bpc": 0.45, "rs": 0.6}, sft)},
+        "clean-calibrated": {"US": _scores({"jsd": 0.10, "cbc": 0.92, "bpc": 0.39, "rs": 0.49},
+                                           sft)},
+    }
+    assert sweep.kept_candidate(results) == "clean-calibrated"
+    del results["clean-calibrated"]
+    assert sweep.kept_candidate(results) == "clean-low-cbc"
+    rows = [{"model": "US", "prompt": "q", "jsd": 0.3, "generations": []},
+            {"model": "gdpo", "prompt": "q", "jsd": 0.1, "generations": []}]
+    scores = sweep.scores_of({"models": {"US": {}, "gdpo": {}}, "rows": rows}, ["sft", "gdpo"])
+    assert (scores["sft"]["jsd"], scores["gdpo"]["jsd"]) == (0.3, 0.1)
