@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from pluralign.data.builders.opinions import OpinionsConfig, build_opinions
-from pluralign.data.records import GroupPreferenceExample, write_examples
+from pluralign.data.records import GroupPreferenceExample, read_examples, write_examples
 from pluralign.eval.evaluate import EvalConfig, evaluate
 from pluralign.llm import LLMConfig
 from pluralign.train.api import train
 from pluralign.train.recipe import Recipe, bf16_is_fast
+from pluralign.train.selection import carve_validation
 
 SOURCE = Path(__file__).resolve().parents[1].parent / "shared/data/globalopinionqa/dev_groups.jsonl"
 SHORT = {"United States": "US", "Pakistan": "PK", "S. Africa": "SA"}
@@ -175,6 +176,25 @@ def evaluate_models(finals: dict[str, Path], data: Path, out: Path, seed: int,
     summary = json.loads((out / "eval.json").read_text())
     summary["rows"] = [json.loads(line) for line in (out / "predictions.jsonl").open()]
     return summary
+
+
+def method_values(summary: dict[str, Any], methods: list[str], metrics: tuple[str, ...],
+                  ) -> dict[tuple[str, str], dict[str, float]]:
+    """Per (method, metric) the per-prompt values of one evaluation of ``methods``. The
+    evaluation labels its models in the order given, by run folder name, which is not the
+    method's name for a shared SFT folder."""
+    labels = dict(zip(methods, summary["models"], strict=True))
+    return {(method, metric): per_prompt_values(summary["rows"], label, metric)
+            for method, label in labels.items() for metric in metrics}
+
+
+def write_validation(train_file: str | Path, fraction: float, seed: int, path: Path) -> Path:
+    """The validation split training carves from ``train_file`` (same records, fraction and
+    seed, so the same prompts), written to ``path``."""
+    carve = carve_validation(read_examples(train_file), fraction, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_examples(path, carve.validation)
+    return path
 
 
 def per_prompt_values(rows: list[dict[str, Any]], model: str, metric: str) -> dict[str, float]:

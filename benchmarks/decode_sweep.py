@@ -24,11 +24,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import yaml
-from _opinions import METHODS, SHORT, evaluate_models, per_prompt_values, seed_prompt_interval
+from _opinions import (
+    METHODS,
+    SHORT,
+    evaluate_models,
+    method_values,
+    seed_prompt_interval,
+    write_validation,
+)
 from _report import machine_line, publish
-
-from pluralign.data.records import read_examples, write_examples
-from pluralign.train.selection import carve_validation
 
 METRICS = ("cbc", "bpc", "rs")
 
@@ -46,16 +50,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def validation_file(seed_dir: Path, out: Path) -> Path:
-    """The validation records the seed's GDPO run carved (same records, fraction, seed)."""
-    config = yaml.safe_load((seed_dir / "gdpo" / "config.yaml").read_text())
-    carve = carve_validation(read_examples(config["train_file"]),
-                             config["validation_fraction"], config["seed"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_examples(out, carve.validation)
-    return out
-
-
 def sweep_seed(job: tuple[Path, str, int, list[float], int]) -> dict[tuple, dict[str, float]]:
     """Per-prompt CBC / BPC / RS of every method at every temperature for one seed."""
     import torch
@@ -64,17 +58,17 @@ def sweep_seed(job: tuple[Path, str, int, list[float], int]) -> dict[tuple, dict
     runs, group, seed, temperatures, samples = job
     seed_dir = runs / group / f"seed{seed}"
     work = runs / "decode-sweep" / group / f"seed{seed}"
-    data = validation_file(seed_dir, work / "validation.jsonl")
+    config = yaml.safe_load((seed_dir / "gdpo" / "config.yaml").read_text())
+    data = write_validation(config["train_file"], config["validation_fraction"],
+                            config["seed"], work / "validation.jsonl")
     finals = {m: seed_dir / m / "final" for m in METHODS}
     values: dict[tuple, dict[str, float]] = {}
     for temperature in temperatures:
         summary = evaluate_models(finals, data, work / f"t{temperature:g}", seed, samples,
                                   response_temperature=temperature)
-        labels = dict(zip(finals, summary["models"], strict=True))
-        for method, label in labels.items():
-            for metric in METRICS:
-                values[(group, temperature, method, metric)] = per_prompt_values(
-                    summary["rows"], label, metric)
+        for (method, metric), per_prompt in method_values(summary, list(finals),
+                                                          METRICS).items():
+            values[(group, temperature, method, metric)] = per_prompt
     return values
 
 

@@ -48,7 +48,7 @@ from _opinions import (
     StageResult,
     build_group,
     evaluate_models,
-    per_prompt_values,
+    method_values,
     seed_prompt_interval,
     train_methods,
     train_stage,
@@ -138,12 +138,10 @@ def evaluate_seed(files: dict[str, Path], finals: dict[str, Path], seed: int, se
         summary = evaluate_models(finals, files[key], seed_dir / f"eval-{key}", seed,
                                   n_samples)
         lines[setting] = {k: v["value"] for k, v in summary["reference_lines"].items()}
-        labels = {m: model for m, model in zip(finals, summary["models"], strict=True)}
         metrics = FRAMING_METRICS if setting == "framings" else ("jsd",)
-        for method, label in labels.items():
-            for metric in metrics:
-                values[(setting, method, metric)] = per_prompt_values(summary["rows"], label,
-                                                                      metric)
+        for (method, metric), per_prompt in method_values(summary, list(finals),
+                                                          metrics).items():
+            values[(setting, method, metric)] = per_prompt
     return {"values": values, "lines": lines}
 
 

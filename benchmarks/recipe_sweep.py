@@ -36,14 +36,13 @@ from _opinions import (
     DataSpec,
     build_group,
     evaluate_models,
-    per_prompt_values,
+    method_values,
+    write_validation,
 )
 from _report import machine_line, write_section
 
-from pluralign.data.records import read_examples, write_examples
 from pluralign.runs import FINAL_DIR
 from pluralign.train.recipe import RECIPE, Recipe
-from pluralign.train.selection import carve_validation
 
 #: Today's recipe at the reproduction's size: what every candidate changes one thing of.
 BASE = RECIPE.replace(lora_top_layers=REPRO_LORA_TOP_LAYERS)
@@ -88,15 +87,6 @@ def sft_key(recipe: Recipe) -> str:
             f"{'' if recipe.sequence_format == 'auto' else '-' + recipe.sequence_format}")
 
 
-def validation_file(files: dict[str, Path], recipe: Recipe, seed: int, out: Path) -> Path:
-    """The validation split training carves (same records, same seed), as a file."""
-    carve = carve_validation(read_examples(files["train"]), recipe.validation_fraction, seed)
-    path = out / "validation.jsonl"
-    out.mkdir(parents=True, exist_ok=True)
-    write_examples(path, carve.validation)
-    return path
-
-
 def group_files(group: str, args: argparse.Namespace) -> dict[str, Path]:
     """The group's data, built as `opinion_repro.py` builds it (reused when there)."""
     short = SHORT[group]
@@ -138,17 +128,16 @@ def run_candidate(job: tuple[str, str, argparse.Namespace]) -> dict[str, Any]:
         "gdpo", start=str(finals["sft"]), train_file=str(files["train"]),
         output_dir=str(out / "gdpo"), seed=0, overwrite=True), console_logs=False).final_dir
     seconds = time.perf_counter() - started
-    summary = evaluate_models(finals, validation_file(files, recipe, 0, out), out / "eval",
-                              seed=0, n_samples=args.samples)
+    validation = write_validation(files["train"], recipe.validation_fraction, 0,
+                                  out / "validation.jsonl")
+    summary = evaluate_models(finals, validation, out / "eval", seed=0, n_samples=args.samples)
     return {"scores": scores_of(summary, list(finals)), "gdpo_minutes": seconds / 60}
 
 
 def scores_of(summary: dict[str, Any], methods: list[str]) -> dict[str, dict[str, float]]:
-    """Mean validation metrics per method; the evaluation labels its models in the order
-    given (a label is the run folder's name, which is not the method's for a shared SFT)."""
-    labels = dict(zip(methods, summary["models"], strict=True))
-    return {method: {m: _mean(per_prompt_values(summary["rows"], label, m)) for m in METRICS}
-            for method, label in labels.items()}
+    """Mean validation metrics per method of one evaluation of ``methods``."""
+    values = method_values(summary, methods, METRICS)
+    return {method: {m: _mean(values[(method, m)]) for m in METRICS} for method in methods}
 
 
 def rescore(name: str, group: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -201,17 +190,19 @@ def run_all(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[s
     return results, sft_minutes
 
 
+def group_mean(per_group: dict[str, Any], method: str, metric: str) -> float:
+    """A candidate's validation metric averaged over the groups (each counted once)."""
+    return sum(r["scores"][method][metric] for r in per_group.values()) / len(per_group)
+
+
 def kept_candidate(results: dict[str, dict[str, Any]]) -> str | None:
     """The rule of the module docstring."""
-    def mean(per_group: dict[str, Any], method: str, metric: str) -> float:
-        return sum(r["scores"][method][metric] for r in per_group.values()) / len(per_group)
-
     clean = {name: per_group for name, per_group in results.items()
-             if mean(per_group, "gdpo", "bpc") >= mean(per_group, "sft", "bpc") - 0.02
-             and mean(per_group, "gdpo", "rs") >= mean(per_group, "sft", "rs") - 0.02}
-    calibrated = {n: g for n, g in clean.items() if mean(g, "gdpo", "cbc") >= CBC_BAR}
+             if group_mean(per_group, "gdpo", "bpc") >= group_mean(per_group, "sft", "bpc") - 0.02
+             and group_mean(per_group, "gdpo", "rs") >= group_mean(per_group, "sft", "rs") - 0.02}
+    calibrated = {n: g for n, g in clean.items() if group_mean(g, "gdpo", "cbc") >= CBC_BAR}
     pool = calibrated or clean
-    return min(pool, key=lambda n: mean(pool[n], "gdpo", "jsd")) if pool else None
+    return min(pool, key=lambda n: group_mean(pool[n], "gdpo", "jsd")) if pool else None
 
 
 def main() -> None:
@@ -232,18 +223,15 @@ def main() -> None:
               "GDPO BPC / SFT BPC | GDPO RS / SFT RS | marker starts | GDPO min per group |")
     table = [header, "|" + "---|" * 10]
     for name, per_group in results.items():
-        def mean(method: str, metric: str, per_group: dict = per_group) -> float:
-            return sum(r["scores"][method][metric] for r in per_group.values()) / len(per_group)
-
-        def pair(metric: str) -> str:
-            return f"{mean('gdpo', metric):.3f} / {mean('sft', metric):.3f}"
+        def value(method: str, metric: str, per_group: dict = per_group) -> str:
+            return f"{group_mean(per_group, method, metric):.3f}"
 
         jsds = " / ".join(f"{r['scores']['gdpo']['jsd']:.3f}" for r in per_group.values())
         minutes = sum(r["gdpo_minutes"] for r in per_group.values()) / len(per_group)
+        pairs = " | ".join(f"{value('gdpo', m)} / {value('sft', m)}" for m in ("cbc", "bpc", "rs"))
         table.append(
-            f"| `{name}` | {CANDIDATES[name][0]} | {jsds} | {mean('gdpo', 'jsd'):.3f} | "
-            f"{mean('sft', 'jsd'):.3f} | {pair('cbc')} | {pair('bpc')} | {pair('rs')} | "
-            f"{mean('gdpo', 'marker_start'):.3f} | {minutes:.1f} |")
+            f"| `{name}` | {CANDIDATES[name][0]} | {jsds} | {value('gdpo', 'jsd')} | "
+            f"{value('sft', 'jsd')} | {pairs} | {value('gdpo', 'marker_start')} | {minutes:.1f} |")
     sft = ", ".join(f"{key} {minutes:.1f}" for key, minutes in sft_minutes.items())
     done = ("table rebuilt from the run's folders (--table-only)" if args.table_only
             else f"total {(time.perf_counter() - started) / 60:.1f} min")
