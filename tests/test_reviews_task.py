@@ -292,7 +292,11 @@ def test_eval_judge_rating_llm_scores_reviews_with_the_three_class_prompt(
             "eval", "-m", str(trained_run), "-m", "tiny", "--data",
             str(review_files / "train.jsonl"), "--out", str(tmp_path / "out"), "--n", "2",
             "--max-new-tokens", "6", "--belief-samples", "0", "--device", "cpu",
-            "--judge", "rating-llm", "--judge-model", "stub", "--judge-base-url", server.url])
+            "--judge", "rating-llm", "--judge-model", "stub", "--judge-base-url", server.url,
+            # Sampled text, so the two models write different reviews: the backend sends a
+            # repeat once within one model's judging, not across models (greedy text would
+            # give both models the same reviews).
+            "--response-temperature", "none"])
     finally:
         server.stop()
     assert result.exit_code == 0, result.output
