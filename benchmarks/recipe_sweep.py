@@ -58,6 +58,9 @@ CANDIDATES: dict[str, tuple[str, Recipe]] = {
     "lora-r4": ("LoRA rank 4 (SFT too)", BASE.replace(lora_r=4)),
     "options": ("answer options listed before the question (`separated-options`, SFT too)",
                 BASE.replace(sequence_format="separated-options")),
+    "marked-options": ("answer options listed before the question, each written as a belief "
+                       "is after the slot (`1<Oppose>`; `separated-marked-options`, SFT too)",
+                       BASE.replace(sequence_format="separated-marked-options")),
 }
 CBC_BAR = 0.9
 METRICS = ("jsd", "cbc", "bpc", "rs", "marker_start")

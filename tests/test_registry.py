@@ -96,7 +96,8 @@ def test_load_all_registers_builtin_model_keywords():
     assert set(ALL_REGISTRIES) == {"methods", "metrics", "judges", "builders", "models",
                                    "llm-backends", "reference-lines", "sequence-formats"}
     assert set(ALL_REGISTRIES["sequence-formats"].names()) == {
-        "separated", "separated-options", "marker-options", "paper", "reviews", "reviews-paper"}
+        "separated", "separated-options", "separated-marked-options", "marker-options", "paper",
+        "reviews", "reviews-paper"}
     assert set(ALL_REGISTRIES["methods"].names()) == {
         "sft", "uniform-sft", "icf", "dpo", "gdpo", "gdpo-calibration", "gdpo-conditioned",
         "kto", "gdpo-kto"}

@@ -283,6 +283,29 @@ def test_options_format_lists_the_answer_options_before_the_question(separator_t
     assert separator_tokenizer.decode(chosen["input_ids"][start:end]) == "<Somewhat bad job>"
 
 
+def test_marked_options_list_each_option_as_the_belief_is_written_after_the_slot(
+        separator_tokenizer):
+    from pluralign.beliefs.formats import BELIEF_SEPARATOR, named_format
+
+    fmt = named_format("separated-marked-options")
+    assert fmt.lists_options
+    pair = tokenize_example(OPINION, separator_tokenizer, fmt)
+    prompt_ids = pair["prompt_input_ids"]
+    assert separator_tokenizer.decode(prompt_ids) == (
+        "<Q>Options: 4<Somewhat good job>; 2<Somewhat bad job>; 0<DK>\n"
+        "Is the European Union doing a good job?<A>" + BELIEF_SEPARATOR)
+    chosen = pair["chosen"]
+    start, end = chosen["description_span"]
+    # The drawn marker and its description are the very tokens its option holds in the list:
+    # a copy, not a rewording ("2 = Somewhat bad job" has " Somewhat", not "<Somewhat").
+    written = chosen["input_ids"][chosen["marker_position"]:end]
+    assert start == chosen["marker_position"] + 1
+    assert any(prompt_ids[i:i + len(written)] == written for i in range(len(prompt_ids)))
+    plain = tokenize_example(OPINION, separator_tokenizer, named_format("separated-options"))
+    assert not any(plain["prompt_input_ids"][i:i + len(written)] == written
+                   for i in range(len(plain["prompt_input_ids"])))
+
+
 def test_options_format_needs_the_beliefs_other_formats_ignore_them(separator_tokenizer):
     from pluralign.beliefs.formats import SEPARATED_FORMAT, named_format
 

@@ -14,6 +14,9 @@ Prompt formats (:class:`SequenceFormat`, registered by name in
   ``option_template``). A wording such as "For or against?" does not say which
   of several scales the answers use; with the options in view the model writes
   its class's own description;
+* ``separated-marked-options``: ``separated-options`` with each option written as a
+  belief is written after the slot, ``<Q>Options: 1<Oppose>; 2<Support>\n{prompt}<A>...``,
+  so the description after a drawn marker repeats its option token for token;
 * ``paper``: the paper's exact ``<Q>{prompt}<A>{class}<{description}>{response}<eos>``.
   Its prompt ends in ``>``, and so does every description: the calibration
   terms teach "a belief marker follows ``>``", and trained models write another
@@ -244,6 +247,14 @@ REVIEWS_FORMAT = SequenceFormat(description_template=None, separator=BELIEF_SEPA
 #: description instead of guessing the scale.
 OPTIONS_FORMAT = SequenceFormat(prompt_template="<Q>Options: {options}.\n{prompt}<A>",
                                 separator=BELIEF_SEPARATOR)
+#: :data:`OPTIONS_FORMAT` with each option written exactly as a belief is written after the
+#: slot: ``<Q>Options: 1<Oppose>; 2<Support>\n{prompt}<A><|belief|>2<Support>...``. In
+#: ``1 = Oppose`` the description is `` Oppose`` (a leading space, other tokens than
+#: ``<Oppose``); here the tokens after a drawn ``2<`` repeat the ones after ``2<`` in the
+#: list, so the description is a token-for-token copy of its option.
+MARKED_OPTIONS_FORMAT = SequenceFormat(prompt_template="<Q>Options: {options}\n{prompt}<A>",
+                                       separator=BELIEF_SEPARATOR,
+                                       option_template="{class_id}<{description}>")
 #: :data:`SEPARATED_FORMAT` with the answer options written right after the belief marker:
 #: ``<Q>{prompt}<A><|belief|>{class}(Options: 1 = Oppose; 2 = Support)<{description}>...``.
 #: The options are given text (generation writes them in after the drawn marker, no loss
@@ -263,6 +274,11 @@ SEQUENCE_FORMATS.register(
     help="<Q>Options: 1 = ...; 2 = ....\n{prompt}<A><|belief|>{class}<{description}>{response}: "
          "the separated format with the question's answer options listed before it, so the "
          "description written is the option's own.")
+SEQUENCE_FORMATS.register(
+    "separated-marked-options", MARKED_OPTIONS_FORMAT,
+    help="<Q>Options: 1<...>; 2<...>\n{prompt}<A><|belief|>{class}<{description}>{response}: "
+         "separated-options with each option written as a belief is written after the slot, "
+         "so the description is a token-for-token copy of its option.")
 SEQUENCE_FORMATS.register(
     "marker-options", MARKER_OPTIONS_FORMAT,
     help="<Q>{prompt}<A><|belief|>{class}(Options: 1 = ...; ...)<{description}>{response}: the "

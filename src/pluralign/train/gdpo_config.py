@@ -127,8 +127,9 @@ class GDPOConfig(BeliefLossArgs, DPOConfig):
         metadata={"help": "Sequence format of a text dataset (`pluralign ls sequence-formats`): "
                           "separated (default: <Q>{prompt}<A><|belief|>{class}<{description}>"
                           "{response}; the trainer adds the <|belief|> token to the tokenizer "
-                          "and the model's embeddings), separated-options, marker-options, "
-                          "paper, reviews, reviews-paper. Not read for pre-tokenised datasets."},
+                          "and the model's embeddings), separated-options, "
+                          "separated-marked-options, marker-options, paper, reviews, "
+                          "reviews-paper. Not read for pre-tokenised datasets."},
     )
     pairing: str = field(
         default="gdpo",
