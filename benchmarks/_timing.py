@@ -212,9 +212,14 @@ class RssSampler:
         self.peak = max(self.peak, self._process.memory_info().rss)
 
 
-def step_timer() -> Any:
-    """A TrainerCallback whose ``times`` lists each optimiser step's wall time."""
+def step_timer(synchronize: Callable[[], None] | None = None) -> Any:
+    """A TrainerCallback whose ``times`` lists each optimiser step's wall time.
+
+    ``synchronize`` (``torch.cuda.synchronize`` on a GPU) runs at both ends of a step: GPU
+    kernels run asynchronously, and without it the timer would measure kernel launches."""
     from transformers import TrainerCallback
+
+    sync = synchronize or (lambda: None)
 
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
@@ -222,21 +227,25 @@ def step_timer() -> Any:
             self._started = 0.0
 
         def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            sync()
             self._started = time.perf_counter()
 
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            sync()
             self.times.append(time.perf_counter() - self._started)
 
     return StepTimer()
 
 
-def timed_training(trainer: Any, warmup: int) -> dict[str, Any]:
-    """Train ``trainer`` to its ``max_steps``; step times after ``warmup`` and RSS peaks."""
+def timed_training(trainer: Any, warmup: int,
+                   synchronize: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Train ``trainer`` to its ``max_steps``; step times after ``warmup`` and RSS peaks
+    (``synchronize``: see :func:`step_timer`)."""
     import statistics
 
     import torch
 
-    timer = step_timer()
+    timer = step_timer(synchronize)
     trainer.add_callback(timer)
     process = psutil.Process()
     cpu_before, wall_before = sum(process.cpu_times()[:2]), time.perf_counter()
@@ -286,7 +295,9 @@ def _train_config(spec: dict[str, Any], out: Path) -> Any:
         # SDPA, the model's own kernel, for every trainer (TRL's too): under bf16 on a CPU
         # `auto` would give pluralign's trainer eager attention and TRL's not.
         model=ModelConfig(model=spec["model"], lora_r=spec["lora_r"],
-                          lora_alpha=2.0 * spec["lora_r"], attn_implementation="sdpa"),
+                          lora_alpha=2.0 * spec["lora_r"], attn_implementation="sdpa",
+                          # bfloat16: a bf16 frozen base; peft keeps the LoRA weights in fp32.
+                          dtype=spec.get("dtype", "float32")),
         max_steps=spec["steps"], per_device_train_batch_size=spec["batch"],
         logging_steps=10**6, save_steps=10**6, learning_rate=1e-4, seed=0, beta=0.1,
         bf16=spec.get("bf16", False), max_length=spec.get("max_length", 1024),

@@ -170,7 +170,10 @@ class GDPOConfig(BeliefLossArgs, DPOConfig):
         metadata={"help": "Run each pair's shared prefix (prompt, and for GDPO the chosen belief) "
                           "once and continue chosen and rejected from its key/value cache. Needs "
                           "compact_logprobs; off under gradient checkpointing. Same loss within "
-                          "float tolerance."},
+                          "float tolerance. It saves compute, which a CPU step is bound by; on a "
+                          "GPU a small model's step is bound by kernel launches and sharing "
+                          "(two passes) was 1.7x slower (BENCHMARKS.md, 'Training steps on a "
+                          "GPU'): turn it off there."},
     )
 
     @property
