@@ -295,7 +295,8 @@ def _train_config(spec: dict[str, Any], out: Path) -> Any:
         # SDPA, the model's own kernel, for every trainer (TRL's too): under bf16 on a CPU
         # `auto` would give pluralign's trainer eager attention and TRL's not.
         model=ModelConfig(model=spec["model"], lora_r=spec["lora_r"],
-                          lora_alpha=2.0 * spec["lora_r"], attn_implementation="sdpa",
+                          lora_alpha=2.0 * spec["lora_r"],
+                          attn_implementation=spec.get("attn", "sdpa"),
                           # bfloat16: a bf16 frozen base; peft keeps the LoRA weights in fp32.
                           dtype=spec.get("dtype", "float32")),
         max_steps=spec["steps"], per_device_train_batch_size=spec["batch"],

@@ -10,6 +10,7 @@ BENCHMARKS.md): DPO's minority-belief reward margin falls while GDPO's rises,
 and GDPO's eval JSD ends below SFT's.
 
 Usage: .venv/bin/python benchmarks/conflicting_pairs.py [--steps 40] [--out runs/conflicting]
+       [--precision fp32|bf16|bf16-base]
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ from pluralign.train.api import train
 from pluralign.train.config import TrainConfig
 from pluralign.train.metrics import read_metrics
 
+#: --precision choices, with the sentence that opens their table.
+PRECISIONS = {
+    "fp32": "Precision: fp32.",
+    "bf16": "Precision: bf16 autocast over fp32 weights.",
+    "bf16-base": "Precision: frozen weights stored in bf16, LoRA weights and optimiser state "
+                 "in fp32, under bf16 autocast.",
+}
+
 
 def make_data(out: Path, questions: int, train_pairs: int, eval_pairs: int) -> tuple[Path, Path]:
     records = conflicting_opinions(questions, train_pairs + eval_pairs, seed=0)
@@ -43,7 +52,9 @@ def run(method: str, start: str, args: argparse.Namespace, files: tuple[Path, Pa
     config = TrainConfig(
         method=method, train_file=str(files[0]), eval_file=str(files[1]),
         output_dir=str(args.out / method),
-        model=ModelConfig(model=start, lora_r=args.lora_r, lora_alpha=2.0 * args.lora_r),
+        model=ModelConfig(model=start, lora_r=args.lora_r, lora_alpha=2.0 * args.lora_r,
+                          dtype="bfloat16" if args.precision == "bf16-base" else "float32"),
+        bf16=args.precision != "fp32",
         max_steps=args.steps, eval_steps=args.eval_every, logging_steps=args.eval_every,
         save_steps=args.steps, per_device_train_batch_size=args.batch,
         per_device_eval_batch_size=16, learning_rate=lr, seed=args.seed, beta=0.1,
@@ -85,6 +96,11 @@ def main() -> None:
     parser.add_argument("--pref-lr", type=float, default=1e-4)
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32; bf16 (autocast over fp32 weights); bf16-base (frozen "
+                             "weights in bf16, LoRA in fp32, under autocast). A precision "
+                             "other than fp32 writes its own table.")
+    parser.add_argument("--no-write", action="store_true", help="Print, leave BENCHMARKS.md.")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     files = make_data(args.out, args.questions, 8, 4)
@@ -92,8 +108,11 @@ def main() -> None:
     sft_final, seconds["sft"] = run("sft", "smollm2-135m", args, files, args.sft_lr)
     for method in ("dpo", "gdpo"):
         _, seconds[method] = run(method, str(sft_final), args, files, args.pref_lr)
+    name = "" if args.precision == "fp32" else f", {args.precision}"
     body = (
-        "## Conflicting pairs with the bundled model (`benchmarks/conflicting_pairs.py`)\n\n"
+        f"## Conflicting pairs with the bundled model{name} (`benchmarks/conflicting_pairs.py"
+        f"{'' if args.precision == 'fp32' else ' --precision ' + args.precision}`)\n\n"
+        f"{PRECISIONS[args.precision]} "
         f"SmolLM2-135M-Instruct with LoRA r={args.lora_r}; {args.questions} synthetic questions "
         "x 8 training pairs (accepted belief ~ p*, rejected uniform over the others), 4 held-out "
         f"pairs per question for evaluation; {args.steps} steps of batch {args.batch} each for "
@@ -105,7 +124,9 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(summarise(args.out, seconds))
     )
     print(body)
-    write_section("conflicting-pairs", body)
+    if not args.no_write:
+        write_section("conflicting-pairs" + ("" if args.precision == "fp32"
+                                             else f"-{args.precision}"), body)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lora-top-layers", type=int, default=REPRO_LORA_TOP_LAYERS,
                         help="LoRA on the last N layers only (default: "
                              f"{REPRO_LORA_TOP_LAYERS}; 0: all, as the demo trains)")
+    parser.add_argument("--base-dtype", default=RECIPE.base_dtype,
+                        choices=["auto", "float32", "bfloat16"],
+                        help="frozen base weights' precision under LoRA (default "
+                             f"{RECIPE.base_dtype}; auto: bfloat16 where bf16 is fast)")
     parser.add_argument("--out", type=Path, default=Path("runs/opinion_repro"))
     parser.add_argument("--no-write", action="store_true", help="print, leave BENCHMARKS.md")
     parser.add_argument("--quick", action="store_true",
@@ -117,7 +121,7 @@ def run_recipe(args: argparse.Namespace) -> Recipe:
     """The recipe with this run's steps, sequence format and LoRA layers."""
     return RECIPE.replace(sft_steps=args.sft_steps, preference_steps=args.pref_steps,
                           sequence_format=args.sequence_format,
-                          lora_top_layers=args.lora_top_layers)
+                          lora_top_layers=args.lora_top_layers, base_dtype=args.base_dtype)
 
 
 def run_seed(files: dict[str, Path], recipe: Recipe, seed: int, seed_dir: Path,
@@ -343,7 +347,8 @@ def main() -> None:
         f"Recipe (`pluralign.train.recipe`): SFT {recipe.sft_steps} steps lr "
         f"{recipe.sft_learning_rate}, then DPO and GDPO {recipe.preference_steps} steps lr "
         f"{recipe.preference_learning_rate} beta {recipe.beta} from the SFT model; batch "
-        f"{recipe.batch_size}, LoRA r={recipe.lora_r}{layers}; each stage keeps the weights "
+        f"{recipe.batch_size}, LoRA r={recipe.lora_r}{layers} on {recipe.resolved_base_dtype()} "
+        "base weights; each stage keeps the weights "
         "that did best on a validation split carved from the training questions (belief JSD "
         "for GDPO, the validation loss for SFT and DPO). Seeds "
         f"{', '.join(map(str, args.seeds))}: mean over seeds and prompts with a 95% two-level "

@@ -10,6 +10,7 @@ interleaved repeat by repeat, each configuration in a fresh process:
   head (labelled positions only), each with SDPA and eager attention.
 
 Usage: .venv/bin/python benchmarks/step_speed.py [--quick] [--repeats 3] [--lock FILE]
+       .venv/bin/python benchmarks/step_speed.py --precision   # fp32 / bf16 / bf16 base
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ LORA_R = 16
 def _recipe_config(spec: dict[str, Any], out: Path) -> Any:
     from pluralign.train.recipe import RECIPE
 
-    recipe = RECIPE.replace(batch_size=spec["batch"], lora_r=LORA_R)
+    recipe = RECIPE.replace(batch_size=spec["batch"], lora_r=LORA_R,
+                            base_dtype=spec.get("base_dtype", "float32"))
     config = recipe.train_config(
         spec["method"], start=spec["model"], train_file="(in memory)", output_dir=str(out),
         seed=0, max_steps=spec["steps"], bf16=spec["bf16"], validation_fraction=0.0,
@@ -79,14 +81,55 @@ VARIANTS = [  # (method, attention, SFT head, label)
 ]
 
 
+#: (label, bf16 autocast, frozen base dtype, attention): what each precision trains with,
+#: attention as ``auto`` picks it (eager under bf16 on a CPU at these lengths).
+PRECISIONS = [
+    ("fp32 (SDPA)", False, "float32", "sdpa"),
+    ("bf16 autocast over fp32 weights (eager)", True, "float32", "eager"),
+    ("bf16 frozen base, fp32 LoRA, autocast (eager)", True, "bfloat16", "eager"),
+]
+
+
+def precision_section(args: argparse.Namespace, steps: int, warmup: int) -> str:
+    """GDPO steps of the recipe in fp32, under bf16 autocast, and on a bf16 frozen base."""
+    specs = [{"kind": "step", "method": "gdpo", "attention": attention, "sft_head": None,
+              "label": label, "model": "smollm2-135m", "batch": args.batch,
+              "steps": warmup + steps, "warmup": warmup, "bf16": bf16, "base_dtype": dtype}
+             for label, bf16, dtype, attention in PRECISIONS]
+    results = interleaved(Path(__file__), specs, args.repeats, args.lock)
+    table = ["| GDPO step | step s (median) | vs fp32 | peak RSS MB |", "|---|---|---|---|"]
+    for spec, runs in zip(specs, results, strict=True):
+        speedup = 1.0 / ratio_median(runs, results[0], "step_s")
+        table.append(f"| {spec['label']} | {key_median(runs, 'step_s'):.2f} | "
+                     f"**{speedup:.2f}x** | {key_median(runs, 'peak_rss_mb'):.0f} |")
+    return (
+        "## bf16 frozen base (`benchmarks/step_speed.py --precision`)\n\n"
+        f"The recipe's GDPO trainer on the bundled model: LoRA r={LORA_R} on every linear "
+        f"layer, batch {args.batch} demo pairs, {results[0][0]['threads']} threads, attention "
+        "as `auto` picks it. Under bf16 autocast every matmul rounds its fp32 weight to bf16 "
+        "at every call; a bf16 frozen base stores the rounded weights once (LoRA weights and "
+        "Adam state stay fp32), so the matmuls compute the same products without the casts, "
+        "and the residual stream runs in bf16. Step = forward + backward + AdamW; median over "
+        f"{steps} steps after {warmup} warm-up step(s), then over {args.repeats} repeats, "
+        "each configuration in a fresh process, interleaved within a repeat; speed-ups are "
+        f"medians of per-repeat ratios. {retry_note(results)} {run_stamp(args.quick)}\n\n"
+        + "\n".join(table)
+    )
+
+
 def main() -> None:
     worker_entry({"step": step_worker})
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--fp32", action="store_true", help="Measure without bf16 autocast.")
+    parser.add_argument("--precision", action="store_true",
+                        help="Only GDPO in fp32, bf16 autocast and on a bf16 frozen base.")
     args = parser.parse_args()
     steps, warmup = (2, 1) if args.quick else (4, 1)
+    if args.precision:
+        publish("bf16-base", precision_section(args, steps, warmup), write=not args.no_write)
+        return
     specs = [{"kind": "step", "method": method, "attention": attention, "sft_head": head,
               "label": label, "model": "smollm2-135m", "batch": args.batch,
               "steps": warmup + steps, "warmup": warmup, "bf16": not args.fp32}

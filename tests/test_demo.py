@@ -148,3 +148,14 @@ def test_demo_command_prints_each_groups_distributions(monkeypatch, tmp_path):
     assert "0.85" in result.output and "0.75" in result.output and "0.222" in result.output
     words = " ".join(result.output.split())  # rich wraps long lines
     assert "predicted distributions 0.410, between their targets 0.500" in words
+
+
+def test_demo_trains_on_fp32_base_weights_and_bf16_is_one_option_away():
+    def dtype(config):
+        return config.recipe().train_config("gdpo", start="s", train_file="t.jsonl",
+                                            output_dir="o", seed=0).model.dtype
+
+    assert dtype(DemoRunConfig()) == "float32"
+    assert dtype(DemoRunConfig(base_dtype="bfloat16")) == "bfloat16"
+    with pytest.raises(ValueError, match="base_dtype: must be auto, float32 or bfloat16"):
+        DemoRunConfig(base_dtype="half")

@@ -29,7 +29,7 @@ def test_stage_graph_runs_each_stage_from_its_inputs(benchmark_module, tmp_path,
     monkeypatch.setattr(repro, "evaluate_seed", fake_evaluate)
     args = argparse.Namespace(groups=["United States", "Pakistan"], seeds=[0, 1], out=tmp_path,
                               samples=2, sft_steps=3, pref_steps=4, sequence_format="auto",
-                              lora_top_layers=10)
+                              lora_top_layers=10, base_dtype="auto")
     with ThreadPoolExecutor(2) as pool:
         graph = repro.StageGraph(pool, args)
         graph.run()

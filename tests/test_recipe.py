@@ -56,3 +56,26 @@ def test_gdpo_stages_add_the_chosen_nll_and_dpo_stays_plain():
     assert args("gdpo", RECIPE.replace(chosen_nll_weight=0.0)) == {}
     # A caller's own TRL options join the recipe's rather than replace them.
     assert args("gdpo", training_args={"weight_decay": 0.1}) == {**rpo, "weight_decay": 0.1}
+
+
+def test_base_dtype_is_fp32_by_default_and_auto_picks_bf16_where_it_is_fast(monkeypatch):
+    import pytest
+
+    import pluralign.train.recipe as recipe_module
+
+    def stage(recipe):
+        return recipe.train_config("gdpo", start="s", train_file="t.jsonl", output_dir="o",
+                                   seed=0)
+
+    auto = RECIPE.replace(base_dtype="auto")
+    monkeypatch.setattr(recipe_module, "bf16_is_fast", lambda: True)
+    # The default stays fp32: the bf16 base missed the conflicting-pairs quality bar.
+    assert RECIPE.base_dtype == "float32" and stage(RECIPE).model.dtype == "float32"
+    assert stage(auto).model.dtype == "bfloat16"
+    # Full fine-tuning trains the base itself: its weights and Adam state stay fp32.
+    assert stage(auto.replace(lora_r=0)).model.dtype == "float32"
+    monkeypatch.setattr(recipe_module, "bf16_is_fast", lambda: False)
+    assert stage(auto).model.dtype == "float32"
+    assert stage(RECIPE.replace(base_dtype="bfloat16")).model.dtype == "bfloat16"
+    with pytest.raises(ValueError, match="base_dtype: must be auto, float32 or bfloat16"):
+        RECIPE.replace(base_dtype="fp16")

@@ -84,6 +84,12 @@ class DemoRunConfig(YamlConfig):
                           "(pluralign ls sequence-formats) or auto (the format the records "
                           "name, separated where none). The demo's default writes the answer "
                           "options after the belief marker."})
+    base_dtype: str = field(
+        default=RECIPE.base_dtype,
+        metadata={"help": "Frozen base weights' precision under LoRA: float32, bfloat16 (GDPO "
+                          "steps 1.1x faster than bf16 autocast alone on CPUs with native "
+                          "bf16, JSD about 0.02 worse on the conflicting-pairs check) or auto "
+                          "(bfloat16 where bf16 is fast). LoRA weights stay fp32."})
     samples: int = field(default=2, metadata={"help": "Belief-first generations per question."})
     max_new_tokens: int = field(default=40, metadata={"help": "Tokens per generated answer."})
     seed: int = field(default=0, metadata={"help": "Seed of data, LoRA init and sampling."})
@@ -99,6 +105,9 @@ class DemoRunConfig(YamlConfig):
         if self.chosen_nll_weight < 0:
             raise ValueError(f"chosen_nll_weight: must be >= 0, got {self.chosen_nll_weight}")
         check_format_name(self.sequence_format)
+        if self.base_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"base_dtype: must be auto, float32 or bfloat16, got "
+                             f"{self.base_dtype!r}")
         self._check_groups()
 
     def _check_groups(self) -> None:
@@ -135,7 +144,8 @@ class DemoRunConfig(YamlConfig):
             sft_learning_rate=self.sft_learning_rate,
             preference_learning_rate=self.preference_learning_rate, beta=self.beta,
             chosen_nll_weight=self.chosen_nll_weight,
-            eval_every=self.eval_every, sequence_format=self.sequence_format)
+            eval_every=self.eval_every, sequence_format=self.sequence_format,
+            base_dtype=self.base_dtype)
 
 
 @dataclass
