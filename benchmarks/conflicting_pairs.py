@@ -108,10 +108,12 @@ def main() -> None:
     sft_final, seconds["sft"] = run("sft", "smollm2-135m", args, files, args.sft_lr)
     for method in ("dpo", "gdpo"):
         _, seconds[method] = run(method, str(sft_final), args, files, args.pref_lr)
-    name = "" if args.precision == "fp32" else f", {args.precision}"
+    # fp32 keeps the section, title and command it always had; another precision gets its own.
+    fp32 = args.precision == "fp32"
     body = (
-        f"## Conflicting pairs with the bundled model{name} (`benchmarks/conflicting_pairs.py"
-        f"{'' if args.precision == 'fp32' else ' --precision ' + args.precision}`)\n\n"
+        f"## Conflicting pairs with the bundled model{'' if fp32 else ', ' + args.precision} "
+        f"(`benchmarks/conflicting_pairs.py{'' if fp32 else ' --precision ' + args.precision}`)"
+        "\n\n"
         f"{PRECISIONS[args.precision]} "
         f"SmolLM2-135M-Instruct with LoRA r={args.lora_r}; {args.questions} synthetic questions "
         "x 8 training pairs (accepted belief ~ p*, rejected uniform over the others), 4 held-out "
@@ -125,8 +127,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("conflicting-pairs" + ("" if args.precision == "fp32"
-                                             else f"-{args.precision}"), body)
+        write_section("conflicting-pairs" + ("" if fp32 else f"-{args.precision}"), body)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import argparse
 import gc
 import json
 import shutil
-import statistics
 import tempfile
 import time
 import traceback
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from _report import publish
-from _timing import TRAINERS, timed_training
+from _timing import TRAINERS, key_median, ratio_median, timed_training
 
 TRL_DPO = {"impl": "trl", "method": "dpo", "pairing": "dpo"}
 DPO = {"impl": "pluralign", "method": "dpo"}
@@ -197,15 +196,6 @@ def _meta(args: argparse.Namespace, torch: Any, started: float,
             "date": time.strftime("%Y-%m-%d"), "runs": runs}
 
 
-def _median(runs: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
-
-
-def _ratio(base: list[dict[str, Any]], runs: list[dict[str, Any]]) -> float:
-    # Per-repeat ratios (the rows of one repeat ran back to back), then their median.
-    return statistics.median(b["step_s"] / r["step_s"] for b, r in zip(base, runs, strict=True))
-
-
 def _setting_rows(title: str, batch: int, rows: list[tuple[str, dict[str, Any]]],
                   data: dict[str, Any]) -> list[str]:
     lines = [f"**{title}** (median of {data['steps']} steps after {data['warmup']} warm-up "
@@ -219,10 +209,10 @@ def _setting_rows(title: str, batch: int, rows: list[tuple[str, dict[str, Any]]]
         if failed:
             lines.append(f"| {label} | failed: {failed[0][:120]} | | | |")
             continue
-        step = _median(runs, "step_s")
-        peak = f"{_median(runs, 'peak_gpu_mb'):.0f}" if "peak_gpu_mb" in runs[0] else "–"
+        step = key_median(runs, "step_s")
+        peak = f"{key_median(runs, 'peak_gpu_mb'):.0f}" if "peak_gpu_mb" in runs[0] else "–"
         lines.append(f"| {label} | {1000 * step:.1f} | {batch / step:.0f} | "
-                     f"{_ratio(base, runs):.2f}x | {peak} |")
+                     f"{ratio_median(base, runs, 'step_s'):.2f}x | {peak} |")
     return [*lines, ""]
 
 

@@ -55,7 +55,7 @@ from _opinions import (
 )
 from _report import machine_line, write_section
 
-from pluralign.train.recipe import RECIPE, Recipe
+from pluralign.train.recipe import BASE_DTYPES, RECIPE, Recipe
 
 # Table 2 of the GDPO paper (JSD, CBC, BPC, RS) for SFT / DPO / GDPO.
 PAPER = {
@@ -94,7 +94,7 @@ def parse_args() -> argparse.Namespace:
                         help="LoRA on the last N layers only (default: "
                              f"{REPRO_LORA_TOP_LAYERS}; 0: all, as the demo trains)")
     parser.add_argument("--base-dtype", default=RECIPE.base_dtype,
-                        choices=["auto", "float32", "bfloat16"],
+                        choices=BASE_DTYPES,
                         help="frozen base weights' precision under LoRA (default "
                              f"{RECIPE.base_dtype}; auto: bfloat16 where bf16 is fast)")
     parser.add_argument("--out", type=Path, default=Path("runs/opinion_repro"))

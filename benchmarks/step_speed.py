@@ -81,6 +81,18 @@ VARIANTS = [  # (method, attention, SFT head, label)
 ]
 
 
+def speed_rows(specs: list[dict[str, Any]], results: list[list[dict[str, Any]]],
+               baselines: list[list[dict[str, Any]]]) -> list[str]:
+    """A table row per configuration: median step, speed-up over its baseline's runs (median
+    of per-repeat ratios), peak RSS."""
+    rows = []
+    for spec, runs, base in zip(specs, results, baselines, strict=True):
+        speedup = 1.0 / ratio_median(runs, base, "step_s")
+        rows.append(f"| {spec['label']} | {key_median(runs, 'step_s'):.2f} | "
+                    f"**{speedup:.2f}x** | {key_median(runs, 'peak_rss_mb'):.0f} |")
+    return rows
+
+
 #: (label, bf16 autocast, frozen base dtype, attention): what each precision trains with,
 #: attention as ``auto`` picks it (eager under bf16 on a CPU at these lengths).
 PRECISIONS = [
@@ -97,11 +109,8 @@ def precision_section(args: argparse.Namespace, steps: int, warmup: int) -> str:
               "steps": warmup + steps, "warmup": warmup, "bf16": bf16, "base_dtype": dtype}
              for label, bf16, dtype, attention in PRECISIONS]
     results = interleaved(Path(__file__), specs, args.repeats, args.lock)
-    table = ["| GDPO step | step s (median) | vs fp32 | peak RSS MB |", "|---|---|---|---|"]
-    for spec, runs in zip(specs, results, strict=True):
-        speedup = 1.0 / ratio_median(runs, results[0], "step_s")
-        table.append(f"| {spec['label']} | {key_median(runs, 'step_s'):.2f} | "
-                     f"**{speedup:.2f}x** | {key_median(runs, 'peak_rss_mb'):.0f} |")
+    table = ["| GDPO step | step s (median) | vs fp32 | peak RSS MB |", "|---|---|---|---|",
+             *speed_rows(specs, results, [results[0]] * len(specs))]
     return (
         "## bf16 frozen base (`benchmarks/step_speed.py --precision`)\n\n"
         f"The recipe's GDPO trainer on the bundled model: LoRA r={LORA_R} on every linear "
@@ -137,11 +146,8 @@ def main() -> None:
     results = interleaved(Path(__file__), specs, args.repeats, args.lock)
     baseline = {"gdpo": results[0], "sft": results[2]}
     table = ["| configuration | step s (median) | vs SDPA (GDPO) / TRL head + SDPA (SFT) | "
-             "peak RSS MB |", "|---|---|---|---|"]
-    for spec, runs in zip(specs, results, strict=True):
-        speedup = 1.0 / ratio_median(runs, baseline[spec["method"]], "step_s")
-        table.append(f"| {spec['label']} | {key_median(runs, 'step_s'):.2f} | "
-                     f"**{speedup:.2f}x** | {key_median(runs, 'peak_rss_mb'):.0f} |")
+             "peak RSS MB |", "|---|---|---|---|",
+             *speed_rows(specs, results, [baseline[spec["method"]] for spec in specs])]
     body = (
         "## Training step speed (`benchmarks/step_speed.py`)\n\n"
         f"The recipe's trainers on the bundled model: LoRA r={LORA_R} on every linear layer, "

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pluralign.beliefs.formats import check_format_name
 from pluralign.config import YamlConfig, reject_non_finite
 from pluralign.runs import CONFIG_NAME
-from pluralign.train.recipe import RECIPE, Recipe, bf16_is_fast
+from pluralign.train.recipe import RECIPE, Recipe, bf16_is_fast, check_base_dtype
 
 if TYPE_CHECKING:
     from pluralign.eval.group_comparison import GroupComparison
@@ -105,9 +105,7 @@ class DemoRunConfig(YamlConfig):
         if self.chosen_nll_weight < 0:
             raise ValueError(f"chosen_nll_weight: must be >= 0, got {self.chosen_nll_weight}")
         check_format_name(self.sequence_format)
-        if self.base_dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"base_dtype: must be auto, float32 or bfloat16, got "
-                             f"{self.base_dtype!r}")
+        check_base_dtype(self.base_dtype)
         self._check_groups()
 
     def _check_groups(self) -> None:

@@ -39,6 +39,16 @@ def bf16_is_fast() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+#: Values of ``Recipe.base_dtype`` (and of the demo's and the reproduction's options).
+BASE_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def check_base_dtype(value: str) -> None:
+    """Refuse a ``base_dtype`` outside :data:`BASE_DTYPES`, naming the field."""
+    if value not in BASE_DTYPES:
+        raise ValueError(f"base_dtype: must be auto, float32 or bfloat16, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Settings of the SFT -> DPO / GDPO pipeline (LoRA on the bundled model)."""
@@ -78,14 +88,12 @@ class Recipe:
     #: autocast alone on 2 CPU cores, 1.49x fp32, 926 MB less) but runs the residual stream in
     #: bf16: on the conflicting-pairs benchmark GDPO's final eval JSD was 0.022 worse than
     #: fp32's (mean of seeds 0-2), over issue 19's 0.01 bar, so float32 stays the default
-    #: (BENCHMARKS.md, "bf16 frozen base"). LoRA weights and the
-    #: optimiser state stay fp32 either way (peft keeps adapters in fp32).
+    #: (BENCHMARKS.md, "bf16 frozen base"). LoRA weights and the optimiser state stay fp32
+    #: either way (peft keeps adapters in fp32).
     base_dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.base_dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"base_dtype: must be auto, float32 or bfloat16, got "
-                             f"{self.base_dtype!r}")
+        check_base_dtype(self.base_dtype)
 
     def resolved_base_dtype(self) -> str:
         """``base_dtype`` with auto resolved for this machine (full fine-tuning: float32)."""
