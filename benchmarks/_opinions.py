@@ -165,12 +165,13 @@ def best_validation_jsd(run_dir: Path, step: int | None) -> float | None:
 
 
 def evaluate_models(finals: dict[str, Path], data: Path, out: Path, seed: int,
-                    n_samples: int, **options: Any) -> dict[str, Any]:
+                    n_samples: int, *, judge: str = "embedding", **options: Any
+                    ) -> dict[str, Any]:
     """eval.json of ``finals`` on ``data`` plus per-prompt rows (predictions.jsonl);
     ``options`` are further EvalConfig fields (e.g. ``group_context_pool``)."""
     evaluate(EvalConfig(
         models=[str(finals[m]) for m in finals], data=str(data), output_dir=str(out),
-        judge="embedding", n_samples=n_samples, max_new_tokens=40, seed=seed,
+        judge=judge, n_samples=n_samples, max_new_tokens=40, seed=seed,
         belief_samples=0, progress=False, bf16=bf16_is_fast(), **options,
     ))
     summary = json.loads((out / "eval.json").read_text())

@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
-import os
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +43,13 @@ from _opinions import (
     REPRO_SEQUENCE_FORMAT,
     SHORT,
     DataSpec,
-    StageResult,
     build_group,
     evaluate_models,
     method_values,
     seed_prompt_interval,
-    train_methods,
-    train_stage,
 )
 from _report import machine_line, write_section
+from _stages import Task, default_workers, run_tasks, worker_threads
 
 from pluralign.train.recipe import BASE_DTYPES, RECIPE, Recipe
 
@@ -108,10 +104,7 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.groups, args.seeds = ["United States"], [0]
     if args.workers is None:
-        import torch
-
-        cores = os.cpu_count() or 1
-        args.workers = 1 if torch.cuda.is_available() or cores < 2 else 2
+        args.workers = default_workers()
     if args.workers < 1:
         parser.error(f"--workers: must be >= 1, got {args.workers}")
     return args
@@ -122,13 +115,6 @@ def run_recipe(args: argparse.Namespace) -> Recipe:
     return RECIPE.replace(sft_steps=args.sft_steps, preference_steps=args.pref_steps,
                           sequence_format=args.sequence_format,
                           lora_top_layers=args.lora_top_layers, base_dtype=args.base_dtype)
-
-
-def run_seed(files: dict[str, Path], recipe: Recipe, seed: int, seed_dir: Path,
-             samples: int) -> dict[str, Any]:
-    """One seed of one group, in this process: SFT, DPO and GDPO, then their evaluation."""
-    run = train_methods(files, recipe, seed, seed_dir)
-    return {**evaluate_seed(files, run.finals, seed, seed_dir, samples), "seconds": run.seconds}
 
 
 def evaluate_seed(files: dict[str, Path], finals: dict[str, Path], seed: int, seed_dir: Path,
@@ -149,12 +135,6 @@ def evaluate_seed(files: dict[str, Path], finals: dict[str, Path], seed: int, se
     return {"values": values, "lines": lines}
 
 
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def build_data(group: str, args: argparse.Namespace) -> tuple[dict[str, Path], float]:
     """One group's data files (LLM answers cached per group, so parallel builds never share
     a cache file) and the seconds the build took."""
@@ -166,93 +146,23 @@ def build_data(group: str, args: argparse.Namespace) -> tuple[dict[str, Path], f
     return files, time.perf_counter() - started
 
 
-def seed_folder(args: argparse.Namespace, group: str, seed: int) -> Path:
-    """Where one seed of one group trains and evaluates."""
-    return args.out / SHORT.get(group, group) / f"seed{seed}"
-
-
-def worker_threads(workers: int) -> int:
-    """Threads of each of ``workers`` parallel jobs: an equal share of the cores."""
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
-class StageGraph:
-    """The reproduction as stages on a process pool: a group's data, then per seed SFT,
-    then DPO and GDPO side by side from it, then the seed's evaluation; each stage is
-    submitted as soon as what it starts from is there. Stages rather than whole seeds keep
-    both workers busy to the end (9 seeds on 2 workers left one idle for a last seed)."""
-
-    def __init__(self, pool: ProcessPoolExecutor, args: argparse.Namespace) -> None:
-        self.pool, self.args, self.recipe = pool, args, run_recipe(args)
-        self.pending: dict[Future, tuple[str, str, int]] = {}
-        self.built: dict[str, tuple[dict[str, Path], float]] = {}
-        self.stages: dict[tuple[str, int], dict[str, StageResult]] = {}
-        self.done: dict[tuple[str, int], dict[str, Any]] = {}
-
-    def _submit(self, kind: str, group: str, seed: int, fn: Any, *fn_args: Any) -> None:
-        self.pending[self.pool.submit(fn, *fn_args)] = (kind, group, seed)
-
-    def _train(self, method: str, group: str, seed: int, start: str) -> None:
-        self._submit(method, group, seed, train_stage, self.built[group][0], self.recipe, seed,
-                     seed_folder(self.args, group, seed), method, start)
-
-    def _finished(self, kind: str, group: str, seed: int, result: Any) -> None:
-        if kind == "data":
-            self.built[group] = result
-            for s in self.args.seeds:
-                self._train("sft", group, s, "smollm2-135m")
-            return
-        if kind == "evaluate":
-            seconds = {m: stage.seconds for m, stage in self.stages[(group, seed)].items()}
-            self.done[(group, seed)] = {**result, "seconds": seconds}
-            return
-        stages = self.stages.setdefault((group, seed), {})
-        stages[kind] = result
-        if kind == "sft":
-            for method in METHODS[1:]:
-                self._train(method, group, seed, str(result.final))
-        elif len(stages) == len(METHODS):
-            finals = {m: stages[m].final for m in METHODS}
-            self._submit("evaluate", group, seed, evaluate_seed, self.built[group][0], finals,
-                         seed, seed_folder(self.args, group, seed), self.args.samples)
-
-    def run(self) -> None:
-        for group in self.args.groups:
-            self._submit("data", group, -1, build_data, group, self.args)
-        while self.pending:
-            finished, _ = wait(self.pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                self._finished(*self.pending.pop(future), future.result())
-
-
 def run_groups(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every group's data and (group, seed) runs, ``args.workers`` processes at a time, each
+    """Every group's data and (group, seed) stages, ``args.workers`` processes at a time, each
     with its share of the cores: on a small CPU two one-thread trainings do more per minute
     than one two-thread training (a one-thread quick run took 20.3 min, the two-thread one
     21.1). Per group: the per-prompt values of each seed in seed order."""
-    if args.workers == 1:
-        recipe = run_recipe(args)
-        built, done = {}, {}
-        for group in args.groups:
-            built[group] = build_data(group, args)
-            for seed in args.seeds:
-                done[(group, seed)] = run_seed(built[group][0], recipe, seed,
-                                               seed_folder(args, group, seed), args.samples)
-    else:
-        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_set_threads,
-                                 initargs=(worker_threads(args.workers),)) as pool:
-            graph = StageGraph(pool, args)
-            graph.run()
-            built, done = graph.built, graph.done
-    return [_group_result(group, built[group][1], [done[(group, s)] for s in args.seeds], args)
-            for group in args.groups]
+    tasks = [Task(SHORT.get(group, group), partial(build_data, group, args),
+                  {"sft": "base", "dpo": "sft", "gdpo": "sft"},
+                  partial(evaluate_seed, samples=args.samples)) for group in args.groups]
+    graph = run_tasks(tasks, args.seeds, run_recipe(args), args.out, args.workers)
+    return [_group_result(task.name, graph.built[task.name][1],
+                          [graph.done[(task.name, s)] for s in args.seeds], args)
+            for task in tasks]
 
 
-def _group_result(group: str, data_seconds: float, seed_results: list[dict[str, Any]],
+def _group_result(short: str, data_seconds: float, seed_results: list[dict[str, Any]],
                   args: argparse.Namespace) -> dict[str, Any]:
     """One group's seeds merged: per metric a list of per-prompt values (one per seed)."""
-    short = SHORT.get(group, group)
     values: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     seconds = {m: 0.0 for m in METHODS}
     for job in seed_results:

@@ -112,3 +112,16 @@ def test_format_files_without_a_pairing_fall_back_to_the_method(tmp_path):
     assert pairing_for_model(tmp_path) == "dpo"
     assert pairing_from_info({"method": "gdpo-kto"}) == "gdpo"
     assert pairing_for_model(tmp_path / "no-format-file") == "gdpo"
+
+
+def test_the_margin_pairs_are_spread_over_the_file_not_its_first_prompts():
+    from pluralign.eval.predict import spread_subset
+
+    records = [f"movie{i // 200}-pair{i % 200}" for i in range(645)]
+    picked = spread_subset(records, 64)
+    assert len(picked) == 64 and len(set(picked)) == 64
+    assert picked[0] == "movie0-pair0" and picked[-1] == records[(63 * 645) // 64]
+    # Every movie contributes, where the first 64 records would all be movie 0.
+    assert {p.split("-")[0] for p in picked} == {"movie0", "movie1", "movie2", "movie3"}
+    assert spread_subset(records, None) == records
+    assert spread_subset(records, 1000) == records

@@ -91,7 +91,8 @@ class EvalConfig(YamlConfig):
                 "auto (from the model's training method)."})
     beta: float = field(default=0.1, metadata={"help": "beta of the reward margins."})
     max_pairs: int | None = field(default=256, metadata={
-        "help": "Records used for reward margins (None: all)."})
+        "help": "Records used for reward margins, spread evenly over the data file "
+                "(None: all)."})
     kshot: int = field(default=0, metadata={
         "help": "Also evaluate a k-shot prompting baseline with this many shots (0: none)."})
     kshot_model: str = field(default="smollm2-135m", metadata={

@@ -135,10 +135,19 @@ def _margins(model: Any, tokenizer: Any, fmt: Any, info: dict[str, Any],
     ref_model, _ = load_model(config.ref_model, device=config.device,
                               trust_remote_code=config.trust_remote_code)
     pairing = pairing_from_info(info) if config.pairing == "auto" else config.pairing
-    subset = list(records)[: config.max_pairs] if config.max_pairs else list(records)
+    subset = spread_subset(list(records), config.max_pairs)
     return reward_margins(model, ref_model, tokenizer, subset, fmt=fmt, pairing=pairing,
                           beta=config.beta, batch_size=max(1, config.batch_size // 2),
                           seed=config.seed, progress=config.progress)
+
+
+def spread_subset(records: list[Any], limit: int | None) -> list[Any]:
+    """At most ``limit`` of ``records``, spread evenly over the list (None: all). Record files
+    hold each prompt's records together, so the first ``limit`` would cover only the first
+    prompts (256 of a review file's 645 test pairs are its first two movies)."""
+    if limit is None or limit >= len(records):
+        return records
+    return [records[i * len(records) // limit] for i in range(limit)]
 
 
 def _autocast(model: Any, enabled: bool) -> Any:
