@@ -13,11 +13,26 @@ BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 HEADER = "# Benchmarks\n\nEach section is written by the script it names; rerun it to refresh.\n"
 
 
+def cpu_model() -> str:
+    """The CPU's model name and whether it has native bf16: timings differ several-fold
+    between the machines this project runs on (an AVX512-BF16 Xeon, an AVX2-only EPYC)."""
+    from pluralign.train.recipe import bf16_is_fast
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            name = next((line.split(":", 1)[1].strip() for line in handle
+                         if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {'native' if bf16_is_fast() else 'no native'} bf16"
+
+
 def machine_line() -> str:
     import torch
 
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{cpu_model()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )

@@ -110,10 +110,17 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
 def measure(args: argparse.Namespace) -> None:
     import torch
 
-    model = args.model
-    work = Path(tempfile.mkdtemp())
-    if args.random_init:
-        model = str(random_model_dir(Path(args.random_init), work / "model"))
+    work = Path(tempfile.mkdtemp())  # the random-weights model, removed when done
+    try:
+        model = (str(random_model_dir(Path(args.random_init), work / "model"))
+                 if args.random_init else args.model)
+        _measure_settings(args, model, torch)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure_settings(args: argparse.Namespace, model: str, torch: Any) -> None:
+    """Every setting ``args.repeats`` times; the JSON is rewritten after each row."""
     runs: dict[str, list[dict[str, Any]]] = {}
     started = time.perf_counter()
     settings = [s for s in SETTINGS if args.only is None or args.only in s[0]]
@@ -132,21 +139,27 @@ def measure(args: argparse.Namespace) -> None:
                 print(f"[repeat {repeat + 1}] {key}: "
                       f"{result.get('step_s', result.get('error'))}", flush=True)
                 Path(args.measure).write_text(json.dumps(_meta(args, torch, started, runs)))
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def profile(args: argparse.Namespace) -> None:
     """One profiled step (after warm-up) of TRL's DPO and pluralign's GDPO, batch 8, bf16
     autocast: operator tables by self CPU and self CUDA time, written to ``args.profile``."""
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp())  # the random-weights model, removed when done
+    try:
+        model = (str(random_model_dir(Path(args.random_init), work / "m")) if args.random_init
+                 else args.model)
+        _profile_trainers(model, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _profile_trainers(model: str, out: Path) -> None:
+    """The profiled step of each trainer on ``model``, tables written into ``out``."""
     import torch
     from torch.profiler import ProfilerActivity
     from transformers import TrainerCallback
-
-    out = Path(args.profile)
-    out.mkdir(parents=True, exist_ok=True)
-    model = args.model
-    if args.random_init:
-        model = str(random_model_dir(Path(args.random_init), Path(tempfile.mkdtemp()) / "m"))
 
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)

@@ -245,8 +245,7 @@ def scaled(recipe: Recipe, steps: int, *, parts: int = 1) -> Recipe:
 
 def adapter_bytes(final_dirs: Iterable[Path]) -> int:
     """Bytes of the LoRA adapter weights of ``final_dirs`` (a GDPO model is its SFT adapter
-    folded into the base plus its own adapter: both are stored). The ``ref/`` copy that TRL
-    saves beside a preference adapter is not counted: serving does not read it."""
+    folded into the base plus its own adapter: both are stored)."""
     return sum(f.stat().st_size for d in final_dirs for f in Path(d).glob("adapter_model*"))
 
 

@@ -60,3 +60,29 @@ def test_step_timer_synchronises_at_both_ends_of_a_step(benchmark_module):
     timer.on_step_end()
     assert calls == ["sync", "step", "sync"]
     assert len(timer.times) == 1 and timer.times[0] >= 0.0
+
+
+@pytest.mark.parametrize("entry, worker", [("profile", "_profile_trainers"),
+                                           ("measure", "_measure_settings")])
+def test_the_random_weights_folder_is_removed_even_when_a_run_fails(bench, tmp_path,
+                                                                     monkeypatch, entry, worker):
+    import argparse
+
+    made = []
+
+    def fake_random_model(config_dir, out):
+        out.mkdir(parents=True)
+        made.append(out)
+        return out
+
+    def failing(*args):
+        assert made[0].is_dir()  # the model exists while the run uses it
+        raise RuntimeError("CUDA error")
+
+    monkeypatch.setattr(bench, "random_model_dir", fake_random_model)
+    monkeypatch.setattr(bench, worker, failing)
+    args = argparse.Namespace(profile=str(tmp_path / "profile"), measure=str(tmp_path / "m.json"),
+                              random_init=str(tmp_path), model="smollm2-135m")
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        getattr(bench, entry)(args)
+    assert len(made) == 1 and not made[0].parent.exists()

@@ -82,3 +82,24 @@ def test_groups_may_be_left_out_for_the_review_task_alone(benchmark_module, monk
     monkeypatch.setattr("sys.argv", ["paper_tables.py", "--workers", "0"])
     with pytest.raises(SystemExit):
         tables.parse_args()
+
+
+def test_the_machine_line_names_the_cpu_and_its_bf16(benchmark_module, monkeypatch):
+    """Benchmark headers name the CPU model and whether bf16 is native: the same run takes
+    several times longer on an AVX2-only CPU than on one with AVX512-BF16."""
+    from pathlib import Path
+
+    import pluralign.train.recipe as recipe_module
+
+    report = benchmark_module("_report")
+    monkeypatch.setattr(recipe_module, "bf16_is_fast", lambda: False)
+    assert report.cpu_model().endswith(", no native bf16")
+    assert ", no native bf16, " in report.machine_line()
+    monkeypatch.setattr(recipe_module, "bf16_is_fast", lambda: True)
+    assert report.cpu_model().endswith(", native bf16")
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        if names:
+            assert report.cpu_model() == f"{names[0]}, native bf16"

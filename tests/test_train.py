@@ -56,6 +56,10 @@ def test_every_method_trains_two_steps_and_reloads(method, toy_files, tmp_path, 
     assert len(train_losses) == 2 and all(math.isfinite(x) for x in train_losses)
     assert (result.output_dir / "checkpoint-2" / COMPLETE_MARKER).is_file()
     assert (result.output_dir / "config.yaml").is_file()
+    # TRL's copy of the starting adapter (its reference) is not kept in final/.
+    assert not (result.final_dir / "ref").exists()
+    assert (result.output_dir / "checkpoint-2" / "ref").is_dir() == (
+        METHODS.get(method).family != "sft")
 
     reloaded, _ = load_model(str(result.final_dir))
     trained = result.trainer.model
