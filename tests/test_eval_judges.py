@@ -140,6 +140,25 @@ def test_rating_judge_nearest_reference_rating_offline():
     assert RatingJudge(embedder=_CountingEmbedder()).judge(items) == ["yes", "yes", "no"]
 
 
+def test_rating_judge_embeds_each_review_once_in_one_batch():
+    """Generations of one movie share its reference reviews: they are embedded once, not
+    once per generation (the review evaluation spent most of its time doing that)."""
+    references = {1: ["awful awful bad"], 5: ["great good great"], 3: ["fine"]}
+    batches = []
+
+    class Recording(_CountingEmbedder):
+        def encode(self, texts, **kwargs):
+            batches.append(list(texts))
+            return super().encode(texts, **kwargs)
+
+    items = [_item(text, 4, references=references)
+             for text in ("a great film", "good, great", "a great film", "awful")]
+    assert RatingJudge(embedder=Recording()).judge(items) == ["yes", "yes", "yes", "no"]
+    assert len(batches) == 1
+    assert sorted(batches[0]) == sorted({"a great film", "good, great", "awful",
+                                         "awful awful bad", "great good great", "fine"})
+
+
 def test_llm_judge_built_from_backend_options(server):
     judge = make_judge("llm", backend="openai", model="stub-model", base_url=server.url,
                        api_key_env="", max_retries=0, progress=False)

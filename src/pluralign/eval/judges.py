@@ -179,6 +179,25 @@ def nearest_belief(
     return best if best_sim >= min_similarity else None
 
 
+def embed_items(items: Sequence[JudgeItem], embedder: Any
+                ) -> tuple[dict[str, int], np.ndarray]:
+    """Every distinct text of ``items`` (responses and references) embedded once, in one
+    batch: (row of each text, vectors). Items of one prompt share their references, so
+    embedding them item by item repeated the same reviews once per generation."""
+    texts: dict[str, int] = {}
+    for item in items:
+        for text in [item.response, *(t for refs in item.references.values() for t in refs)]:
+            texts.setdefault(text, len(texts))
+    vectors = embed_texts(list(texts), embedder) if texts else np.zeros((0, 1))
+    return texts, vectors
+
+
+def reference_vectors(item: JudgeItem, texts: Mapping[str, int], vectors: np.ndarray
+                      ) -> dict[int, np.ndarray]:
+    """The item's reference vectors by class (classes without references left out)."""
+    return {c: vectors[[texts[t] for t in ts]] for c, ts in item.references.items() if ts}
+
+
 class EmbeddingJudge:
     """Offline judge: yes when the response's nearest belief (by embedding) is the generated one.
 
@@ -200,14 +219,10 @@ class EmbeddingJudge:
         return cls(embedder=config.embedder, min_similarity=config.judge_min_similarity)
 
     def judge(self, items: Sequence[JudgeItem]) -> list[str]:
-        texts: dict[str, int] = {}
-        for item in items:
-            for text in [item.response, *(t for refs in item.references.values() for t in refs)]:
-                texts.setdefault(text, len(texts))
-        vectors = embed_texts(list(texts), self.embedder) if texts else np.zeros((0, 1))
+        texts, vectors = embed_items(items, self.embedder)
         verdicts = []
         for item in items:
-            refs = {c: vectors[[texts[t] for t in ts]] for c, ts in item.references.items() if ts}
+            refs = reference_vectors(item, texts, vectors)
             if item.class_id is None or not item.response.strip() or not refs:
                 verdicts.append("parse_failure")
                 continue
@@ -277,19 +292,14 @@ class RatingJudge:
 
     def _nearest_ratings(self, items: Sequence[JudgeItem]) -> list[int | None]:
         # The embedding judge's nearest belief is the nearest rating here.
+        texts, vectors = embed_items(items, self.embedder)
         nearest = []
         for item in items:
-            refs = {c: ts for c, ts in item.references.items() if ts}
+            refs = reference_vectors(item, texts, vectors)
             if not refs or not item.response.strip():
                 nearest.append(None)
                 continue
-            vectors = embed_texts([item.response, *(t for ts in refs.values() for t in ts)],
-                                  self.embedder)
-            grouped, offset = {}, 1
-            for c, ts in refs.items():
-                grouped[c] = vectors[offset:offset + len(ts)]
-                offset += len(ts)
-            nearest.append(nearest_belief(vectors[0], grouped))
+            nearest.append(nearest_belief(vectors[texts[item.response]], refs))
         return nearest
 
     def _llm_ratings(self, items: Sequence[JudgeItem]) -> list[int | None]:
