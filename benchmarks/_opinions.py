@@ -85,6 +85,18 @@ def build_group(group: str | list[str], spec: DataSpec, out: Path) -> dict[str, 
     return files
 
 
+def build_data(group: str, args: Any) -> tuple[dict[str, Path], float]:
+    """One group's data files for a run with ``args.questions`` rows per group under
+    ``args.out`` (LLM answers cached per group, so parallel builds never share a cache file)
+    and the seconds the build took."""
+    started = time.perf_counter()
+    short = SHORT.get(group, group)
+    files = build_group(group, DataSpec(questions=args.questions,
+                                        cache_dir=args.out / "llm-cache" / short),
+                        args.out / short / "data")
+    return files, time.perf_counter() - started
+
+
 def hold_out_paraphrases(records: list[GroupPreferenceExample], seed: int
                          ) -> tuple[list[GroupPreferenceExample], list[GroupPreferenceExample]]:
     """(train, held out): per question with a paraphrase and another variant to train on,

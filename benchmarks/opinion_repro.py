@@ -42,8 +42,7 @@ from _opinions import (
     REPRO_LORA_TOP_LAYERS,
     REPRO_SEQUENCE_FORMAT,
     SHORT,
-    DataSpec,
-    build_group,
+    build_data,
     evaluate_models,
     method_values,
     seed_prompt_interval,
@@ -133,17 +132,6 @@ def evaluate_seed(files: dict[str, Path], finals: dict[str, Path], seed: int, se
                                                           metrics).items():
             values[(setting, method, metric)] = per_prompt
     return {"values": values, "lines": lines}
-
-
-def build_data(group: str, args: argparse.Namespace) -> tuple[dict[str, Path], float]:
-    """One group's data files (LLM answers cached per group, so parallel builds never share
-    a cache file) and the seconds the build took."""
-    started = time.perf_counter()
-    short = SHORT.get(group, group)
-    files = build_group(group, DataSpec(questions=args.questions,
-                                        cache_dir=args.out / "llm-cache" / short),
-                        args.out / short / "data")
-    return files, time.perf_counter() - started
 
 
 def run_groups(args: argparse.Namespace) -> list[dict[str, Any]]:

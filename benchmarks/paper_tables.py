@@ -37,8 +37,7 @@ from _opinions import (
     REPRO_LORA_TOP_LAYERS,
     REPRO_SEQUENCE_FORMAT,
     SHORT,
-    DataSpec,
-    build_group,
+    build_data,
     evaluate_models,
     method_values,
     seed_prompt_interval,
@@ -114,16 +113,6 @@ def paper_recipe(steps: int | None) -> Recipe:
     return recipe.replace(sft_steps=steps, preference_steps=steps, eval_every=max(1, steps))
 
 
-def build_opinions(group: str, args: argparse.Namespace) -> tuple[dict[str, Path], float]:
-    """One group's data, as the reproduction builds it (its own LLM cache per group)."""
-    started = time.perf_counter()
-    short = SHORT.get(group, group)
-    files = build_group(group, DataSpec(questions=args.questions,
-                                        cache_dir=args.out / "llm-cache" / short),
-                        args.out / short / "data")
-    return files, time.perf_counter() - started
-
-
 def evaluate_opinions(files: dict[str, Path], finals: dict[str, Path], seed: int,
                       seed_dir: Path, *, samples: int) -> dict[str, Any]:
     """Every trained model, then k-shot prompting of the bundled model (shots from the
@@ -173,7 +162,7 @@ def evaluate_reviews(files: dict[str, Path], finals: dict[str, Path], seed: int,
 
 def tasks_of(args: argparse.Namespace, recipe: Recipe) -> list[Task]:
     """One task per opinion group (every method of Table 2), and the review task."""
-    tasks = [Task(SHORT.get(group, group), partial(build_opinions, group, args),
+    tasks = [Task(SHORT.get(group, group), partial(build_data, group, args),
                   OPINION_METHODS, partial(evaluate_opinions, samples=args.samples))
              for group in args.groups]
     if args.no_reviews:
